@@ -1,0 +1,294 @@
+//! The policy: what each rule does when it is violated, and the options around the rules.
+//! Read from the YAML file given with `--config`; every field is optional.
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The rules of the specification, in the order their violations are reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RuleId {
+    SameNamespace,
+    SourceExists,
+    SourceBound,
+    SourceDeleting,
+    SourceVolume,
+    CsiSource,
+    DynamicProvisioning,
+    SameDriver,
+    VolumeMode,
+    Size,
+    SizeCapacity,
+    SourceInUse,
+    CloneCapableDriver,
+    SourceApiGroup,
+}
+
+impl RuleId {
+    pub const ALL: [RuleId; 14] = [
+        RuleId::SameNamespace,
+        RuleId::SourceExists,
+        RuleId::SourceBound,
+        RuleId::SourceDeleting,
+        RuleId::SourceVolume,
+        RuleId::CsiSource,
+        RuleId::DynamicProvisioning,
+        RuleId::SameDriver,
+        RuleId::VolumeMode,
+        RuleId::Size,
+        RuleId::SizeCapacity,
+        RuleId::SourceInUse,
+        RuleId::CloneCapableDriver,
+        RuleId::SourceApiGroup,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleId::SameNamespace => "same-namespace",
+            RuleId::SourceExists => "source-exists",
+            RuleId::SourceBound => "source-bound",
+            RuleId::SourceDeleting => "source-deleting",
+            RuleId::SourceVolume => "source-volume",
+            RuleId::CsiSource => "csi-source",
+            RuleId::DynamicProvisioning => "dynamic-provisioning",
+            RuleId::SameDriver => "same-driver",
+            RuleId::VolumeMode => "volume-mode",
+            RuleId::Size => "size",
+            RuleId::SizeCapacity => "size-capacity",
+            RuleId::SourceInUse => "source-in-use",
+            RuleId::CloneCapableDriver => "clone-capable-driver",
+            RuleId::SourceApiGroup => "source-api-group",
+        }
+    }
+
+    /// The action a rule takes when the configuration does not name it.
+    pub fn default_action(self) -> Action {
+        match self {
+            RuleId::SizeCapacity | RuleId::SourceInUse => Action::Warn,
+            _ => Action::Deny,
+        }
+    }
+}
+
+impl fmt::Display for RuleId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for RuleId {
+    type Err = ConfigError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        RuleId::ALL
+            .into_iter()
+            .find(|rule| rule.as_str() == text)
+            .ok_or_else(|| ConfigError::UnknownRule(text.to_owned()))
+    }
+}
+
+/// What a violated rule does to the review.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Refuse the claim.
+    Deny,
+    /// Admit the claim with an admission warning.
+    Warn,
+    /// Do not evaluate the rule.
+    Off,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Deny => "deny",
+            Action::Warn => "warn",
+            Action::Off => "off",
+        }
+    }
+}
+
+/// What a clone review answers when the API server cannot be asked in time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureMode {
+    /// Refuse the clone, naming the cause.
+    FailClosed,
+    /// Admit the clone with a warning naming the cause.
+    FailOpen,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("unknown rule {0:?} (known rules: {known})", known = RuleId::ALL.map(RuleId::as_str).join(", "))]
+    UnknownRule(String),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid configuration: {source}")]
+    Parse {
+        path: String,
+        source: serde_yaml_ng::Error,
+    },
+    #[error("lookupTimeout must be between 100ms and 25s, not {0:?}")]
+    LookupTimeout(Duration),
+}
+
+/// Everything the rules and the fact gathering are told by the operator.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Policy {
+    actions: [Action; RuleId::ALL.len()],
+    /// CSI drivers known to support CLONE_VOLUME; empty turns `clone-capable-driver` off.
+    pub clone_capable_drivers: Vec<String>,
+    pub failure_mode: FailureMode,
+    /// Deadline for gathering facts from the API server; shorter than the webhook's
+    /// `timeoutSeconds` so that the configured failure mode, not the API server's, applies.
+    pub lookup_timeout: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            actions: RuleId::ALL.map(RuleId::default_action),
+            clone_capable_drivers: Vec::new(),
+            failure_mode: FailureMode::FailClosed,
+            lookup_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// The YAML document, as written by the operator.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default)]
+    rules: std::collections::BTreeMap<String, Action>,
+    #[serde(default)]
+    clone_capable_drivers: Vec<String>,
+    failure_mode: Option<FailureMode>,
+    #[serde(default, with = "humantime_serde")]
+    lookup_timeout: Option<Duration>,
+}
+
+impl Policy {
+    /// The action of a rule, taking into account that `clone-capable-driver` has nothing
+    /// to check until a list of drivers is configured.
+    pub fn action(&self, rule: RuleId) -> Action {
+        if rule == RuleId::CloneCapableDriver && self.clone_capable_drivers.is_empty() {
+            return Action::Off;
+        }
+        self.actions[rule as usize]
+    }
+
+    pub fn set_action(&mut self, rule: RuleId, action: Action) {
+        self.actions[rule as usize] = action;
+    }
+
+    pub fn from_yaml(text: &str, path: &str) -> Result<Policy, ConfigError> {
+        let file: ConfigFile = if text.trim().is_empty() {
+            ConfigFile::default()
+        } else {
+            serde_yaml_ng::from_str(text).map_err(|source| ConfigError::Parse {
+                path: path.to_owned(),
+                source,
+            })?
+        };
+        let mut policy = Policy::default();
+        for (name, action) in file.rules {
+            policy.set_action(name.parse()?, action);
+        }
+        policy.clone_capable_drivers = file.clone_capable_drivers;
+        if let Some(mode) = file.failure_mode {
+            policy.failure_mode = mode;
+        }
+        if let Some(timeout) = file.lookup_timeout {
+            if !(Duration::from_millis(100)..=Duration::from_secs(25)).contains(&timeout) {
+                return Err(ConfigError::LookupTimeout(timeout));
+            }
+            policy.lookup_timeout = timeout;
+        }
+        Ok(policy)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Policy, ConfigError> {
+        let display = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: display.clone(),
+            source,
+        })?;
+        Policy::from_yaml(&text, &display)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_specification() {
+        let policy = Policy::default();
+        for rule in RuleId::ALL {
+            let expected = match rule {
+                RuleId::SizeCapacity | RuleId::SourceInUse => Action::Warn,
+                RuleId::CloneCapableDriver => Action::Off,
+                _ => Action::Deny,
+            };
+            assert_eq!(policy.action(rule), expected, "{rule}");
+        }
+        assert_eq!(policy.failure_mode, FailureMode::FailClosed);
+        assert_eq!(policy.lookup_timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn rule_ids_round_trip() {
+        for rule in RuleId::ALL {
+            assert_eq!(rule.as_str().parse::<RuleId>().ok(), Some(rule));
+        }
+    }
+
+    #[test]
+    fn a_full_file_sets_every_option() {
+        let policy = Policy::from_yaml(
+            "rules:\n  size-capacity: deny\n  source-in-use: off\n  same-driver: warn\n\
+             cloneCapableDrivers: [ebs.csi.aws.com]\nfailureMode: fail-open\nlookupTimeout: 1500ms\n",
+            "test.yaml",
+        )
+        .expect("valid config");
+        assert_eq!(policy.action(RuleId::SizeCapacity), Action::Deny);
+        assert_eq!(policy.action(RuleId::SourceInUse), Action::Off);
+        assert_eq!(policy.action(RuleId::SameDriver), Action::Warn);
+        assert_eq!(policy.action(RuleId::CloneCapableDriver), Action::Deny);
+        assert_eq!(policy.clone_capable_drivers, ["ebs.csi.aws.com"]);
+        assert_eq!(policy.failure_mode, FailureMode::FailOpen);
+        assert_eq!(policy.lookup_timeout, Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn an_empty_file_is_the_default_policy() {
+        assert_eq!(Policy::from_yaml("", "x").ok(), Some(Policy::default()));
+        assert_eq!(Policy::from_yaml("{}", "x").ok(), Some(Policy::default()));
+    }
+
+    #[test]
+    fn mistakes_in_the_file_are_named() {
+        let err = |yaml: &str| Policy::from_yaml(yaml, "c.yaml").unwrap_err().to_string();
+        assert!(
+            err("rules:\n  sizes: deny\n")
+                .starts_with("unknown rule \"sizes\" (known rules: same-namespace,")
+        );
+        assert!(err("rules:\n  size: block\n").starts_with(
+            "c.yaml is not a valid configuration: rules.size: unknown variant `block`"
+        ));
+        assert!(err("failurePolicy: fail-open\n").contains("unknown field `failurePolicy`"));
+        assert_eq!(
+            err("lookupTimeout: 1m\n"),
+            "lookupTimeout must be between 100ms and 25s, not 60s"
+        );
+    }
+}

@@ -1,0 +1,10 @@
+//! pvc-clone-guard: a validating admission webhook that refuses PersistentVolumeClaim
+//! clones the CSI provisioner would leave Pending forever.
+//!
+//! Data flows one way: `server` (HTTP/TLS) -> `review` (parse the AdmissionReview) ->
+//! `facts` (gather what the rules read from the cluster) -> `rules` (pure decision) ->
+//! `review` (verdict to AdmissionResponse).
+
+pub mod config;
+pub mod quantity;
+pub mod rules;

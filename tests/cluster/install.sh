@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Installs what the local control plane needs, idempotently:
+#   etcd (Debian etcd-server), wrk, openssl, jq, and kube-apiserver 1.20.2 built from
+#   Debian's `kubernetes` source package. The build takes 5-8 minutes on 2 cores, so the
+#   binary is cached outside the repository, keyed by version:
+#   ${PVC_CLONE_GUARD_CACHE:-~/.cache/pvc-clone-guard}/kube-apiserver-<version>/kube-apiserver
+# Prints nothing but progress; safe to run again.
+set -euo pipefail
+
+KUBE_VERSION=1.20.2
+CACHE_DIR="${PVC_CLONE_GUARD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pvc-clone-guard}"
+APISERVER="$CACHE_DIR/kube-apiserver-$KUBE_VERSION/kube-apiserver"
+
+log() { echo "[install] $*" >&2; }
+
+sudo_if_needed() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_updated=0
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ $apt_updated -eq 0 ]; then
+    log "apt-get update"
+    sudo_if_needed apt-get update -qq
+    apt_updated=1
+  fi
+  log "apt-get install ${missing[*]}"
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+apt_install etcd-server wrk openssl jq curl ca-certificates
+
+if [ ! -x /usr/bin/kubectl ] && ! command -v kubectl >/dev/null 2>&1; then
+  apt_install kubernetes-client
+fi
+
+if [ -x "$APISERVER" ]; then
+  log "kube-apiserver $KUBE_VERSION cached at $APISERVER"
+  exit 0
+fi
+
+# Debian's source list is in deb822 form; add the matching deb-src entry once.
+SRC_LIST=/etc/apt/sources.list.d/pvc-clone-guard-debian-src.sources
+if ! grep -rqs '^Types:.*deb-src' /etc/apt/sources.list.d/ && ! grep -qs '^deb-src' /etc/apt/sources.list; then
+  log "adding a deb-src entry for bookworm"
+  sudo_if_needed tee "$SRC_LIST" >/dev/null <<'SRC'
+Types: deb-src
+URIs: http://deb.debian.org/debian
+Suites: bookworm
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+  apt_updated=0
+fi
+apt_install golang-go rsync dpkg-dev make
+if [ $apt_updated -eq 0 ]; then sudo_if_needed apt-get update -qq; fi
+
+BUILD_DIR="$(mktemp -d "${TMPDIR:-/tmp}/kube-apiserver-build.XXXXXX")"
+trap 'rm -rf "$BUILD_DIR"' EXIT
+log "fetching Debian's kubernetes source into $BUILD_DIR"
+(cd "$BUILD_DIR" && apt-get source -qq kubernetes >/dev/null 2>&1)
+SRC_DIR="$(find "$BUILD_DIR" -maxdepth 1 -mindepth 1 -type d -name 'kubernetes-*' | head -n1)"
+[ -n "$SRC_DIR" ] || { log "apt-get source kubernetes produced no tree"; exit 1; }
+
+log "building kube-apiserver (5-8 minutes on 2 cores)"
+(cd "$SRC_DIR" && make WHAT=cmd/kube-apiserver >"$BUILD_DIR/build.log" 2>&1) || {
+  tail -n 40 "$BUILD_DIR/build.log" >&2
+  exit 1
+}
+mkdir -p "$(dirname "$APISERVER")"
+install -m 0755 "$SRC_DIR/_output/bin/kube-apiserver" "$APISERVER"
+log "kube-apiserver $KUBE_VERSION cached at $APISERVER"
