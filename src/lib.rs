@@ -8,3 +8,10 @@
 pub mod config;
 pub mod quantity;
 pub mod rules;
+pub mod facts;
+pub mod metrics;
+pub mod review;
+pub mod certs;
+pub mod cli;
+pub mod server;
+pub mod tls;

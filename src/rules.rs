@@ -85,7 +85,8 @@ pub struct SourceVolume {
     pub claim_ref: Option<ClaimRef>,
     /// `spec.csi.driver`; `None` for in-tree and FlexVolume volumes.
     pub csi_driver: Option<String>,
-    /// The volume source field that is set, e.g. `csi`, `hostPath`, `awsElasticBlockStore`.
+    /// The volume source field that is set, e.g. `csi`, `hostPath`, `awsElasticBlockStore`;
+    /// empty when none that pvc-clone-guard knows is set.
     pub plugin: String,
     pub volume_mode: Option<String>,
 }
@@ -373,14 +374,18 @@ fn source_volume(input: &Input) -> Option<String> {
 
 fn csi_source(input: &Input) -> Option<String> {
     let volume = input.volume()?;
-    volume.csi_driver.is_none().then(|| {
-        format!(
-            "source volume {volume:?} is a {plugin} volume, not a CSI volume, and only CSI volumes can be cloned; \
-             copy the data into a claim of a CSI StorageClass instead",
-            volume = volume.name,
-            plugin = volume.plugin,
-        )
-    })
+    if volume.csi_driver.is_some() {
+        return None;
+    }
+    let uses = match volume.plugin.as_str() {
+        "" => String::new(),
+        plugin => format!(" (it uses {plugin})"),
+    };
+    Some(format!(
+        "source volume {name:?} is not a CSI volume{uses}, and only CSI volumes can be cloned; \
+         copy the data into a claim of a CSI StorageClass instead",
+        name = volume.name,
+    ))
 }
 
 fn dynamic_provisioning(input: &Input) -> Option<String> {

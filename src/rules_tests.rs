@@ -288,7 +288,12 @@ fn source_volume_a_volume_that_is_not_bound() {
 
 #[test]
 fn csi_source_names_the_in_tree_plugin() {
-    for plugin in ["hostPath", "flexVolume", "awsElasticBlockStore"] {
+    for (plugin, shown) in [
+        ("hostPath", " (it uses hostPath)"),
+        ("flexVolume", " (it uses flexVolume)"),
+        ("awsElasticBlockStore", " (it uses awsElasticBlockStore)"),
+        ("", ""),
+    ] {
         let mut f = facts();
         let v = volume(&mut f);
         v.csi_driver = None;
@@ -297,7 +302,7 @@ fn csi_source_names_the_in_tree_plugin() {
         assert_eq!(
             denials,
             [format!(
-                "[csi-source] source volume \"pv-1\" is a {plugin} volume, not a CSI volume, and only CSI volumes can be cloned; copy the data into a claim of a CSI StorageClass instead"
+                "[csi-source] source volume \"pv-1\" is not a CSI volume{shown}, and only CSI volumes can be cloned; copy the data into a claim of a CSI StorageClass instead"
             ),],
             "same-driver has no driver to compare, so only csi-source fires"
         );

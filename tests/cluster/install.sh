@@ -10,6 +10,10 @@ set -euo pipefail
 KUBE_VERSION=1.20.2
 CACHE_DIR="${PVC_CLONE_GUARD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pvc-clone-guard}"
 APISERVER="$CACHE_DIR/kube-apiserver-$KUBE_VERSION/kube-apiserver"
+# Records which source fixes the cached binary was built with; a binary without the
+# current list (e.g. one built before a fix was added) is rebuilt.
+BUILD_STAMP="$CACHE_DIR/kube-apiserver-$KUBE_VERSION/build-fixes"
+BUILD_FIXES="reflect2-1.0.2"
 
 log() { echo "[install] $*" >&2; }
 
@@ -39,7 +43,7 @@ if [ ! -x /usr/bin/kubectl ] && ! command -v kubectl >/dev/null 2>&1; then
   apt_install kubernetes-client
 fi
 
-if [ -x "$APISERVER" ]; then
+if [ -x "$APISERVER" ] && [ "$(cat "$BUILD_STAMP" 2>/dev/null)" = "$BUILD_FIXES" ]; then
   log "kube-apiserver $KUBE_VERSION cached at $APISERVER"
   exit 0
 fi
@@ -57,7 +61,7 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 SRC
   apt_updated=0
 fi
-apt_install golang-go rsync dpkg-dev make
+apt_install golang-go rsync dpkg-dev make golang-github-modern-go-reflect2-dev
 if [ $apt_updated -eq 0 ]; then sudo_if_needed apt-get update -qq; fi
 
 BUILD_DIR="$(mktemp -d "${TMPDIR:-/tmp}/kube-apiserver-build.XXXXXX")"
@@ -67,6 +71,20 @@ log "fetching Debian's kubernetes source into $BUILD_DIR"
 SRC_DIR="$(find "$BUILD_DIR" -maxdepth 1 -mindepth 1 -type d -name 'kubernetes-*' | head -n1)"
 [ -n "$SRC_DIR" ] || { log "apt-get source kubernetes produced no tree"; exit 1; }
 
+# Kubernetes 1.20 vendors github.com/modern-go/reflect2 v1.0.1, which reads Go's
+# internal map-iterator layout; Go 1.18 changed that layout, so a 1.20 apiserver built
+# with Debian's Go 1.19 crashes ("fatal error: fault" in mapiternext via json-iterator)
+# on the first JSON response that contains a map (e.g. any object with labels). reflect2
+# v1.0.2 is the upstream fix and is API-compatible; Debian ships it as source, so swap
+# it into the vendor tree (only the non-test .go files: no nested go.mod in vendor/).
+REFLECT2_SRC=/usr/share/gocode/src/github.com/modern-go/reflect2
+REFLECT2_VENDOR="$SRC_DIR/vendor/github.com/modern-go/reflect2"
+[ -f "$REFLECT2_SRC/go_above_118.go" ] || { log "reflect2 >= 1.0.2 not found at $REFLECT2_SRC"; exit 1; }
+[ -d "$REFLECT2_VENDOR" ] || { log "no vendored reflect2 at $REFLECT2_VENDOR"; exit 1; }
+log "replacing vendored reflect2 with Debian's 1.0.2 (Go >= 1.18 fix)"
+rm -f "$REFLECT2_VENDOR"/*.go
+find "$REFLECT2_SRC" -maxdepth 1 -name '*.go' ! -name '*_test.go' -exec cp {} "$REFLECT2_VENDOR"/ \;
+
 log "building kube-apiserver (5-8 minutes on 2 cores)"
 (cd "$SRC_DIR" && make WHAT=cmd/kube-apiserver >"$BUILD_DIR/build.log" 2>&1) || {
   tail -n 40 "$BUILD_DIR/build.log" >&2
@@ -74,4 +92,5 @@ log "building kube-apiserver (5-8 minutes on 2 cores)"
 }
 mkdir -p "$(dirname "$APISERVER")"
 install -m 0755 "$SRC_DIR/_output/bin/kube-apiserver" "$APISERVER"
+echo "$BUILD_FIXES" >"$BUILD_STAMP"
 log "kube-apiserver $KUBE_VERSION cached at $APISERVER"

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    pvc_clone_guard::cli::main()
+}

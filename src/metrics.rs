@@ -1,0 +1,126 @@
+//! Prometheus metrics, served as text on the admin port's `/metrics`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReviewLabels {
+    operation: &'static str,
+    verdict: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ViolationLabels {
+    rule: &'static str,
+    action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResourceLabels {
+    resource: &'static str,
+}
+
+struct Inner {
+    registry: Registry,
+    reviews: Family<ReviewLabels, Counter>,
+    violations: Family<ViolationLabels, Counter>,
+    duration: Histogram,
+    lookup_errors: Family<ResourceLabels, Counter>,
+    watch_errors: Family<ResourceLabels, Counter>,
+    cached_objects: Family<ResourceLabels, Gauge>,
+    malformed: Counter,
+}
+
+/// Cheap to clone: every clone records into the same registry.
+#[derive(Clone)]
+pub struct Metrics(Arc<Inner>);
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("pvc_clone_guard");
+        let reviews = Family::<ReviewLabels, Counter>::default();
+        registry.register(
+            "reviews",
+            "Admission reviews answered, by operation and verdict (allowed, warned, denied, skipped, failed-open, failed-closed)",
+            reviews.clone(),
+        );
+        let violations = Family::<ViolationLabels, Counter>::default();
+        registry.register("violations", "Rule violations found, by rule and action (deny or warn)", violations.clone());
+        // From 50µs (a review answered from memory) to 5s (past any sane lookup timeout).
+        let duration = Histogram::new([
+            0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ]);
+        registry.register("review_duration_seconds", "Time to answer a parsed review", duration.clone());
+        let lookup_errors = Family::<ResourceLabels, Counter>::default();
+        registry.register(
+            "api_lookup_errors",
+            "Reviews whose facts could not be read from the API server, by resource (or timeout)",
+            lookup_errors.clone(),
+        );
+        let watch_errors = Family::<ResourceLabels, Counter>::default();
+        registry.register("watch_errors", "Errors of the cache watches, by resource", watch_errors.clone());
+        let cached_objects = Family::<ResourceLabels, Gauge>::default();
+        registry.register("cached_objects", "Objects held in the caches, by resource", cached_objects.clone());
+        let malformed = Counter::default();
+        registry.register("malformed_reviews", "Bodies refused with 400 because they are not a valid AdmissionReview", malformed.clone());
+        Metrics(Arc::new(Inner {
+            registry,
+            reviews,
+            violations,
+            duration,
+            lookup_errors,
+            watch_errors,
+            cached_objects,
+            malformed,
+        }))
+    }
+
+    pub fn record_review(&self, operation: &'static str, verdict: &'static str, elapsed: Duration) {
+        self.0.reviews.get_or_create(&ReviewLabels { operation, verdict }).inc();
+        self.0.duration.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn record_violation(&self, rule: &'static str, action: &'static str) {
+        self.0.violations.get_or_create(&ViolationLabels { rule, action }).inc();
+    }
+
+    pub fn record_lookup_error(&self, resource: &'static str) {
+        self.0.lookup_errors.get_or_create(&ResourceLabels { resource }).inc();
+    }
+
+    pub fn record_watch_error(&self, resource: &'static str) {
+        self.0.watch_errors.get_or_create(&ResourceLabels { resource }).inc();
+    }
+
+    pub fn set_cached_objects(&self, resource: &'static str, count: usize) {
+        self.0
+            .cached_objects
+            .get_or_create(&ResourceLabels { resource })
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    pub fn record_malformed(&self) {
+        self.0.malformed.inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.0.registry);
+        text
+    }
+}

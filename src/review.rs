@@ -1,0 +1,643 @@
+//! AdmissionReview in, AdmissionResponse out: parse the review, decide whether the rules
+//! apply, gather facts, run the rules, and build the response with the request's uid.
+//!
+//! kube's `AdmissionReview<T>` flattens its type fields, which makes serde buffer the
+//! whole body (managedFields included) before parsing it. The envelope here is a plain
+//! struct around kube's `AdmissionRequest<T>`, and `T` is [`ReviewedClaim`], which keeps
+//! only what the rules read and skips everything else without building it.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
+use kube::core::{NamespaceResourceScope, Resource, TypeMeta};
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::Deserialize;
+
+use crate::config::{FailureMode, Policy};
+use crate::facts::{FactSource, LookupError};
+use crate::metrics::Metrics;
+use crate::rules::{self, CloneRequest, SourceReference, Verdict};
+
+pub const ADMISSION_API_VERSION: &str = "admission.k8s.io/v1";
+const PVC_KIND: &str = "PersistentVolumeClaim";
+
+/// Why a body is not a review we can answer (HTTP 400).
+#[derive(Debug, thiserror::Error)]
+pub enum ReviewError {
+    #[error("the body is not a valid AdmissionReview: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("apiVersion {0:?} is not supported: send admission.k8s.io/v1 (set admissionReviewVersions: [v1])")]
+    Version(String),
+    #[error("kind {0:?} is not AdmissionReview")]
+    Kind(String),
+    #[error("the AdmissionReview has no request")]
+    NoRequest,
+}
+
+/// The object under review, reduced to what the rules read.
+#[derive(Clone, Debug, Default)]
+pub struct ReviewedClaim {
+    metadata: ObjectMeta,
+    spec: ClaimSpec,
+}
+
+#[derive(Clone, Debug, Default)]
+struct ClaimSpec {
+    data_source: Option<TypedReference>,
+    data_source_ref: Option<TypedReference>,
+    volume_mode: Option<String>,
+    storage_class_name: Option<String>,
+    requested_storage: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TypedReference {
+    #[serde(default, deserialize_with = "lenient_string")]
+    api_group: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    kind: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    name: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    namespace: Option<String>,
+}
+
+impl Resource for ReviewedClaim {
+    type DynamicType = ();
+    type Scope = NamespaceResourceScope;
+
+    fn kind(_: &()) -> std::borrow::Cow<'_, str> {
+        PVC_KIND.into()
+    }
+    fn group(_: &()) -> std::borrow::Cow<'_, str> {
+        "".into()
+    }
+    fn version(_: &()) -> std::borrow::Cow<'_, str> {
+        "v1".into()
+    }
+    fn plural(_: &()) -> std::borrow::Cow<'_, str> {
+        "persistentvolumeclaims".into()
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// The review as sent by the API server, without `#[serde(flatten)]`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Envelope {
+    #[serde(default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+    request: Option<AdmissionRequest<ReviewedClaim>>,
+}
+
+/// Parses a review body; every failure is a [`ReviewError`], never a panic.
+pub fn parse(body: &[u8]) -> Result<AdmissionRequest<ReviewedClaim>, ReviewError> {
+    let envelope: Envelope = match serde_json::from_slice(body) {
+        Ok(envelope) => envelope,
+        // A request of another version may well not parse; saying which version is wanted
+        // helps more than naming the first field that did not fit.
+        Err(error) => return Err(header_error(body).unwrap_or(ReviewError::Json(error))),
+    };
+    check_header(&envelope.api_version, &envelope.kind)?;
+    let mut request = envelope.request.ok_or(ReviewError::NoRequest)?;
+    request.types = TypeMeta {
+        api_version: envelope.api_version,
+        kind: envelope.kind,
+    };
+    Ok(request)
+}
+
+fn check_header(api_version: &str, kind: &str) -> Result<(), ReviewError> {
+    if api_version != ADMISSION_API_VERSION {
+        return Err(ReviewError::Version(api_version.to_owned()));
+    }
+    if kind != "AdmissionReview" {
+        return Err(ReviewError::Kind(kind.to_owned()));
+    }
+    Ok(())
+}
+
+/// The header's error, if the body is JSON with a wrong apiVersion or kind.
+fn header_error(body: &[u8]) -> Option<ReviewError> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Header {
+        #[serde(default)]
+        api_version: String,
+        #[serde(default)]
+        kind: String,
+    }
+    let header: Header = serde_json::from_slice(body).ok()?;
+    check_header(&header.api_version, &header.kind).err()
+}
+
+/// What a review is, before any rule runs.
+#[derive(Debug, PartialEq)]
+pub enum Triage {
+    /// Allowed at once; the reason is logged and counted.
+    Skip(SkipReason),
+    /// A PersistentVolumeClaim-kind data source: the rules apply.
+    Clone(CloneRequest),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SkipReason {
+    NotCreate,
+    NotAClaim,
+    NoObject,
+    NotAClone,
+}
+
+impl SkipReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::NotCreate => "not-create",
+            SkipReason::NotAClaim => "not-a-claim",
+            SkipReason::NoObject => "no-object",
+            SkipReason::NotAClone => "not-a-clone",
+        }
+    }
+}
+
+/// Decides whether the clone rules apply (SPEC §2): only CREATE of a core/v1 claim whose
+/// `dataSource` (read first) or `dataSourceRef` has kind PersistentVolumeClaim.
+pub fn triage(request: &AdmissionRequest<ReviewedClaim>) -> Triage {
+    if request.operation != Operation::Create {
+        return Triage::Skip(SkipReason::NotCreate);
+    }
+    if request.kind.group != "" || request.kind.kind != PVC_KIND || request.sub_resource.is_some() {
+        return Triage::Skip(SkipReason::NotAClaim);
+    }
+    let Some(claim) = request.object.as_ref() else {
+        return Triage::Skip(SkipReason::NoObject);
+    };
+    let spec = &claim.spec;
+    let is_claim = |r: &&TypedReference| r.kind.as_deref() == Some(PVC_KIND);
+    let (reference, field) = match (spec.data_source.as_ref(), spec.data_source_ref.as_ref()) {
+        (Some(source), _) if is_claim(&source) => (source, "dataSource"),
+        (None, Some(source)) if is_claim(&source) => (source, "dataSourceRef"),
+        _ => return Triage::Skip(SkipReason::NotAClone),
+    };
+    let namespace = request
+        .namespace
+        .clone()
+        .or_else(|| claim.metadata.namespace.clone())
+        .unwrap_or_default();
+    // Only dataSourceRef can name a namespace; the API server fills both fields alike.
+    let source_namespace = spec
+        .data_source_ref
+        .as_ref()
+        .filter(|r| is_claim(r) && r.name == reference.name)
+        .and_then(|r| r.namespace.clone());
+    Triage::Clone(CloneRequest {
+        namespace,
+        source: SourceReference {
+            name: reference.name.clone().unwrap_or_default(),
+            namespace: source_namespace,
+            api_group: reference.api_group.clone(),
+            field,
+        },
+        volume_mode: spec.volume_mode.clone(),
+        storage_class: spec.storage_class_name.clone(),
+        requested_storage: spec.requested_storage.clone(),
+    })
+}
+
+/// The verdict of one review, for the response, the log line and the metrics.
+#[derive(Debug)]
+pub struct Outcome {
+    pub response: AdmissionResponse,
+    pub kind: OutcomeKind,
+    pub verdict: Option<Verdict>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OutcomeKind {
+    Skipped(SkipReason),
+    Allowed,
+    Warned,
+    Denied,
+    /// The facts could not be gathered; the failure mode decided.
+    LookupFailed { allowed: bool, cause: String },
+}
+
+impl OutcomeKind {
+    /// The `verdict` label of the review counter.
+    pub fn label(&self) -> &'static str {
+        match self {
+            OutcomeKind::Skipped(_) => "skipped",
+            OutcomeKind::Allowed => "allowed",
+            OutcomeKind::Warned => "warned",
+            OutcomeKind::Denied => "denied",
+            OutcomeKind::LookupFailed { allowed: true, .. } => "failed-open",
+            OutcomeKind::LookupFailed { allowed: false, .. } => "failed-closed",
+        }
+    }
+}
+
+/// Judges reviews: the one place where parsing, facts and rules meet.
+pub struct Reviewer<F> {
+    policy: Policy,
+    facts: F,
+    metrics: Metrics,
+}
+
+impl<F: FactSource> Reviewer<F> {
+    pub fn new(policy: Policy, facts: F, metrics: Metrics) -> Self {
+        Reviewer {
+            policy,
+            facts,
+            metrics,
+        }
+    }
+
+    pub fn facts(&self) -> &F {
+        &self.facts
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Answers one review body. `Err` means the body could not be parsed (HTTP 400).
+    pub async fn review(&self, body: &[u8]) -> Result<AdmissionResponse, ReviewError> {
+        let started = Instant::now();
+        let request = match parse(body) {
+            Ok(request) => request,
+            Err(error) => {
+                self.metrics.record_malformed();
+                tracing::warn!(%error, "refused a review that does not parse");
+                return Err(error);
+            }
+        };
+        let outcome = self.judge(&request).await;
+        let elapsed = started.elapsed();
+        self.record(&request, &outcome, elapsed);
+        Ok(outcome.response)
+    }
+
+    /// Decides a parsed review.
+    pub async fn judge(&self, request: &AdmissionRequest<ReviewedClaim>) -> Outcome {
+        let response = AdmissionResponse::from(request);
+        let clone = match triage(request) {
+            Triage::Skip(reason) => {
+                return Outcome {
+                    response,
+                    kind: OutcomeKind::Skipped(reason),
+                    verdict: None,
+                };
+            }
+            Triage::Clone(clone) => clone,
+        };
+        let facts = if clone.needs_facts(&self.policy) {
+            let gathered =
+                tokio::time::timeout(self.policy.lookup_timeout, self.facts.gather(&clone, &self.policy)).await;
+            match gathered {
+                Ok(Ok(facts)) => Some(facts),
+                Ok(Err(error)) => return self.lookup_failed(response, &error.to_string(), Some(&error)),
+                Err(_) => {
+                    let cause = LookupError::Timeout(self.policy.lookup_timeout).to_string();
+                    return self.lookup_failed(response, &cause, None);
+                }
+            }
+        } else {
+            None
+        };
+        let verdict = rules::decide(&clone, facts.as_ref(), &self.policy);
+        let mut response = response;
+        if !verdict.warnings.is_empty() {
+            response.warnings = Some(verdict.warning_lines());
+        }
+        let kind = if !verdict.allowed() {
+            response = deny(response, verdict.denial_message());
+            OutcomeKind::Denied
+        } else if verdict.warnings.is_empty() {
+            OutcomeKind::Allowed
+        } else {
+            OutcomeKind::Warned
+        };
+        Outcome {
+            response,
+            kind,
+            verdict: Some(verdict),
+        }
+    }
+
+    fn lookup_failed(&self, response: AdmissionResponse, cause: &str, error: Option<&LookupError>) -> Outcome {
+        self.metrics.record_lookup_error(error.map_or("timeout", LookupError::resource));
+        let (response, allowed) = match self.policy.failure_mode {
+            FailureMode::FailClosed => (
+                deny(
+                    response,
+                    format!(
+                        "pvc-clone-guard could not check this clone: {cause}; \
+                         the webhook fails closed, so retry in a moment or ask an administrator to check pvc-clone-guard"
+                    ),
+                ),
+                false,
+            ),
+            FailureMode::FailOpen => {
+                let mut response = response;
+                response.warnings = Some(vec![format!("pvc-clone-guard could not check this clone ({cause}); admitted unchecked")]);
+                (response, true)
+            }
+        };
+        Outcome {
+            response,
+            kind: OutcomeKind::LookupFailed {
+                allowed,
+                cause: cause.to_owned(),
+            },
+            verdict: None,
+        }
+    }
+
+    fn record(&self, request: &AdmissionRequest<ReviewedClaim>, outcome: &Outcome, elapsed: Duration) {
+        let operation = operation_label(&request.operation);
+        self.metrics.record_review(operation, outcome.kind.label(), elapsed);
+        let rules: Vec<&str> = outcome
+            .verdict
+            .iter()
+            .flat_map(|v| v.denials.iter().chain(&v.warnings))
+            .map(|f| f.rule.as_str())
+            .collect();
+        if let Some(verdict) = &outcome.verdict {
+            for finding in &verdict.denials {
+                self.metrics.record_violation(finding.rule.as_str(), "deny");
+            }
+            for finding in &verdict.warnings {
+                self.metrics.record_violation(finding.rule.as_str(), "warn");
+            }
+        }
+        let name = request
+            .object
+            .as_ref()
+            .and_then(|o| o.metadata.name.as_deref().or(o.metadata.generate_name.as_deref()))
+            .unwrap_or(request.name.as_str());
+        let skipped = match &outcome.kind {
+            OutcomeKind::Skipped(reason) => reason.as_str(),
+            _ => "",
+        };
+        let cause = match &outcome.kind {
+            OutcomeKind::LookupFailed { cause, .. } => cause.as_str(),
+            _ => "",
+        };
+        tracing::info!(
+            uid = %request.uid,
+            operation,
+            namespace = request.namespace.as_deref().unwrap_or(""),
+            name,
+            dry_run = request.dry_run,
+            verdict = outcome.kind.label(),
+            skipped,
+            rules = %Joined(&rules),
+            cause,
+            elapsed_us = elapsed.as_micros() as u64,
+            "review"
+        );
+    }
+}
+
+/// Refuses with 403 Forbidden, as SPEC §4 asks.
+fn deny(response: AdmissionResponse, message: String) -> AdmissionResponse {
+    let mut response = response.deny(message);
+    response.result.code = 403;
+    response.result.reason = "Forbidden".to_owned();
+    response
+}
+
+pub fn operation_label(operation: &Operation) -> &'static str {
+    match operation {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => "CONNECT",
+    }
+}
+
+struct Joined<'a>(&'a [&'a str]);
+
+impl fmt::Display for Joined<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join(","))
+    }
+}
+
+/// Serializes a response as the AdmissionReview the API server expects.
+pub fn to_body(response: AdmissionResponse) -> Vec<u8> {
+    // Serializing plain strings, maps and numbers cannot fail; fall back to a valid
+    // (if uid-less) refusal rather than panicking should it ever do so.
+    serde_json::to_vec(&response.into_review()).unwrap_or_else(|_| {
+        br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"","allowed":false}}"#
+            .to_vec()
+    })
+}
+
+// ---- Tolerant deserialization of the reviewed object -------------------------------------
+//
+// The webhook is registered for claims, but anything may be posted to it. A field of an
+// unexpected type is treated as absent instead of failing the whole review, so that a
+// non-claim object is allowed (SPEC §2) rather than refused as malformed.
+
+impl<'de> Deserialize<'de> for ReviewedClaim {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize, Default)]
+        #[serde(rename_all = "camelCase")]
+        struct Meta {
+            #[serde(default, deserialize_with = "lenient_string")]
+            name: Option<String>,
+            #[serde(default, deserialize_with = "lenient_string")]
+            generate_name: Option<String>,
+            #[serde(default, deserialize_with = "lenient_string")]
+            namespace: Option<String>,
+        }
+        #[derive(Deserialize, Default)]
+        struct Wire {
+            #[serde(default, deserialize_with = "lenient_meta")]
+            metadata: Meta,
+            #[serde(default, deserialize_with = "lenient_spec")]
+            spec: ClaimSpec,
+        }
+        fn lenient_meta<'de, D: Deserializer<'de>>(d: D) -> Result<Meta, D::Error> {
+            d.deserialize_any(LenientMap::<Meta>::new())
+        }
+        fn lenient_spec<'de, D: Deserializer<'de>>(d: D) -> Result<ClaimSpec, D::Error> {
+            d.deserialize_any(LenientMap::<ClaimSpec>::new())
+        }
+
+        let wire = d_any(deserializer)?;
+        let Wire { metadata, spec } = wire;
+        Ok(ReviewedClaim {
+            metadata: ObjectMeta {
+                name: metadata.name,
+                generate_name: metadata.generate_name,
+                namespace: metadata.namespace,
+                ..ObjectMeta::default()
+            },
+            spec,
+        })
+    }
+}
+
+fn d_any<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(deserializer: D) -> Result<T, D::Error> {
+    deserializer.deserialize_any(LenientMap::<T>::new())
+}
+
+/// Deserializes a map as `T`, and any other JSON value as `T::default()`.
+struct LenientMap<T>(std::marker::PhantomData<T>);
+
+impl<T> LenientMap<T> {
+    fn new() -> Self {
+        LenientMap(std::marker::PhantomData)
+    }
+}
+
+impl<'de, T: Deserialize<'de> + Default> Visitor<'de> for LenientMap<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+        T::deserialize(de::value::MapAccessDeserializer::new(map))
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<T, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(T::default())
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<T, E> {
+        Ok(T::default())
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<T, E> {
+        Ok(T::default())
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<T, E> {
+        Ok(T::default())
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<T, E> {
+        Ok(T::default())
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<T, E> {
+        Ok(T::default())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<T, E> {
+        Ok(T::default())
+    }
+    fn visit_none<E: de::Error>(self) -> Result<T, E> {
+        Ok(T::default())
+    }
+}
+
+impl<'de> Deserialize<'de> for ClaimSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize, Default)]
+        struct Requests {
+            #[serde(default, deserialize_with = "lenient_string")]
+            storage: Option<String>,
+        }
+        #[derive(Deserialize, Default)]
+        struct Resources {
+            #[serde(default, deserialize_with = "lenient_requests")]
+            requests: Requests,
+        }
+        fn lenient_requests<'de, D: Deserializer<'de>>(d: D) -> Result<Requests, D::Error> {
+            d_any(d)
+        }
+        fn lenient_resources<'de, D: Deserializer<'de>>(d: D) -> Result<Resources, D::Error> {
+            d_any(d)
+        }
+        fn lenient_reference<'de, D: Deserializer<'de>>(d: D) -> Result<Option<TypedReference>, D::Error> {
+            d.deserialize_any(LenientMap::<OptionalReference>::new()).map(|r| r.0)
+        }
+        #[derive(Default)]
+        struct OptionalReference(Option<TypedReference>);
+        impl<'de> Deserialize<'de> for OptionalReference {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                TypedReference::deserialize(d).map(|r| OptionalReference(Some(r)))
+            }
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Wire {
+            #[serde(default, deserialize_with = "lenient_reference")]
+            data_source: Option<TypedReference>,
+            #[serde(default, deserialize_with = "lenient_reference")]
+            data_source_ref: Option<TypedReference>,
+            #[serde(default, deserialize_with = "lenient_string")]
+            volume_mode: Option<String>,
+            #[serde(default, deserialize_with = "lenient_string")]
+            storage_class_name: Option<String>,
+            #[serde(default, deserialize_with = "lenient_resources")]
+            resources: Resources,
+        }
+        let wire = Wire::deserialize(deserializer)?;
+        Ok(ClaimSpec {
+            data_source: wire.data_source,
+            data_source_ref: wire.data_source_ref,
+            volume_mode: wire.volume_mode,
+            storage_class_name: wire.storage_class_name,
+            requested_storage: wire.resources.requests.storage,
+        })
+    }
+}
+
+/// A string, or `None` for any other JSON value (which is skipped, not built).
+fn lenient_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    struct LenientString;
+    impl<'de> Visitor<'de> for LenientString {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(v.to_owned()))
+        }
+        fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+    deserializer.deserialize_any(LenientString)
+}
+
+#[cfg(test)]
+#[path = "review_tests.rs"]
+mod tests;

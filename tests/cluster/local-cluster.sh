@@ -1,0 +1,576 @@
+#!/usr/bin/env bash
+# A real, minimal Kubernetes control plane on loopback: etcd + kube-apiserver 1.20.2 and
+# nothing else (no controller-manager, no scheduler, no kubelet). It is meant for the
+# end-to-end tests and the demo of pvc-clone-guard, which only need admission and RBAC.
+#
+# Usage:
+#   local-cluster.sh up DIR               install (cached), generate certs/tokens, start
+#                                         etcd + kube-apiserver on free ports, wait until
+#                                         ready, write DIR/cluster.env and kubeconfigs
+#   local-cluster.sh down DIR             stop what `up` started in DIR (by recorded pid)
+#   local-cluster.sh stop-apiserver DIR   stop only kube-apiserver (fault injection)
+#   local-cluster.sh start-apiserver DIR  start it again with the exact same command line
+#   local-cluster.sh status DIR           print which processes of DIR are running
+#   local-cluster.sh bind DIR NAMESPACE PVC PV
+#                                         do what the PV controller would: bind PVC<->PV
+#                                         and set both statuses to Bound
+#   local-cluster.sh webhook-cert DIR [OUTDIR]
+#                                         issue a serving cert for 127.0.0.1/localhost
+#                                         signed by the cluster CA (for the webhook server)
+#
+# Files in DIR after `up`:
+#   cluster.env           KEY=VALUE lines, shell-sourceable (see write_cluster_env)
+#   admin.kubeconfig      user "admin" (group system:masters), CA-verified TLS
+#   webhook.kubeconfig    user "pvc-clone-guard" (no groups but system:authenticated)
+#   ca.crt ca.key         the CA that signed the apiserver's serving cert
+#   apiserver-certs/      --cert-dir: apiserver.crt (leaf + CA) and apiserver.key
+#   sa.key sa.pub         service-account signing key pair
+#   tokens.csv            --token-auth-file
+#   etcd/                 etcd data (survives stop-apiserver/start-apiserver and down/up)
+#   etcd.log kube-apiserver.log etcd.pid kube-apiserver.pid
+#   etcd.args kube-apiserver.args   the exact command lines, one argument per line
+#
+# Environment:
+#   LOCAL_CLUSTER_TIMEOUT   seconds to wait for readiness (default 60)
+#   PVC_CLONE_GUARD_CACHE   where install.sh caches kube-apiserver (see install.sh)
+#   LOCAL_CLUSTER_SKIP_INSTALL=1  do not run install.sh (binaries must already be there)
+set -euo pipefail
+
+KUBE_VERSION=1.20.2
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+CACHE_DIR="${PVC_CLONE_GUARD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pvc-clone-guard}"
+APISERVER_BIN="$CACHE_DIR/kube-apiserver-$KUBE_VERSION/kube-apiserver"
+ETCD_BIN="${ETCD_BIN:-etcd}"
+KUBECTL="${KUBECTL:-kubectl}"
+TIMEOUT="${LOCAL_CLUSTER_TIMEOUT:-60}"
+
+log() { echo "[local-cluster] $*" >&2; }
+die() {
+  log "error: $*"
+  exit 1
+}
+
+usage() {
+  sed -n '/^# Usage:/,/^# Files in DIR/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//' >&2
+  exit 2
+}
+
+# Absolute path of DIR, so every file we write (pid files, kubeconfigs, cluster.env,
+# stored command lines) stays valid whatever the caller's working directory is.
+abs_dir() {
+  mkdir -p "$1"
+  (cd "$1" && pwd)
+}
+
+# --- process bookkeeping ----------------------------------------------------------------
+
+# Prints the pid recorded in DIR/NAME.pid if that process is still alive AND is really
+# ours: its comm is NAME and its command line mentions DIR. The second check guards
+# against pid reuse and against touching another cluster's processes; we never kill
+# anything by name.
+live_pid() {
+  local dir=$1 name=$2 pid comm
+  [ -f "$dir/$name.pid" ] || return 1
+  pid="$(tr -dc '0-9' <"$dir/$name.pid")"
+  [ -n "$pid" ] || return 1
+  [ -r "/proc/$pid/comm" ] || return 1
+  comm="$(cat "/proc/$pid/comm" 2>/dev/null)" || return 1
+  [ "$comm" = "$name" ] || return 1
+  tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$dir/" || return 1
+  # A zombie (already exited, not yet reaped) is as good as gone.
+  [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != "Z" ] || return 1
+  echo "$pid"
+}
+
+# Stops the process recorded in DIR/NAME.pid: TERM, then KILL after a grace period.
+# Succeeds when nothing (of ours) is running.
+stop_process() {
+  local dir=$1 name=$2 pid i
+  if pid="$(live_pid "$dir" "$name")"; then
+    log "stopping $name (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do
+      live_pid "$dir" "$name" >/dev/null || break
+      sleep 0.1
+    done
+    if live_pid "$dir" "$name" >/dev/null; then
+      log "$name (pid $pid) ignored TERM for 10 s, sending KILL"
+      kill -KILL "$pid" 2>/dev/null || true
+      for ((i = 0; i < 50; i++)); do
+        live_pid "$dir" "$name" >/dev/null || break
+        sleep 0.1
+      done
+    fi
+    live_pid "$dir" "$name" >/dev/null && die "$name (pid $pid) is still running"
+  fi
+  rm -f "$dir/$name.pid"
+}
+
+# Starts the command stored in DIR/NAME.args (one argument per line), detached:
+# setsid puts it in its own session, so it survives this script, the caller's shell and
+# a Ctrl-C in the caller's terminal; stdin/stdout/stderr are detached so a caller that
+# waits for our output to close (CI, $(...)) is not held open. The pid is written by the
+# process itself right before exec, so it is exactly the daemon's pid whether or not
+# setsid had to fork.
+start_process() {
+  local dir=$1 name=$2
+  local -a args
+  mapfile -t args <"$dir/$name.args"
+  [ ${#args[@]} -gt 0 ] || die "$dir/$name.args is empty"
+  log "starting $name"
+  # shellcheck disable=SC2016 # $$ and $@ are for the inner shell
+  setsid bash -c 'echo $$ >"$0"; exec "$@"' "$dir/$name.pid" "${args[@]}" \
+    </dev/null >>"$dir/$name.log" 2>&1 &
+  local i
+  for ((i = 0; i < 50; i++)); do
+    live_pid "$dir" "$name" >/dev/null && return 0
+    sleep 0.1
+  done
+  tail -n 30 "$dir/$name.log" >&2 || true
+  die "$name did not start (log: $dir/$name.log)"
+}
+
+# --- ports ------------------------------------------------------------------------------
+
+# Prints N distinct free TCP ports on 127.0.0.1, asking the kernel (bind to port 0) with
+# all sockets open at once so the ports differ. There is a small window before etcd and
+# kube-apiserver bind them; the readiness wait catches a lost race with a clear log.
+free_ports() {
+  python3 - "$1" <<'PY'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+for s in socks:
+    s.close()
+PY
+}
+
+port_free() {
+  python3 - "$1" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+try:
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+except OSError:
+    sys.exit(1)
+PY
+}
+
+# --- credentials ------------------------------------------------------------------------
+
+# CA + serving cert made with openssl rather than kube-apiserver's self-generated one:
+# we get a separate ca.crt with CA:TRUE that clients (kubectl, the Rust client, curl) can
+# verify against, instead of insecure-skip-tls-verify. The files go into --cert-dir under
+# the names kube-apiserver looks for (apiserver.crt/apiserver.key), so it uses them
+# instead of generating its own. Generated once; kept across down/up.
+gen_certs() {
+  local dir=$1 certs="$1/apiserver-certs"
+  mkdir -p "$certs"
+  chmod 700 "$certs"
+  if [ ! -s "$dir/ca.crt" ] || [ ! -s "$dir/ca.key" ]; then
+    log "generating cluster CA"
+    openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 3650 \
+      -keyout "$dir/ca.key" -out "$dir/ca.crt" -subj "/CN=pvc-clone-guard-local-ca" \
+      -addext "basicConstraints=critical,CA:TRUE" \
+      -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+    chmod 600 "$dir/ca.key"
+    rm -f "$certs/apiserver.crt" "$certs/apiserver.key"
+  fi
+  if [ ! -s "$certs/apiserver.crt" ] || [ ! -s "$certs/apiserver.key" ]; then
+    log "generating kube-apiserver serving cert"
+    # 10.0.0.1 is the first IP of --service-cluster-ip-range (the `kubernetes` service);
+    # only 127.0.0.1 is ever dialled.
+    issue_cert "$dir" "$certs/apiserver" "kube-apiserver" \
+      "IP:127.0.0.1,DNS:localhost,IP:10.0.0.1,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+    # kube-apiserver serves the whole file as the chain: leaf first, then the CA.
+    cat "$dir/ca.crt" >>"$certs/apiserver.crt"
+  fi
+}
+
+# issue_cert DIR OUT_PREFIX CN SANS : OUT_PREFIX.crt/.key signed by DIR/ca.{crt,key}.
+issue_cert() {
+  local dir=$1 out=$2 cn=$3 sans=$4 ext
+  ext="$(mktemp)"
+  printf '%s\n' "basicConstraints=critical,CA:FALSE" \
+    "keyUsage=critical,digitalSignature,keyEncipherment" \
+    "extendedKeyUsage=serverAuth" "subjectAltName=$sans" >"$ext"
+  openssl req -newkey rsa:2048 -nodes -sha256 -keyout "$out.key" -out "$out.csr" \
+    -subj "/CN=$cn" 2>/dev/null
+  openssl x509 -req -in "$out.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial \
+    -days 3650 -sha256 -extfile "$ext" -out "$out.crt" 2>/dev/null
+  rm -f "$out.csr" "$ext" "$dir/ca.srl"
+  chmod 600 "$out.key"
+}
+
+gen_sa_keys() {
+  local dir=$1
+  if [ ! -s "$dir/sa.key" ] || [ ! -s "$dir/sa.pub" ]; then
+    log "generating service-account key pair"
+    openssl genrsa -out "$dir/sa.key" 2048 2>/dev/null
+    openssl rsa -in "$dir/sa.key" -pubout -out "$dir/sa.pub" 2>/dev/null
+    chmod 600 "$dir/sa.key"
+  fi
+}
+
+# --token-auth-file format: token,user,uid,"group1,group2". Random tokens, made once so
+# kubeconfigs handed out earlier stay valid across down/up of the same DIR.
+gen_tokens() {
+  local dir=$1
+  if [ ! -s "$dir/tokens.csv" ]; then
+    log "generating tokens"
+    : >"$dir/tokens.csv"
+    chmod 600 "$dir/tokens.csv"
+    {
+      echo "$(openssl rand -hex 32),admin,admin,\"system:masters\""
+      echo "$(openssl rand -hex 32),pvc-clone-guard,pvc-clone-guard"
+    } >>"$dir/tokens.csv"
+  fi
+}
+
+token_of() {
+  awk -F, -v u="$2" '$2 == u { print $1; exit }' "$1/tokens.csv"
+}
+
+write_kubeconfig() {
+  local dir=$1 file=$2 user=$3 token=$4 url=$5 ca
+  ca="$(base64 -w0 <"$dir/ca.crt")"
+  : >"$file"
+  chmod 600 "$file"
+  cat >>"$file" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: local
+  cluster:
+    server: $url
+    certificate-authority-data: $ca
+users:
+- name: $user
+  user:
+    token: $token
+contexts:
+- name: $user@local
+  context:
+    cluster: local
+    user: $user
+    namespace: default
+current-context: $user@local
+EOF
+}
+
+# KEY=VALUE lines; values are %q-quoted (a no-op for ordinary paths/URLs) so the file can
+# be sourced by a shell and also parsed naively by a test harness.
+write_cluster_env() {
+  local dir=$1
+  {
+    printf 'KUBECONFIG=%q\n' "$dir/admin.kubeconfig"
+    printf 'PVC_CLONE_GUARD_WEBHOOK_KUBECONFIG=%q\n' "$dir/webhook.kubeconfig"
+    printf 'APISERVER_URL=%q\n' "https://127.0.0.1:$APISERVER_PORT"
+    printf 'APISERVER_PORT=%q\n' "$APISERVER_PORT"
+    printf 'ETCD_URL=%q\n' "http://127.0.0.1:$ETCD_CLIENT_PORT"
+    printf 'ETCD_CLIENT_PORT=%q\n' "$ETCD_CLIENT_PORT"
+    printf 'ETCD_PEER_PORT=%q\n' "$ETCD_PEER_PORT"
+    printf 'CLUSTER_CA_FILE=%q\n' "$dir/ca.crt"
+    printf 'ADMIN_TOKEN=%q\n' "$(token_of "$dir" admin)"
+    printf 'WEBHOOK_TOKEN=%q\n' "$(token_of "$dir" pvc-clone-guard)"
+    printf 'ETCD_PID_FILE=%q\n' "$dir/etcd.pid"
+    printf 'APISERVER_PID_FILE=%q\n' "$dir/kube-apiserver.pid"
+    printf 'ETCD_LOG=%q\n' "$dir/etcd.log"
+    printf 'APISERVER_LOG=%q\n' "$dir/kube-apiserver.log"
+  } >"$dir/cluster.env.tmp"
+  mv "$dir/cluster.env.tmp" "$dir/cluster.env"
+}
+
+# --- command lines ----------------------------------------------------------------------
+
+write_etcd_args() {
+  local dir=$1 c=$ETCD_CLIENT_PORT p=$ETCD_PEER_PORT
+  # Single member. The initial-cluster flags must agree with the peer URL or etcd refuses
+  # to start; the token is per DIR so two clusters can never mistake each other's peers.
+  # zap logger: the default capnslog one prints a deprecation warning on every start.
+  printf '%s\n' "$(command -v "$ETCD_BIN")" \
+    --name=local \
+    "--data-dir=$dir/etcd" \
+    "--listen-client-urls=http://127.0.0.1:$c" \
+    "--advertise-client-urls=http://127.0.0.1:$c" \
+    "--listen-peer-urls=http://127.0.0.1:$p" \
+    "--initial-advertise-peer-urls=http://127.0.0.1:$p" \
+    "--initial-cluster=local=http://127.0.0.1:$p" \
+    --initial-cluster-state=new \
+    "--initial-cluster-token=local-cluster-$(basename "$dir")-$p" \
+    --logger=zap \
+    --log-outputs=stderr \
+    >"$dir/etcd.args"
+}
+
+write_apiserver_args() {
+  local dir=$1
+  # Notes on flags beyond the obvious ones:
+  #  --insecure-port=0: 1.20 still has the deprecated plain-HTTP port; turn it off so
+  #    nothing listens on a fixed port (two clusters side by side) or unauthenticated.
+  #  --service-account-*: 1.20 refuses to start without issuer + signing key.
+  #  --endpoint-reconciler-type=none: the default reconciler keeps trying to write the
+  #    `kubernetes` Endpoints with 127.0.0.1, which validation rejects (loopback), and
+  #    logs an error every 10 s. Nothing here needs that Endpoints object.
+  #  --feature-gates=AnyVolumeDataSource=true: lets PVC dataSource/dataSourceRef name
+  #    arbitrary kinds, as on the clusters pvc-clone-guard targets.
+  printf '%s\n' "$APISERVER_BIN" \
+    "--etcd-servers=http://127.0.0.1:$ETCD_CLIENT_PORT" \
+    "--secure-port=$APISERVER_PORT" \
+    --bind-address=127.0.0.1 \
+    --advertise-address=127.0.0.1 \
+    --insecure-port=0 \
+    "--cert-dir=$dir/apiserver-certs" \
+    "--token-auth-file=$dir/tokens.csv" \
+    "--service-account-key-file=$dir/sa.pub" \
+    "--service-account-signing-key-file=$dir/sa.key" \
+    --service-account-issuer=https://kubernetes.default.svc \
+    --authorization-mode=RBAC \
+    --service-cluster-ip-range=10.0.0.0/24 \
+    --endpoint-reconciler-type=none \
+    --feature-gates=AnyVolumeDataSource=true \
+    >"$dir/kube-apiserver.args"
+}
+
+# Ports come from the stored etcd/apiserver command lines when DIR was up before, so a
+# re-`up` reuses them (and existing kubeconfigs keep working); otherwise free ones.
+choose_ports() {
+  local dir=$1
+  if [ -s "$dir/etcd.args" ] && [ -s "$dir/kube-apiserver.args" ] && [ -d "$dir/etcd/member" ]; then
+    ETCD_CLIENT_PORT="$(sed -n 's|^--listen-client-urls=http://127.0.0.1:||p' "$dir/etcd.args")"
+    ETCD_PEER_PORT="$(sed -n 's|^--listen-peer-urls=http://127.0.0.1:||p' "$dir/etcd.args")"
+    APISERVER_PORT="$(sed -n 's|^--secure-port=||p' "$dir/kube-apiserver.args")"
+    local p
+    for p in "$ETCD_CLIENT_PORT" "$ETCD_PEER_PORT" "$APISERVER_PORT"; do
+      port_free "$p" || die "port $p recorded in $dir is now in use; run 'down' and remove $dir to start afresh"
+    done
+    log "reusing existing data and ports in $dir"
+  else
+    read -r ETCD_CLIENT_PORT ETCD_PEER_PORT APISERVER_PORT < <(free_ports 3)
+  fi
+}
+
+# --- readiness --------------------------------------------------------------------------
+
+# Ready means what the tests need, not just a listening socket: /readyz is ok (that
+# includes the RBAC bootstrap-roles post-start hook), the cluster-admin ClusterRole is
+# readable and the `default` Namespace exists (created by a separate bootstrap loop that
+# can lag /readyz). Polled with curl because each kubectl run costs ~0.2 s here; one
+# kubectl call at the end proves the written kubeconfig itself works.
+wait_ready() {
+  local dir=$1 url token deadline
+  url="https://127.0.0.1:$APISERVER_PORT"
+  token="$(token_of "$dir" admin)"
+  deadline=$((SECONDS + TIMEOUT))
+  local -a curl=(curl -fsS --max-time 3 --cacert "$dir/ca.crt" -H "Authorization: Bearer $token" -o /dev/null)
+  while :; do
+    if ! live_pid "$dir" etcd >/dev/null; then
+      ready_failed "$dir" "etcd exited"
+    fi
+    if ! live_pid "$dir" kube-apiserver >/dev/null; then
+      ready_failed "$dir" "kube-apiserver exited"
+    fi
+    if "${curl[@]}" "$url/readyz" 2>/dev/null &&
+      "${curl[@]}" "$url/apis/rbac.authorization.k8s.io/v1/clusterroles/cluster-admin" 2>/dev/null &&
+      "${curl[@]}" "$url/api/v1/namespaces/default" 2>/dev/null; then
+      break
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      ready_failed "$dir" "not ready after ${TIMEOUT}s"
+    fi
+    sleep 0.5
+  done
+  if ! "$KUBECTL" --kubeconfig "$dir/admin.kubeconfig" get --raw /readyz >/dev/null; then
+    ready_failed "$dir" "kubectl with $dir/admin.kubeconfig cannot reach the apiserver"
+  fi
+}
+
+ready_failed() {
+  local dir=$1 why=$2 f
+  log "cluster in $dir is not ready: $why"
+  for f in etcd kube-apiserver; do
+    if [ -f "$dir/$f.log" ]; then
+      log "---- last lines of $dir/$f.log ----"
+      tail -n 25 "$dir/$f.log" >&2
+    fi
+  done
+  exit 1
+}
+
+# --- subcommands ------------------------------------------------------------------------
+
+cmd_up() {
+  local dir start
+  start=$SECONDS
+  dir="$(abs_dir "$1")"
+  if [ "${LOCAL_CLUSTER_SKIP_INSTALL:-0}" != 1 ]; then
+    bash "$SCRIPT_DIR/install.sh"
+  fi
+  [ -x "$APISERVER_BIN" ] || die "kube-apiserver not found at $APISERVER_BIN (run install.sh)"
+  command -v "$ETCD_BIN" >/dev/null || die "etcd not found"
+  command -v "$KUBECTL" >/dev/null || die "kubectl not found"
+  if live_pid "$dir" etcd >/dev/null || live_pid "$dir" kube-apiserver >/dev/null; then
+    die "a cluster is already running in $dir; run '$0 down $dir' first"
+  fi
+
+  gen_certs "$dir"
+  gen_sa_keys "$dir"
+  gen_tokens "$dir"
+  choose_ports "$dir"
+  write_etcd_args "$dir"
+  write_apiserver_args "$dir"
+
+  local url="https://127.0.0.1:$APISERVER_PORT"
+  write_kubeconfig "$dir" "$dir/admin.kubeconfig" admin "$(token_of "$dir" admin)" "$url"
+  write_kubeconfig "$dir" "$dir/webhook.kubeconfig" pvc-clone-guard "$(token_of "$dir" pvc-clone-guard)" "$url"
+  write_cluster_env "$dir"
+
+  # Stop whatever we started if anything below fails, so a failed `up` leaves no strays.
+  # shellcheck disable=SC2064 # expand $dir now
+  trap "stop_process '$dir' kube-apiserver || true; stop_process '$dir' etcd || true" EXIT
+  start_process "$dir" etcd
+  wait_etcd "$dir"
+  start_process "$dir" kube-apiserver
+  wait_ready "$dir"
+  trap - EXIT
+
+  log "cluster up in $((SECONDS - start))s"
+  log "  apiserver  $url (pid $(live_pid "$dir" kube-apiserver))"
+  log "  etcd       http://127.0.0.1:$ETCD_CLIENT_PORT (pid $(live_pid "$dir" etcd))"
+  log "  env        . $dir/cluster.env"
+  log "  kubectl    kubectl --kubeconfig $dir/admin.kubeconfig get ns"
+  log "  stop       $0 down $dir"
+}
+
+# kube-apiserver retries etcd itself, but waiting here first gives a clear error if etcd
+# is what failed (e.g. lost the race for its port).
+wait_etcd() {
+  local dir=$1 deadline=$((SECONDS + TIMEOUT))
+  until curl -fsS --max-time 2 -o /dev/null "http://127.0.0.1:$ETCD_CLIENT_PORT/health" 2>/dev/null; do
+    live_pid "$dir" etcd >/dev/null || ready_failed "$dir" "etcd exited"
+    [ "$SECONDS" -lt "$deadline" ] || ready_failed "$dir" "etcd not healthy after ${TIMEOUT}s"
+    sleep 0.2
+  done
+}
+
+cmd_down() {
+  local dir
+  [ -d "$1" ] || {
+    log "$1 does not exist; nothing to stop"
+    return 0
+  }
+  dir="$(abs_dir "$1")"
+  stop_process "$dir" kube-apiserver
+  stop_process "$dir" etcd
+  log "cluster in $dir is down"
+}
+
+load_ports() {
+  local dir=$1
+  [ -s "$dir/kube-apiserver.args" ] || die "$dir has no kube-apiserver.args; run 'up' first"
+  APISERVER_PORT="$(sed -n 's|^--secure-port=||p' "$dir/kube-apiserver.args")"
+  ETCD_CLIENT_PORT="$(sed -n 's|^--etcd-servers=http://127.0.0.1:||p' "$dir/kube-apiserver.args")"
+}
+
+cmd_stop_apiserver() {
+  local dir
+  dir="$(abs_dir "$1")"
+  stop_process "$dir" kube-apiserver
+}
+
+cmd_start_apiserver() {
+  local dir
+  dir="$(abs_dir "$1")"
+  load_ports "$dir"
+  live_pid "$dir" etcd >/dev/null || die "etcd of $dir is not running; use 'up'"
+  if live_pid "$dir" kube-apiserver >/dev/null; then
+    log "kube-apiserver of $dir is already running"
+  else
+    start_process "$dir" kube-apiserver
+  fi
+  wait_ready "$dir"
+  log "kube-apiserver ready at https://127.0.0.1:$APISERVER_PORT"
+}
+
+cmd_status() {
+  local dir name pid rc=0
+  dir="$(abs_dir "$1")"
+  for name in etcd kube-apiserver; do
+    if pid="$(live_pid "$dir" "$name")"; then
+      echo "$name running (pid $pid)"
+    else
+      echo "$name stopped"
+      rc=1
+    fi
+  done
+  return $rc
+}
+
+# What the PV controller would do for a pre-bound pair, which this cluster lacks:
+#  PV.spec.claimRef -> the PVC (with its uid), PVC.spec.volumeName -> the PV (allowed by
+#  validation only while empty), then status.phase Bound on both, and the PVC's
+#  status.capacity/accessModes copied from the PV. Status goes through the /status
+#  subresource (kubectl --subresource, which kubectl 1.24+ supports and the 1.20
+#  apiserver serves like any status update).
+cmd_bind() {
+  local dir=$1 ns=$2 pvc=$3 pv=$4
+  dir="$(abs_dir "$dir")"
+  local -a k=("$KUBECTL" --kubeconfig "$dir/admin.kubeconfig")
+  local uid cap modes cur
+  uid="$("${k[@]}" get pvc "$pvc" -n "$ns" -o jsonpath='{.metadata.uid}')"
+  cap="$("${k[@]}" get pv "$pv" -o jsonpath='{.spec.capacity.storage}')"
+  modes="$("${k[@]}" get pv "$pv" -o json | jq -c '.spec.accessModes // []')"
+  [ -n "$uid" ] || die "PVC $ns/$pvc has no uid"
+  [ -n "$cap" ] || die "PV $pv has no spec.capacity.storage"
+
+  "${k[@]}" patch pv "$pv" --type=merge -p "$(jq -cn --arg ns "$ns" --arg n "$pvc" --arg uid "$uid" \
+    '{spec: {claimRef: {kind: "PersistentVolumeClaim", apiVersion: "v1", namespace: $ns, name: $n, uid: $uid}}}')" >/dev/null
+  cur="$("${k[@]}" get pvc "$pvc" -n "$ns" -o jsonpath='{.spec.volumeName}')"
+  if [ -z "$cur" ]; then
+    "${k[@]}" patch pvc "$pvc" -n "$ns" --type=merge -p "$(jq -cn --arg pv "$pv" '{spec: {volumeName: $pv}}')" >/dev/null
+  elif [ "$cur" != "$pv" ]; then
+    die "PVC $ns/$pvc already names volume $cur, not $pv"
+  fi
+  "${k[@]}" patch pvc "$pvc" -n "$ns" --type=merge \
+    -p '{"metadata":{"annotations":{"pv.kubernetes.io/bind-completed":"yes"}}}' >/dev/null
+  "${k[@]}" patch pv "$pv" --subresource=status --type=merge -p '{"status":{"phase":"Bound"}}' >/dev/null
+  "${k[@]}" patch pvc "$pvc" -n "$ns" --subresource=status --type=merge \
+    -p "$(jq -cn --arg cap "$cap" --argjson modes "$modes" \
+      '{status: {phase: "Bound", capacity: {storage: $cap}, accessModes: $modes}}')" >/dev/null
+  log "bound $ns/$pvc <-> $pv ($cap)"
+}
+
+cmd_webhook_cert() {
+  local dir out
+  dir="$(abs_dir "$1")"
+  out="$(abs_dir "${2:-$dir/webhook-tls}")"
+  [ -s "$dir/ca.key" ] || die "$dir has no CA; run 'up' first"
+  issue_cert "$dir" "$out/tls" "pvc-clone-guard" "IP:127.0.0.1,DNS:localhost"
+  cp "$dir/ca.crt" "$out/ca.crt"
+  log "wrote $out/tls.crt $out/tls.key $out/ca.crt"
+}
+
+main() {
+  [ $# -ge 2 ] || usage
+  local cmd=$1
+  shift
+  case "$cmd" in
+    up) cmd_up "$1" ;;
+    down) cmd_down "$1" ;;
+    stop-apiserver) cmd_stop_apiserver "$1" ;;
+    start-apiserver) cmd_start_apiserver "$1" ;;
+    status) cmd_status "$1" ;;
+    bind)
+      [ $# -eq 4 ] || usage
+      cmd_bind "$@"
+      ;;
+    webhook-cert) cmd_webhook_cert "$@" ;;
+    *) usage ;;
+  esac
+}
+
+main "$@"

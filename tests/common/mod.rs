@@ -1,0 +1,129 @@
+//! Shared fixtures: reviews shaped like the ones kube-apiserver sends, and facts.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use pvc_clone_guard::config::Policy;
+use pvc_clone_guard::facts::StaticFacts;
+use pvc_clone_guard::metrics::Metrics;
+use pvc_clone_guard::review::Reviewer;
+use pvc_clone_guard::rules::{ClaimRef, ClassFact, Facts, SourceClaim, SourceVolume};
+use serde_json::{json, Value};
+
+pub const UID: &str = "705ab4f5-6393-11e8-b7cc-42010a800002";
+
+/// A PVC as the API server sends it to a webhook: defaulted, with managedFields.
+pub fn claim(name: &str, data_source: Option<Value>, storage: &str) -> Value {
+    let mut spec = json!({
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": storage}},
+        "storageClassName": "gp3",
+        "volumeMode": "Filesystem"
+    });
+    if let Some(source) = data_source {
+        spec["dataSource"] = source.clone();
+        spec["dataSourceRef"] = source;
+    }
+    json!({
+        "kind": "PersistentVolumeClaim",
+        "apiVersion": "v1",
+        "metadata": {
+            "name": name,
+            "namespace": "dev",
+            "uid": "5d2a4c0e-7f31-4a5e-9c1b-1f0a2b3c4d5e",
+            "creationTimestamp": "2026-11-21T10:00:00Z",
+            "annotations": {
+                "kubectl.kubernetes.io/last-applied-configuration": "{\"apiVersion\":\"v1\",\"kind\":\"PersistentVolumeClaim\"}\n"
+            },
+            "managedFields": [{
+                "manager": "kubectl-create",
+                "operation": "Update",
+                "apiVersion": "v1",
+                "time": "2026-11-21T10:00:00Z",
+                "fieldsType": "FieldsV1",
+                "fieldsV1": {"f:spec": {"f:accessModes": {}, "f:dataSource": {".": {}, "f:kind": {}, "f:name": {}},
+                              "f:resources": {"f:requests": {".": {}, "f:storage": {}}},
+                              "f:storageClassName": {}, "f:volumeMode": {}}}
+            }]
+        },
+        "spec": spec,
+        "status": {"phase": "Pending"}
+    })
+}
+
+pub fn claim_source(name: &str) -> Value {
+    json!({"apiGroup": null, "kind": "PersistentVolumeClaim", "name": name})
+}
+
+/// An AdmissionReview v1 as kube-apiserver sends it.
+pub fn review(operation: &str, object: Value, old_object: Value, dry_run: bool) -> Value {
+    let kind = object["kind"].as_str().unwrap_or("PersistentVolumeClaim").to_owned();
+    let (group, resource) = match kind.as_str() {
+        "PersistentVolumeClaim" => ("", "persistentvolumeclaims"),
+        "Pod" => ("", "pods"),
+        "VolumeSnapshot" => ("snapshot.storage.k8s.io", "volumesnapshots"),
+        _ => ("", "persistentvolumeclaims"),
+    };
+    let kind = if object.is_null() { "PersistentVolumeClaim".to_owned() } else { kind };
+    json!({
+        "kind": "AdmissionReview",
+        "apiVersion": "admission.k8s.io/v1",
+        "request": {
+            "uid": UID,
+            "kind": {"group": group, "version": "v1", "kind": kind},
+            "resource": {"group": group, "version": "v1", "resource": resource},
+            "requestKind": {"group": group, "version": "v1", "kind": kind},
+            "requestResource": {"group": group, "version": "v1", "resource": resource},
+            "name": "clone",
+            "namespace": "dev",
+            "operation": operation,
+            "userInfo": {"username": "alice", "uid": "u-alice", "groups": ["system:authenticated"]},
+            "object": object,
+            "oldObject": old_object,
+            "dryRun": dry_run,
+            "options": {"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1"}
+        }
+    })
+}
+
+pub fn create(object: Value) -> Value {
+    review("CREATE", object, Value::Null, false)
+}
+
+/// The facts of a healthy 10Gi CSI source "data" in "dev".
+pub fn good_facts() -> Facts {
+    Facts {
+        source: Some(SourceClaim {
+            uid: Some("uid-1".into()),
+            phase: Some("Bound".into()),
+            deletion_timestamp: None,
+            volume_name: Some("pv-1".into()),
+            volume_mode: Some("Filesystem".into()),
+            requested_storage: Some("10Gi".into()),
+            capacity: Some("10Gi".into()),
+        }),
+        volume: Some(SourceVolume {
+            name: "pv-1".into(),
+            phase: Some("Bound".into()),
+            claim_ref: Some(ClaimRef {
+                namespace: Some("dev".into()),
+                name: Some("data".into()),
+                uid: Some("uid-1".into()),
+            }),
+            csi_driver: Some("ebs.csi.aws.com".into()),
+            plugin: "csi".into(),
+            volume_mode: Some("Filesystem".into()),
+        }),
+        class: ClassFact::Found {
+            name: "gp3".into(),
+            provisioner: "ebs.csi.aws.com".into(),
+            is_default: false,
+        },
+        pods_using_source: vec![],
+        classes_for_source_driver: vec!["gp3".into()],
+    }
+}
+
+pub fn reviewer(facts: Result<Facts, String>, policy: Policy) -> Arc<Reviewer<StaticFacts>> {
+    Arc::new(Reviewer::new(policy, StaticFacts { facts }, Metrics::new()))
+}

@@ -1,0 +1,356 @@
+//! The HTTP contract of POST /validate and the admin endpoints, driven in-process through
+//! the router (no sockets).
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use http_body_util::BodyExt;
+use pvc_clone_guard::config::{Action, FailureMode, Policy, RuleId};
+use pvc_clone_guard::server::{self, Health, MAX_REVIEW_BYTES};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use tower::ServiceExt;
+
+use common::*;
+
+async fn post_raw(app: axum::Router, content_type: &str, body: Vec<u8>) -> (StatusCode, Vec<u8>) {
+    let request = Request::post("/validate")
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Body::from(body))
+        .expect("request");
+    let response = app.oneshot(request).await.expect("infallible");
+    let status = response.status();
+    let bytes = response.into_body().collect().await.expect("body").to_bytes();
+    (status, bytes.to_vec())
+}
+
+/// Posts a review and returns the HTTP status and the parsed `response` of the review.
+async fn post(app: axum::Router, review: &Value) -> (StatusCode, Value) {
+    let (status, body) = post_raw(app, "application/json", serde_json::to_vec(review).expect("json")).await;
+    let parsed: Value = serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+    (status, parsed)
+}
+
+fn app(facts: Result<pvc_clone_guard::rules::Facts, String>, policy: Policy) -> axum::Router {
+    server::router(reviewer(facts, policy))
+}
+
+fn default_app() -> axum::Router {
+    app(Ok(good_facts()), Policy::default())
+}
+
+#[tokio::test]
+async fn a_plain_claim_is_allowed_and_the_uid_echoed() {
+    let (status, body) = post(default_app(), &create(claim("plain", None, "1Gi"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(body["kind"], "AdmissionReview");
+    assert_eq!(body["response"]["uid"], UID);
+    assert_eq!(body["response"]["allowed"], true);
+    assert!(body["response"].get("warnings").is_none());
+}
+
+#[tokio::test]
+async fn a_valid_clone_is_allowed() {
+    let (status, body) = post(default_app(), &create(claim("clone", Some(claim_source("data")), "10Gi"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["response"]["allowed"], true, "{body}");
+}
+
+#[tokio::test]
+async fn a_violating_clone_is_refused_with_403_forbidden_and_every_violation() {
+    let mut facts = good_facts();
+    let source = facts.source.as_mut().expect("source");
+    source.phase = Some("Pending".into());
+    source.volume_name = None;
+    facts.volume = None;
+    let mut object = claim("clone", Some(claim_source("data")), "1000Mi");
+    object["spec"]["volumeMode"] = json!("Block");
+    let (status, body) = post(app(Ok(facts), Policy::default()), &create(object)).await;
+    assert_eq!(status, StatusCode::OK);
+    let response = &body["response"];
+    assert_eq!(response["uid"], UID);
+    assert_eq!(response["allowed"], false);
+    assert_eq!(response["status"]["code"], 403);
+    assert_eq!(response["status"]["reason"], "Forbidden");
+    assert_eq!(
+        response["status"]["message"],
+        "[source-bound] source claim \"data\" is Pending, not Bound; wait until it is Bound, then create the clone\n\
+         [volume-mode] source claim \"data\" is Filesystem but this claim asks for Block; set spec.volumeMode: Filesystem\n\
+         [size] this claim requests 1000Mi but source claim \"data\" requests 10Gi; request at least 10Gi"
+    );
+}
+
+#[tokio::test]
+async fn each_kind_of_violation_reaches_the_response() {
+    let cases: Vec<(fn(&mut pvc_clone_guard::rules::Facts), &str)> = vec![
+        (|f| f.source = None, "[source-exists] "),
+        (|f| f.source.as_mut().expect("s").deletion_timestamp = Some("2026-11-21T10:00:00Z".into()), "[source-deleting] "),
+        (|f| f.volume = None, "[source-volume] "),
+        (
+            |f| {
+                let v = f.volume.as_mut().expect("v");
+                v.csi_driver = None;
+                v.plugin = "hostPath".into();
+            },
+            "[csi-source] ",
+        ),
+        (|f| f.class = pvc_clone_guard::rules::ClassFact::Disabled, "[dynamic-provisioning] "),
+        (
+            |f| {
+                f.class = pvc_clone_guard::rules::ClassFact::Found {
+                    name: "other".into(),
+                    provisioner: "other.csi.example.com".into(),
+                    is_default: false,
+                }
+            },
+            "[same-driver] ",
+        ),
+    ];
+    for (mutate, prefix) in cases {
+        let mut facts = good_facts();
+        mutate(&mut facts);
+        let (status, body) = post(app(Ok(facts), Policy::default()), &create(claim("clone", Some(claim_source("data")), "10Gi"))).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["response"]["allowed"], false, "{prefix}");
+        let message = body["response"]["status"]["message"].as_str().expect("message");
+        assert!(message.starts_with(prefix), "{message}");
+    }
+}
+
+#[tokio::test]
+async fn a_cross_namespace_reference_is_refused_without_facts() {
+    let mut object = claim("clone", None, "10Gi");
+    object["spec"]["dataSourceRef"] = json!({"kind": "PersistentVolumeClaim", "name": "data", "namespace": "prod"});
+    // No facts at all: the rule must not need them.
+    let (_, body) = post(app(Err("must not be asked".into()), Policy::default()), &create(object)).await;
+    assert_eq!(
+        body["response"]["status"]["message"],
+        "[same-namespace] dataSourceRef names claim \"data\" in namespace \"prod\", but this claim is in namespace \"dev\"; \
+         a clone must be created in its source's namespace: create this claim in namespace \"prod\""
+    );
+}
+
+#[tokio::test]
+async fn a_claim_kind_with_an_api_group_is_refused_without_facts() {
+    let object = claim(
+        "clone",
+        Some(json!({"apiGroup": "example.com", "kind": "PersistentVolumeClaim", "name": "data"})),
+        "10Gi",
+    );
+    let (_, body) = post(app(Err("must not be asked".into()), Policy::default()), &create(object)).await;
+    assert_eq!(
+        body["response"]["status"]["message"],
+        "[source-api-group] spec.dataSource names kind PersistentVolumeClaim with apiGroup \"example.com\", but claims belong to the core API group; remove apiGroup to clone claim \"data\""
+    );
+}
+
+#[tokio::test]
+async fn a_data_source_ref_alone_is_read() {
+    let mut object = claim("clone", None, "1Gi");
+    object["spec"]["dataSourceRef"] = json!({"kind": "PersistentVolumeClaim", "name": "data"});
+    let (_, body) = post(default_app(), &create(object)).await;
+    assert_eq!(
+        body["response"]["status"]["message"],
+        "[size] this claim requests 1Gi but source claim \"data\" requests 10Gi; request at least 10Gi"
+    );
+}
+
+#[tokio::test]
+async fn a_snapshot_source_is_out_of_scope() {
+    let object = claim(
+        "restore",
+        Some(json!({"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": "snap"})),
+        "1Gi",
+    );
+    let (_, body) = post(app(Err("must not be asked".into()), Policy::default()), &create(object)).await;
+    assert_eq!(body["response"]["allowed"], true);
+}
+
+#[tokio::test]
+async fn warnings_admit_the_claim_with_warning_lines() {
+    let mut facts = good_facts();
+    facts.pods_using_source = vec!["web-0".into()];
+    let (_, body) = post(app(Ok(facts), Policy::default()), &create(claim("clone", Some(claim_source("data")), "10Gi"))).await;
+    assert_eq!(body["response"]["allowed"], true);
+    assert_eq!(
+        body["response"]["warnings"],
+        json!(["[source-in-use] source claim \"data\" is mounted by pod \"web-0\"; the clone is only crash-consistent"])
+    );
+}
+
+#[tokio::test]
+async fn a_dry_run_gets_the_same_verdict() {
+    let object = claim("clone", Some(claim_source("data")), "1Gi");
+    let (_, real) = post(default_app(), &create(object.clone())).await;
+    let (_, dry) = post(default_app(), &review("CREATE", object, Value::Null, true)).await;
+    assert_eq!(real["response"]["allowed"], false);
+    assert_eq!(real, dry);
+}
+
+#[tokio::test]
+async fn update_delete_and_connect_are_allowed_at_once() {
+    let bad = claim("clone", Some(claim_source("data")), "1Gi");
+    for (operation, object, old) in [
+        ("UPDATE", bad.clone(), bad.clone()),
+        ("DELETE", Value::Null, bad.clone()),
+        ("CONNECT", Value::Null, Value::Null),
+    ] {
+        let (status, body) = post(app(Err("must not be asked".into()), Policy::default()), &review(operation, object, old, false)).await;
+        assert_eq!(status, StatusCode::OK, "{operation}");
+        assert_eq!(body["response"]["allowed"], true, "{operation}: {body}");
+        assert_eq!(body["response"]["uid"], UID);
+    }
+}
+
+#[tokio::test]
+async fn other_kinds_are_allowed_even_with_odd_shapes() {
+    let pod = json!({
+        "kind": "Pod", "apiVersion": "v1",
+        "metadata": {"name": "web", "namespace": "dev"},
+        "spec": {"containers": [{"name": "c", "image": "nginx"}],
+                 "resources": {"requests": {"cpu": "1"}}, "volumeMode": 42, "dataSource": "x"}
+    });
+    let (status, body) = post(app(Err("must not be asked".into()), Policy::default()), &create(pod)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["response"]["allowed"], true);
+}
+
+#[tokio::test]
+async fn fail_closed_names_the_cause_and_fail_open_warns() {
+    let object = claim("clone", Some(claim_source("data")), "10Gi");
+    let (_, closed) = post(app(Err("connection refused".into()), Policy::default()), &create(object.clone())).await;
+    assert_eq!(closed["response"]["allowed"], false);
+    assert_eq!(
+        closed["response"]["status"]["message"],
+        "pvc-clone-guard could not check this clone: reading persistentvolumeclaims from the API server failed: connection refused; \
+         the webhook fails closed, so retry in a moment or ask an administrator to check pvc-clone-guard"
+    );
+    let mut policy = Policy::default();
+    policy.failure_mode = FailureMode::FailOpen;
+    let (_, open) = post(app(Err("connection refused".into()), policy), &create(object)).await;
+    assert_eq!(open["response"]["allowed"], true);
+    assert_eq!(
+        open["response"]["warnings"],
+        json!(["pvc-clone-guard could not check this clone (reading persistentvolumeclaims from the API server failed: connection refused); admitted unchecked"])
+    );
+}
+
+#[tokio::test]
+async fn a_plain_claim_is_allowed_even_when_facts_are_unavailable() {
+    let (_, body) = post(app(Err("connection refused".into()), Policy::default()), &create(claim("plain", None, "1Gi"))).await;
+    assert_eq!(body["response"]["allowed"], true);
+}
+
+#[tokio::test]
+async fn a_rule_set_to_warn_admits_with_a_warning() {
+    let mut policy = Policy::default();
+    policy.set_action(RuleId::Size, Action::Warn);
+    let (_, body) = post(app(Ok(good_facts()), policy), &create(claim("clone", Some(claim_source("data")), "1Gi"))).await;
+    assert_eq!(body["response"]["allowed"], true);
+    assert_eq!(
+        body["response"]["warnings"],
+        json!(["[size] this claim requests 1Gi but source claim \"data\" requests 10Gi; request at least 10Gi"])
+    );
+}
+
+#[tokio::test]
+async fn malformed_bodies_get_400_with_a_plain_explanation() {
+    let cases: [(&[u8], &str); 6] = [
+        (b"{not json", "the body is not a valid AdmissionReview: key must be a string at line 1 column 2\n"),
+        (b"", "the body is not a valid AdmissionReview: EOF while parsing a value at line 1 column 0\n"),
+        (
+            br#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":{}}"#,
+            "apiVersion \"admission.k8s.io/v1beta1\" is not supported: send admission.k8s.io/v1 (set admissionReviewVersions: [v1])\n",
+        ),
+        (br#"{"apiVersion":"admission.k8s.io/v1","kind":"Pod"}"#, "kind \"Pod\" is not AdmissionReview\n"),
+        (br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#, "the AdmissionReview has no request\n"),
+        (
+            br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"kind":{"group":"","version":"v1","kind":"PersistentVolumeClaim"}}}"#,
+            "the body is not a valid AdmissionReview: missing field `uid` at line 1 column 138\n",
+        ),
+    ];
+    for (body, expected) in cases {
+        let (status, text) = post_raw(default_app(), "application/json", body.to_vec()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{}", String::from_utf8_lossy(body));
+        assert_eq!(String::from_utf8_lossy(&text), expected);
+    }
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_gets_413() {
+    let (status, _) = post_raw(default_app(), "application/json", vec![b' '; MAX_REVIEW_BYTES + 1]).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn a_large_review_under_the_limit_is_answered() {
+    let mut object = claim("big", None, "1Gi");
+    object["metadata"]["annotations"]["padding"] = json!("x".repeat(3 * 1024 * 1024));
+    let (status, body) = post(default_app(), &create(object)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["response"]["allowed"], true);
+}
+
+#[tokio::test]
+async fn a_wrong_content_type_gets_415() {
+    let body = serde_json::to_vec(&create(claim("plain", None, "1Gi"))).expect("json");
+    for content_type in ["text/plain", "application/yaml", ""] {
+        let (status, text) = post_raw(default_app(), content_type, body.clone()).await;
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{content_type:?}");
+        assert_eq!(String::from_utf8_lossy(&text), "send the AdmissionReview as Content-Type: application/json\n");
+    }
+    let (status, _) = post_raw(default_app(), "application/json; charset=utf-8", body).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn only_post_validate_is_served() {
+    let response = default_app()
+        .oneshot(Request::get("/validate").body(Body::empty()).expect("request"))
+        .await
+        .expect("infallible");
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let response = default_app()
+        .oneshot(Request::post("/other").body(Body::empty()).expect("request"))
+        .await
+        .expect("infallible");
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn admin_endpoints_report_liveness_readiness_and_metrics() {
+    let reviewer = reviewer(Ok(good_facts()), Policy::default());
+    let health = Arc::new(Health::default());
+    let admin = server::admin_router(Arc::clone(&reviewer), Arc::clone(&health));
+    let reviews = server::router(Arc::clone(&reviewer));
+    post(reviews.clone(), &create(claim("clone", Some(claim_source("data")), "1Gi"))).await;
+    post(reviews.clone(), &create(claim("plain", None, "1Gi"))).await;
+    post_raw(reviews, "application/json", b"nope".to_vec()).await;
+
+    let get = |path: &'static str| {
+        let admin = admin.clone();
+        async move {
+            let response = admin.oneshot(Request::get(path).body(Body::empty()).expect("request")).await.expect("infallible");
+            let status = response.status();
+            let body = response.into_body().collect().await.expect("body").to_bytes();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    assert_eq!(get("/livez").await, (StatusCode::OK, "ok\n".into()));
+    assert_eq!(get("/readyz").await, (StatusCode::OK, "ok\n".into()));
+    let (status, metrics) = get("/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    for line in [
+        "pvc_clone_guard_reviews_total{operation=\"CREATE\",verdict=\"denied\"} 1",
+        "pvc_clone_guard_reviews_total{operation=\"CREATE\",verdict=\"skipped\"} 1",
+        "pvc_clone_guard_violations_total{rule=\"size\",action=\"deny\"} 1",
+        "pvc_clone_guard_malformed_reviews_total 1",
+        "pvc_clone_guard_review_duration_seconds_count 2",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "missing {line:?} in:\n{metrics}");
+    }
+    health.begin_shutdown();
+    assert_eq!(get("/readyz").await, (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into()));
+}
