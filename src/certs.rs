@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use base64::Engine;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 
 /// The Service DNS names of the manifests in `manifests/`.
@@ -45,27 +45,52 @@ pub fn generate(request: &CertsRequest) -> Result<CertsOutcome> {
         let mut params = CertificateParams::default();
         params.distinguished_name = name("pvc-clone-guard CA");
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         set_validity(&mut params, request.ca_days);
-        let cert = params.self_signed(&key).context("cannot sign the CA certificate")?;
+        let cert = params
+            .self_signed(&key)
+            .context("cannot sign the CA certificate")?;
         write(&ca_key_path, key.serialize_pem().as_bytes(), true)?;
         write(&ca_cert_path, cert.pem().as_bytes(), false)?;
         (cert.pem(), Issuer::new(params, key))
     } else {
         let ca_pem = read(&ca_cert_path)?;
-        let key = KeyPair::from_pem(&read(&ca_key_path)?).with_context(|| format!("{} is not a usable private key", ca_key_path.display()))?;
-        let issuer = Issuer::from_ca_cert_pem(&ca_pem, key).with_context(|| format!("{} is not a usable CA certificate", ca_cert_path.display()))?;
+        let key = KeyPair::from_pem(&read(&ca_key_path)?)
+            .with_context(|| format!("{} is not a usable private key", ca_key_path.display()))?;
+        let issuer = Issuer::from_ca_cert_pem(&ca_pem, key).with_context(|| {
+            format!("{} is not a usable CA certificate", ca_cert_path.display())
+        })?;
         (ca_pem, issuer)
     };
 
-    let mut params = CertificateParams::new(request.dns_names.clone()).context("invalid DNS name")?;
-    params.subject_alt_names.extend(request.ip_addresses.iter().map(|ip| SanType::IpAddress(*ip)));
-    params.distinguished_name = name(request.dns_names.first().map_or("pvc-clone-guard", String::as_str));
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    let mut params =
+        CertificateParams::new(request.dns_names.clone()).context("invalid DNS name")?;
+    params.subject_alt_names.extend(
+        request
+            .ip_addresses
+            .iter()
+            .map(|ip| SanType::IpAddress(*ip)),
+    );
+    params.distinguished_name = name(
+        request
+            .dns_names
+            .first()
+            .map_or("pvc-clone-guard", String::as_str),
+    );
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     set_validity(&mut params, request.days);
     let key = KeyPair::generate().context("cannot generate the serving key")?;
-    let cert = params.signed_by(&key, &issuer).context("cannot sign the serving certificate")?;
+    let cert = params
+        .signed_by(&key, &issuer)
+        .context("cannot sign the serving certificate")?;
 
     // Key first: until the certificate is replaced too, the pair does not match and a
     // running webhook keeps serving the previous one.
@@ -75,7 +100,8 @@ pub fn generate(request: &CertsRequest) -> Result<CertsOutcome> {
 
     let bundle = base64::engine::general_purpose::STANDARD.encode(ca_pem.as_bytes());
     let patch_path = dir.join("cabundle-patch.yaml");
-    let patch = format!("- op: add\n  path: /webhooks/0/clientConfig/caBundle\n  value: {bundle}\n");
+    let patch =
+        format!("- op: add\n  path: /webhooks/0/clientConfig/caBundle\n  value: {bundle}\n");
     write(&patch_path, patch.as_bytes(), false)?;
 
     let mut files = vec![tls_cert_path, tls_key_path, patch_path];

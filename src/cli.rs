@@ -20,7 +20,11 @@ use crate::server::{self, Health};
 use crate::tls::ReloadingCert;
 
 #[derive(Debug, Parser)]
-#[command(name = "pvc-clone-guard", version, about = "Validating admission webhook that refuses PersistentVolumeClaim clones the CSI provisioner would leave Pending")]
+#[command(
+    name = "pvc-clone-guard",
+    version,
+    about = "Validating admission webhook that refuses PersistentVolumeClaim clones the CSI provisioner would leave Pending"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -51,7 +55,11 @@ pub struct ServeArgs {
     #[arg(long, env = "PVC_CLONE_GUARD_LISTEN", default_value = "0.0.0.0:8443")]
     listen: SocketAddr,
     /// Address of the plain HTTP admin endpoints (/livez, /readyz, /metrics).
-    #[arg(long, env = "PVC_CLONE_GUARD_ADMIN_LISTEN", default_value = "0.0.0.0:8080")]
+    #[arg(
+        long,
+        env = "PVC_CLONE_GUARD_ADMIN_LISTEN",
+        default_value = "0.0.0.0:8080"
+    )]
     admin_listen: SocketAddr,
     /// YAML file of rule actions and options (see README); defaults apply without it.
     #[arg(long, env = "PVC_CLONE_GUARD_CONFIG")]
@@ -145,7 +153,9 @@ fn run_serve(args: ServeArgs) -> Result<()> {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
@@ -159,12 +169,14 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         None => Policy::default(),
     };
     let cert = ReloadingCert::load(&args.tls_cert, &args.tls_key)?;
-    let tls = cert.server_config().context("cannot build the TLS configuration")?;
+    let tls = cert
+        .server_config()
+        .context("cannot build the TLS configuration")?;
     cert.spawn_watch(args.cert_reload_interval);
 
-    let client = kube::Client::try_default()
-        .await
-        .context("no usable Kubernetes client configuration (KUBECONFIG, ~/.kube/config or in-cluster)")?;
+    let client = kube::Client::try_default().await.context(
+        "no usable Kubernetes client configuration (KUBECONFIG, ~/.kube/config or in-cluster)",
+    )?;
     let metrics = Metrics::new();
     let facts = ClusterFacts::start(client, metrics.clone());
     let reviewer = Arc::new(Reviewer::new(policy, facts, metrics));
@@ -185,7 +197,12 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         server::admin_router(Arc::clone(&reviewer), Arc::clone(&health)),
         admin_stopped,
     ));
-    let reviews = tokio::spawn(server::serve_tls(listener, tls, server::router(reviewer), reviews_stopped));
+    let reviews = tokio::spawn(server::serve_tls(
+        listener,
+        tls,
+        server::router(reviewer),
+        reviews_stopped,
+    ));
 
     shutdown_signal().await;
     tracing::info!("shutting down: unready, draining in-flight reviews");

@@ -13,7 +13,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, PersistentVolumeSpec, Pod};
+use k8s_openapi::api::core::v1::{
+    PersistentVolume, PersistentVolumeClaim, PersistentVolumeSpec, Pod,
+};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, ListParams};
 use kube::runtime::watcher::{self, Event};
@@ -35,7 +37,10 @@ pub enum LookupError {
     #[error("the API server did not answer within {}", humantime::format_duration(*.0))]
     Timeout(Duration),
     #[error("reading {resource} from the API server failed: {message}")]
-    Api { resource: &'static str, message: String },
+    Api {
+        resource: &'static str,
+        message: String,
+    },
 }
 
 impl LookupError {
@@ -128,7 +133,8 @@ impl<T> Cache<T> {
 
     /// Every cached object, only while the cache is in sync.
     fn snapshot(&self) -> Option<Vec<Arc<T>>> {
-        self.is_synced().then(|| self.read().values().cloned().collect())
+        self.is_synced()
+            .then(|| self.read().values().cloned().collect())
     }
 
     pub fn len(&self) -> usize {
@@ -167,18 +173,43 @@ impl ClusterFacts {
             classes: Cache::new("storageclasses"),
             client,
         };
-        spawn_watch(Api::<PersistentVolumeClaim>::all(facts.client.clone()), facts.claims.clone(), claim_key, slim_claim, metrics.clone());
-        spawn_watch(Api::<PersistentVolume>::all(facts.client.clone()), facts.volumes.clone(), |pv| Some(pv.name_any()), slim_volume, metrics.clone());
-        spawn_watch(Api::<StorageClass>::all(facts.client.clone()), facts.classes.clone(), |sc| Some(sc.name_any()), slim_class, metrics);
+        spawn_watch(
+            Api::<PersistentVolumeClaim>::all(facts.client.clone()),
+            facts.claims.clone(),
+            claim_key,
+            slim_claim,
+            metrics.clone(),
+        );
+        spawn_watch(
+            Api::<PersistentVolume>::all(facts.client.clone()),
+            facts.volumes.clone(),
+            |pv| Some(pv.name_any()),
+            slim_volume,
+            metrics.clone(),
+        );
+        spawn_watch(
+            Api::<StorageClass>::all(facts.client.clone()),
+            facts.classes.clone(),
+            |sc| Some(sc.name_any()),
+            slim_class,
+            metrics,
+        );
         facts
     }
 
-    async fn claim(&self, namespace: &str, name: &str) -> Result<Option<Arc<SourceClaim>>, LookupError> {
+    async fn claim(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Arc<SourceClaim>>, LookupError> {
         if let Some(claim) = self.claims.get(&format!("{namespace}/{name}")) {
             return Ok(Some(claim));
         }
         let api = Api::<PersistentVolumeClaim>::namespaced(self.client.clone(), namespace);
-        let claim = api.get_opt(name).await.map_err(|e| LookupError::api(self.claims.resource, e))?;
+        let claim = api
+            .get_opt(name)
+            .await
+            .map_err(|e| LookupError::api(self.claims.resource, e))?;
         Ok(claim.map(|c| Arc::new(slim_claim(c))))
     }
 
@@ -187,7 +218,10 @@ impl ClusterFacts {
             return Ok(Some(volume));
         }
         let api = Api::<PersistentVolume>::all(self.client.clone());
-        let volume = api.get_opt(name).await.map_err(|e| LookupError::api(self.volumes.resource, e))?;
+        let volume = api
+            .get_opt(name)
+            .await
+            .map_err(|e| LookupError::api(self.volumes.resource, e))?;
         Ok(volume.map(|v| Arc::new(slim_volume(v))))
     }
 
@@ -200,10 +234,18 @@ impl ClusterFacts {
             .list(&ListParams::default())
             .await
             .map_err(|e| LookupError::api(self.classes.resource, e))?;
-        Ok(list.items.into_iter().map(|c| Arc::new(slim_class(c))).collect())
+        Ok(list
+            .items
+            .into_iter()
+            .map(|c| Arc::new(slim_class(c)))
+            .collect())
     }
 
-    async fn class(&self, requested: Option<&str>, all: &[Arc<ClassInfo>]) -> Result<ClassFact, LookupError> {
+    async fn class(
+        &self,
+        requested: Option<&str>,
+        all: &[Arc<ClassInfo>],
+    ) -> Result<ClassFact, LookupError> {
         let found = |c: &ClassInfo| ClassFact::Found {
             name: c.name.clone(),
             provisioner: c.provisioner.clone(),
@@ -218,8 +260,14 @@ impl ClusterFacts {
                 }
                 // Not cached yet: a class created a moment ago must not be reported missing.
                 let api = Api::<StorageClass>::all(self.client.clone());
-                let class = api.get_opt(name).await.map_err(|e| LookupError::api(self.classes.resource, e))?;
-                Ok(class.map_or_else(|| ClassFact::Missing(name.to_owned()), |c| found(&slim_class(c))))
+                let class = api
+                    .get_opt(name)
+                    .await
+                    .map_err(|e| LookupError::api(self.classes.resource, e))?;
+                Ok(class.map_or_else(
+                    || ClassFact::Missing(name.to_owned()),
+                    |c| found(&slim_class(c)),
+                ))
             }
         }
     }
@@ -244,7 +292,9 @@ impl ClusterFacts {
 
 impl FactSource for ClusterFacts {
     async fn gather(&self, request: &CloneRequest, policy: &Policy) -> Result<Facts, LookupError> {
-        let namespace = request.source_namespace(policy).unwrap_or(&request.namespace);
+        let namespace = request
+            .source_namespace(policy)
+            .unwrap_or(&request.namespace);
         let name = &request.source.name;
         let Some(source) = self.claim(namespace, name).await? else {
             return Ok(Facts {
@@ -260,7 +310,9 @@ impl FactSource for ClusterFacts {
             None => None,
         };
         let classes = self.all_classes().await?;
-        let class = self.class(request.storage_class.as_deref(), &classes).await?;
+        let class = self
+            .class(request.storage_class.as_deref(), &classes)
+            .await?;
         let driver = volume.as_ref().and_then(|v| v.csi_driver.as_deref());
         let mut classes_for_source_driver: Vec<String> = classes
             .iter()
@@ -310,7 +362,11 @@ fn pod_mounts(pod: &Pod, claim: &str) -> bool {
 }
 
 fn claim_key(claim: &PersistentVolumeClaim) -> Option<String> {
-    Some(format!("{}/{}", claim.metadata.namespace.as_deref()?, claim.metadata.name.as_deref()?))
+    Some(format!(
+        "{}/{}",
+        claim.metadata.namespace.as_deref()?,
+        claim.metadata.name.as_deref()?
+    ))
 }
 
 pub fn slim_claim(claim: PersistentVolumeClaim) -> SourceClaim {
@@ -327,7 +383,10 @@ pub fn slim_claim(claim: PersistentVolumeClaim) -> SourceClaim {
             .and_then(|r| r.requests)
             .and_then(|mut r| r.remove("storage"))
             .map(|q| q.0),
-        capacity: status.capacity.and_then(|mut c| c.remove("storage")).map(|q| q.0),
+        capacity: status
+            .capacity
+            .and_then(|mut c| c.remove("storage"))
+            .map(|q| q.0),
     }
 }
 
@@ -356,7 +415,10 @@ fn volume_plugin(spec: &PersistentVolumeSpec) -> &'static str {
         ("local", spec.local.is_some()),
         ("nfs", spec.nfs.is_some()),
         ("flexVolume", spec.flex_volume.is_some()),
-        ("awsElasticBlockStore", spec.aws_elastic_block_store.is_some()),
+        (
+            "awsElasticBlockStore",
+            spec.aws_elastic_block_store.is_some(),
+        ),
         ("gcePersistentDisk", spec.gce_persistent_disk.is_some()),
         ("azureDisk", spec.azure_disk.is_some()),
         ("azureFile", spec.azure_file.is_some()),
@@ -372,9 +434,15 @@ fn volume_plugin(spec: &PersistentVolumeSpec) -> &'static str {
         ("storageos", spec.storageos.is_some()),
         ("quobyte", spec.quobyte.is_some()),
         ("flocker", spec.flocker.is_some()),
-        ("photonPersistentDisk", spec.photon_persistent_disk.is_some()),
+        (
+            "photonPersistentDisk",
+            spec.photon_persistent_disk.is_some(),
+        ),
     ];
-    plugins.into_iter().find(|(_, set)| *set).map_or("", |(name, _)| name)
+    plugins
+        .into_iter()
+        .find(|(_, set)| *set)
+        .map_or("", |(name, _)| name)
 }
 
 pub fn slim_class(class: StorageClass) -> ClassInfo {
@@ -383,7 +451,12 @@ pub fn slim_class(class: StorageClass) -> ClassInfo {
         .any(|key| class.annotations().get(*key).is_some_and(|v| v == "true"));
     ClassInfo {
         name: class.name_any(),
-        created: class.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()).unwrap_or_default(),
+        created: class
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.to_string())
+            .unwrap_or_default(),
         provisioner: class.provisioner,
         is_default,
     }
@@ -405,7 +478,8 @@ fn spawn_watch<K, T>(
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(250);
         loop {
-            let mut stream = watcher::watcher(api.clone(), watcher::Config::default().any_semantic()).boxed();
+            let mut stream =
+                watcher::watcher(api.clone(), watcher::Config::default().any_semantic()).boxed();
             let mut listing: HashMap<String, Arc<T>> = HashMap::new();
             while let Some(event) = stream.next().await {
                 match event {
@@ -471,7 +545,10 @@ mod tests {
             class("new", true, "2026-06-01T00:00:00Z"),
             class("plain", false, "2026-09-01T00:00:00Z"),
         ];
-        assert_eq!(default_class(&classes).map(|c| c.name.as_str()), Some("new"));
+        assert_eq!(
+            default_class(&classes).map(|c| c.name.as_str()),
+            Some("new")
+        );
         assert_eq!(default_class(&classes[2..]), None);
     }
 
@@ -529,7 +606,9 @@ mod tests {
             }))
             .expect("pod")
         };
-        assert!(pod_is_running(&pod("Running", "data")) && pod_mounts(&pod("Running", "data"), "data"));
+        assert!(
+            pod_is_running(&pod("Running", "data")) && pod_mounts(&pod("Running", "data"), "data")
+        );
         assert!(pod_is_running(&pod("Pending", "data")));
         assert!(!pod_is_running(&pod("Succeeded", "data")));
         assert!(!pod_is_running(&pod("Failed", "data")));

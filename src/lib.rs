@@ -5,13 +5,13 @@
 //! `facts` (gather what the rules read from the cluster) -> `rules` (pure decision) ->
 //! `review` (verdict to AdmissionResponse).
 
-pub mod config;
-pub mod quantity;
-pub mod rules;
-pub mod facts;
-pub mod metrics;
-pub mod review;
 pub mod certs;
 pub mod cli;
+pub mod config;
+pub mod facts;
+pub mod metrics;
+pub mod quantity;
+pub mod review;
+pub mod rules;
 pub mod server;
 pub mod tls;

@@ -58,12 +58,21 @@ impl Metrics {
             reviews.clone(),
         );
         let violations = Family::<ViolationLabels, Counter>::default();
-        registry.register("violations", "Rule violations found, by rule and action (deny or warn)", violations.clone());
+        registry.register(
+            "violations",
+            "Rule violations found, by rule and action (deny or warn)",
+            violations.clone(),
+        );
         // From 50µs (a review answered from memory) to 5s (past any sane lookup timeout).
         let duration = Histogram::new([
-            0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+            0.5, 1.0, 2.5, 5.0,
         ]);
-        registry.register("review_duration_seconds", "Time to answer a parsed review", duration.clone());
+        registry.register(
+            "review_duration_seconds",
+            "Time to answer a parsed review",
+            duration.clone(),
+        );
         let lookup_errors = Family::<ResourceLabels, Counter>::default();
         registry.register(
             "api_lookup_errors",
@@ -71,11 +80,23 @@ impl Metrics {
             lookup_errors.clone(),
         );
         let watch_errors = Family::<ResourceLabels, Counter>::default();
-        registry.register("watch_errors", "Errors of the cache watches, by resource", watch_errors.clone());
+        registry.register(
+            "watch_errors",
+            "Errors of the cache watches, by resource",
+            watch_errors.clone(),
+        );
         let cached_objects = Family::<ResourceLabels, Gauge>::default();
-        registry.register("cached_objects", "Objects held in the caches, by resource", cached_objects.clone());
+        registry.register(
+            "cached_objects",
+            "Objects held in the caches, by resource",
+            cached_objects.clone(),
+        );
         let malformed = Counter::default();
-        registry.register("malformed_reviews", "Bodies refused with 400 because they are not a valid AdmissionReview", malformed.clone());
+        registry.register(
+            "malformed_reviews",
+            "Bodies refused with 400 because they are not a valid AdmissionReview",
+            malformed.clone(),
+        );
         Metrics(Arc::new(Inner {
             registry,
             reviews,
@@ -89,20 +110,32 @@ impl Metrics {
     }
 
     pub fn record_review(&self, operation: &'static str, verdict: &'static str, elapsed: Duration) {
-        self.0.reviews.get_or_create(&ReviewLabels { operation, verdict }).inc();
+        self.0
+            .reviews
+            .get_or_create(&ReviewLabels { operation, verdict })
+            .inc();
         self.0.duration.observe(elapsed.as_secs_f64());
     }
 
     pub fn record_violation(&self, rule: &'static str, action: &'static str) {
-        self.0.violations.get_or_create(&ViolationLabels { rule, action }).inc();
+        self.0
+            .violations
+            .get_or_create(&ViolationLabels { rule, action })
+            .inc();
     }
 
     pub fn record_lookup_error(&self, resource: &'static str) {
-        self.0.lookup_errors.get_or_create(&ResourceLabels { resource }).inc();
+        self.0
+            .lookup_errors
+            .get_or_create(&ResourceLabels { resource })
+            .inc();
     }
 
     pub fn record_watch_error(&self, resource: &'static str) {
-        self.0.watch_errors.get_or_create(&ResourceLabels { resource }).inc();
+        self.0
+            .watch_errors
+            .get_or_create(&ResourceLabels { resource })
+            .inc();
     }
 
     pub fn set_cached_objects(&self, resource: &'static str, count: usize) {

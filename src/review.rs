@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 use kube::core::{NamespaceResourceScope, Resource, TypeMeta};
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 
 use crate::config::{FailureMode, Policy};
 use crate::facts::{FactSource, LookupError};
@@ -28,7 +28,9 @@ const PVC_KIND: &str = "PersistentVolumeClaim";
 pub enum ReviewError {
     #[error("the body is not a valid AdmissionReview: {0}")]
     Json(#[from] serde_json::Error),
-    #[error("apiVersion {0:?} is not supported: send admission.k8s.io/v1 (set admissionReviewVersions: [v1])")]
+    #[error(
+        "apiVersion {0:?} is not supported: send admission.k8s.io/v1 (set admissionReviewVersions: [v1])"
+    )]
     Version(String),
     #[error("kind {0:?} is not AdmissionReview")]
     Kind(String),
@@ -175,7 +177,10 @@ pub fn triage(request: &AdmissionRequest<ReviewedClaim>) -> Triage {
     if request.operation != Operation::Create {
         return Triage::Skip(SkipReason::NotCreate);
     }
-    if request.kind.group != "" || request.kind.kind != PVC_KIND || request.sub_resource.is_some() {
+    if !request.kind.group.is_empty()
+        || request.kind.kind != PVC_KIND
+        || request.sub_resource.is_some()
+    {
         return Triage::Skip(SkipReason::NotAClaim);
     }
     let Some(claim) = request.object.as_ref() else {
@@ -228,7 +233,10 @@ pub enum OutcomeKind {
     Warned,
     Denied,
     /// The facts could not be gathered; the failure mode decided.
-    LookupFailed { allowed: bool, cause: String },
+    LookupFailed {
+        allowed: bool,
+        cause: String,
+    },
 }
 
 impl OutcomeKind {
@@ -300,11 +308,16 @@ impl<F: FactSource> Reviewer<F> {
             Triage::Clone(clone) => clone,
         };
         let facts = if clone.needs_facts(&self.policy) {
-            let gathered =
-                tokio::time::timeout(self.policy.lookup_timeout, self.facts.gather(&clone, &self.policy)).await;
+            let gathered = tokio::time::timeout(
+                self.policy.lookup_timeout,
+                self.facts.gather(&clone, &self.policy),
+            )
+            .await;
             match gathered {
                 Ok(Ok(facts)) => Some(facts),
-                Ok(Err(error)) => return self.lookup_failed(response, &error.to_string(), Some(&error)),
+                Ok(Err(error)) => {
+                    return self.lookup_failed(response, &error.to_string(), Some(&error));
+                }
                 Err(_) => {
                     let cause = LookupError::Timeout(self.policy.lookup_timeout).to_string();
                     return self.lookup_failed(response, &cause, None);
@@ -333,8 +346,14 @@ impl<F: FactSource> Reviewer<F> {
         }
     }
 
-    fn lookup_failed(&self, response: AdmissionResponse, cause: &str, error: Option<&LookupError>) -> Outcome {
-        self.metrics.record_lookup_error(error.map_or("timeout", LookupError::resource));
+    fn lookup_failed(
+        &self,
+        response: AdmissionResponse,
+        cause: &str,
+        error: Option<&LookupError>,
+    ) -> Outcome {
+        self.metrics
+            .record_lookup_error(error.map_or("timeout", LookupError::resource));
         let (response, allowed) = match self.policy.failure_mode {
             FailureMode::FailClosed => (
                 deny(
@@ -348,7 +367,9 @@ impl<F: FactSource> Reviewer<F> {
             ),
             FailureMode::FailOpen => {
                 let mut response = response;
-                response.warnings = Some(vec![format!("pvc-clone-guard could not check this clone ({cause}); admitted unchecked")]);
+                response.warnings = Some(vec![format!(
+                    "pvc-clone-guard could not check this clone ({cause}); admitted unchecked"
+                )]);
                 (response, true)
             }
         };
@@ -362,9 +383,15 @@ impl<F: FactSource> Reviewer<F> {
         }
     }
 
-    fn record(&self, request: &AdmissionRequest<ReviewedClaim>, outcome: &Outcome, elapsed: Duration) {
+    fn record(
+        &self,
+        request: &AdmissionRequest<ReviewedClaim>,
+        outcome: &Outcome,
+        elapsed: Duration,
+    ) {
         let operation = operation_label(&request.operation);
-        self.metrics.record_review(operation, outcome.kind.label(), elapsed);
+        self.metrics
+            .record_review(operation, outcome.kind.label(), elapsed);
         let rules: Vec<&str> = outcome
             .verdict
             .iter()
@@ -382,7 +409,12 @@ impl<F: FactSource> Reviewer<F> {
         let name = request
             .object
             .as_ref()
-            .and_then(|o| o.metadata.name.as_deref().or(o.metadata.generate_name.as_deref()))
+            .and_then(|o| {
+                o.metadata
+                    .name
+                    .as_deref()
+                    .or(o.metadata.generate_name.as_deref())
+            })
             .unwrap_or(request.name.as_str());
         let skipped = match &outcome.kind {
             OutcomeKind::Skipped(reason) => reason.as_str(),
@@ -489,7 +521,9 @@ impl<'de> Deserialize<'de> for ReviewedClaim {
     }
 }
 
-fn d_any<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(deserializer: D) -> Result<T, D::Error> {
+fn d_any<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(
+    deserializer: D,
+) -> Result<T, D::Error> {
     deserializer.deserialize_any(LenientMap::<T>::new())
 }
 
@@ -559,8 +593,11 @@ impl<'de> Deserialize<'de> for ClaimSpec {
         fn lenient_resources<'de, D: Deserializer<'de>>(d: D) -> Result<Resources, D::Error> {
             d_any(d)
         }
-        fn lenient_reference<'de, D: Deserializer<'de>>(d: D) -> Result<Option<TypedReference>, D::Error> {
-            d.deserialize_any(LenientMap::<OptionalReference>::new()).map(|r| r.0)
+        fn lenient_reference<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<TypedReference>, D::Error> {
+            d.deserialize_any(LenientMap::<OptionalReference>::new())
+                .map(|r| r.0)
         }
         #[derive(Default)]
         struct OptionalReference(Option<TypedReference>);

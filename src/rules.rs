@@ -350,13 +350,13 @@ fn source_volume(input: &Input) -> Option<String> {
              repair the volume's binding or clone another claim"
         ));
     }
-    if let (Some(ref_uid), Some(uid)) = (claim_ref.uid.as_deref(), source.uid.as_deref()) {
-        if ref_uid != uid {
-            return Some(format!(
-                "PersistentVolume {volume_name:?} belongs to an earlier claim {expected:?} (uid {ref_uid}), \
-                 not to the current one (uid {uid}); repair the volume's binding or clone another claim"
-            ));
-        }
+    if let (Some(ref_uid), Some(uid)) = (claim_ref.uid.as_deref(), source.uid.as_deref())
+        && ref_uid != uid
+    {
+        return Some(format!(
+            "PersistentVolume {volume_name:?} belongs to an earlier claim {expected:?} (uid {ref_uid}), \
+             not to the current one (uid {uid}); repair the volume's binding or clone another claim"
+        ));
     }
     let phase = volume.phase.as_deref().unwrap_or("");
     (phase != "Bound").then(|| {

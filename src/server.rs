@@ -1,16 +1,16 @@
 //! Thin HTTP: the review endpoint over TLS, and the admin endpoints over plain HTTP.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -55,7 +55,11 @@ pub fn router<F: FactSource>(reviewer: Arc<Reviewer<F>>) -> Router {
         .with_state(reviewer)
 }
 
-async fn validate<F: FactSource>(State(reviewer): State<Arc<Reviewer<F>>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn validate<F: FactSource>(
+    State(reviewer): State<Arc<Reviewer<F>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if !is_json(&headers) {
         return (
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -64,7 +68,11 @@ async fn validate<F: FactSource>(State(reviewer): State<Arc<Reviewer<F>>>, heade
             .into_response();
     }
     match reviewer.review(&body).await {
-        Ok(response) => ([(header::CONTENT_TYPE, "application/json")], review::to_body(response)).into_response(),
+        Ok(response) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            review::to_body(response),
+        )
+            .into_response(),
         Err(error) => (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response(),
     }
 }
@@ -105,14 +113,21 @@ async fn readyz<F: FactSource>(State(state): State<AdminState<F>>) -> Response {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
     if !state.reviewer.facts().ready() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "caches not in sync with the API server\n").into_response();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "caches not in sync with the API server\n",
+        )
+            .into_response();
     }
     "ok\n".into_response()
 }
 
 async fn metrics<F: FactSource>(State(state): State<AdminState<F>>) -> Response {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.reviewer.metrics().encode(),
     )
         .into_response()
@@ -133,7 +148,10 @@ pub async fn serve_tls(
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(250);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(250);
     let builder = Arc::new(builder);
     loop {
         let (stream, peer) = tokio::select! {
@@ -154,18 +172,21 @@ pub async fn serve_tls(
         let builder = Arc::clone(&builder);
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let tls_stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(tls_stream)) => tls_stream,
-                Ok(Err(error)) => {
-                    tracing::debug!(%peer, %error, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let connection = builder.serve_connection(TokioIo::new(tls_stream), service).into_owned();
+            let tls_stream =
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(tls_stream)) => tls_stream,
+                    Ok(Err(error)) => {
+                        tracing::debug!(%peer, %error, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+            let connection = builder
+                .serve_connection(TokioIo::new(tls_stream), service)
+                .into_owned();
             if let Err(error) = watcher.watch(connection).await {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
@@ -179,7 +200,11 @@ pub async fn serve_tls(
 }
 
 /// Serves the admin endpoints over plain HTTP until `shutdown` turns true.
-pub async fn serve_admin(listener: TcpListener, app: Router, mut shutdown: watch::Receiver<bool>) -> std::io::Result<()> {
+pub async fn serve_admin(
+    listener: TcpListener,
+    app: Router,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { stopped(&mut shutdown).await })
         .await

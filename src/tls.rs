@@ -7,17 +7,20 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} holds no PEM certificate")]
     NoCertificate { path: PathBuf },
     #[error("{path} is not a PEM certificate chain: {message}")]
@@ -25,7 +28,11 @@ pub enum TlsError {
     #[error("{path} is not a PEM private key: {message}")]
     BadKey { path: PathBuf, message: String },
     #[error("the key in {key} does not match the certificate in {cert}: {message}")]
-    Mismatch { cert: PathBuf, key: PathBuf, message: String },
+    Mismatch {
+        cert: PathBuf,
+        key: PathBuf,
+        message: String,
+    },
 }
 
 /// The file pair and the certificate last loaded from it.
@@ -89,9 +96,13 @@ impl ReloadingCert {
             loop {
                 ticker.tick().await;
                 match this.reload() {
-                    Ok(true) => tracing::info!(cert = %this.cert_path.display(), "serving a new certificate"),
+                    Ok(true) => {
+                        tracing::info!(cert = %this.cert_path.display(), "serving a new certificate")
+                    }
                     Ok(false) => {}
-                    Err(error) => tracing::warn!(%error, "certificate files changed but do not load; still serving the previous certificate"),
+                    Err(error) => {
+                        tracing::warn!(%error, "certificate files changed but do not load; still serving the previous certificate")
+                    }
                 }
             }
         });
@@ -111,7 +122,9 @@ impl ReloadingCert {
 
 impl ResolvesServerCert for ReloadingCert {
     fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner()).key))
+        Some(Arc::clone(
+            &self.current.read().unwrap_or_else(|e| e.into_inner()).key,
+        ))
     }
 }
 

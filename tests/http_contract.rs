@@ -4,11 +4,11 @@
 mod common;
 
 use axum::body::Body;
-use axum::http::{header, Request, StatusCode};
+use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use pvc_clone_guard::config::{Action, FailureMode, Policy, RuleId};
 use pvc_clone_guard::server::{self, Health, MAX_REVIEW_BYTES};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use std::sync::Arc;
 use tower::ServiceExt;
 
@@ -21,14 +21,25 @@ async fn post_raw(app: axum::Router, content_type: &str, body: Vec<u8>) -> (Stat
         .expect("request");
     let response = app.oneshot(request).await.expect("infallible");
     let status = response.status();
-    let bytes = response.into_body().collect().await.expect("body").to_bytes();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
     (status, bytes.to_vec())
 }
 
 /// Posts a review and returns the HTTP status and the parsed `response` of the review.
 async fn post(app: axum::Router, review: &Value) -> (StatusCode, Value) {
-    let (status, body) = post_raw(app, "application/json", serde_json::to_vec(review).expect("json")).await;
-    let parsed: Value = serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+    let (status, body) = post_raw(
+        app,
+        "application/json",
+        serde_json::to_vec(review).expect("json"),
+    )
+    .await;
+    let parsed: Value = serde_json::from_slice(&body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
     (status, parsed)
 }
 
@@ -53,7 +64,11 @@ async fn a_plain_claim_is_allowed_and_the_uid_echoed() {
 
 #[tokio::test]
 async fn a_valid_clone_is_allowed() {
-    let (status, body) = post(default_app(), &create(claim("clone", Some(claim_source("data")), "10Gi"))).await;
+    let (status, body) = post(
+        default_app(),
+        &create(claim("clone", Some(claim_source("data")), "10Gi")),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["response"]["allowed"], true, "{body}");
 }
@@ -84,9 +99,16 @@ async fn a_violating_clone_is_refused_with_403_forbidden_and_every_violation() {
 
 #[tokio::test]
 async fn each_kind_of_violation_reaches_the_response() {
-    let cases: Vec<(fn(&mut pvc_clone_guard::rules::Facts), &str)> = vec![
+    type Mutation = fn(&mut pvc_clone_guard::rules::Facts);
+    let cases: Vec<(Mutation, &str)> = vec![
         (|f| f.source = None, "[source-exists] "),
-        (|f| f.source.as_mut().expect("s").deletion_timestamp = Some("2026-11-21T10:00:00Z".into()), "[source-deleting] "),
+        (
+            |f| {
+                f.source.as_mut().expect("s").deletion_timestamp =
+                    Some("2026-11-21T10:00:00Z".into())
+            },
+            "[source-deleting] ",
+        ),
         (|f| f.volume = None, "[source-volume] "),
         (
             |f| {
@@ -96,7 +118,10 @@ async fn each_kind_of_violation_reaches_the_response() {
             },
             "[csi-source] ",
         ),
-        (|f| f.class = pvc_clone_guard::rules::ClassFact::Disabled, "[dynamic-provisioning] "),
+        (
+            |f| f.class = pvc_clone_guard::rules::ClassFact::Disabled,
+            "[dynamic-provisioning] ",
+        ),
         (
             |f| {
                 f.class = pvc_clone_guard::rules::ClassFact::Found {
@@ -111,10 +136,16 @@ async fn each_kind_of_violation_reaches_the_response() {
     for (mutate, prefix) in cases {
         let mut facts = good_facts();
         mutate(&mut facts);
-        let (status, body) = post(app(Ok(facts), Policy::default()), &create(claim("clone", Some(claim_source("data")), "10Gi"))).await;
+        let (status, body) = post(
+            app(Ok(facts), Policy::default()),
+            &create(claim("clone", Some(claim_source("data")), "10Gi")),
+        )
+        .await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body["response"]["allowed"], false, "{prefix}");
-        let message = body["response"]["status"]["message"].as_str().expect("message");
+        let message = body["response"]["status"]["message"]
+            .as_str()
+            .expect("message");
         assert!(message.starts_with(prefix), "{message}");
     }
 }
@@ -122,9 +153,14 @@ async fn each_kind_of_violation_reaches_the_response() {
 #[tokio::test]
 async fn a_cross_namespace_reference_is_refused_without_facts() {
     let mut object = claim("clone", None, "10Gi");
-    object["spec"]["dataSourceRef"] = json!({"kind": "PersistentVolumeClaim", "name": "data", "namespace": "prod"});
+    object["spec"]["dataSourceRef"] =
+        json!({"kind": "PersistentVolumeClaim", "name": "data", "namespace": "prod"});
     // No facts at all: the rule must not need them.
-    let (_, body) = post(app(Err("must not be asked".into()), Policy::default()), &create(object)).await;
+    let (_, body) = post(
+        app(Err("must not be asked".into()), Policy::default()),
+        &create(object),
+    )
+    .await;
     assert_eq!(
         body["response"]["status"]["message"],
         "[same-namespace] dataSourceRef names claim \"data\" in namespace \"prod\", but this claim is in namespace \"dev\"; \
@@ -139,7 +175,11 @@ async fn a_claim_kind_with_an_api_group_is_refused_without_facts() {
         Some(json!({"apiGroup": "example.com", "kind": "PersistentVolumeClaim", "name": "data"})),
         "10Gi",
     );
-    let (_, body) = post(app(Err("must not be asked".into()), Policy::default()), &create(object)).await;
+    let (_, body) = post(
+        app(Err("must not be asked".into()), Policy::default()),
+        &create(object),
+    )
+    .await;
     assert_eq!(
         body["response"]["status"]["message"],
         "[source-api-group] spec.dataSource names kind PersistentVolumeClaim with apiGroup \"example.com\", but claims belong to the core API group; remove apiGroup to clone claim \"data\""
@@ -161,10 +201,16 @@ async fn a_data_source_ref_alone_is_read() {
 async fn a_snapshot_source_is_out_of_scope() {
     let object = claim(
         "restore",
-        Some(json!({"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": "snap"})),
+        Some(
+            json!({"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": "snap"}),
+        ),
         "1Gi",
     );
-    let (_, body) = post(app(Err("must not be asked".into()), Policy::default()), &create(object)).await;
+    let (_, body) = post(
+        app(Err("must not be asked".into()), Policy::default()),
+        &create(object),
+    )
+    .await;
     assert_eq!(body["response"]["allowed"], true);
 }
 
@@ -172,11 +218,17 @@ async fn a_snapshot_source_is_out_of_scope() {
 async fn warnings_admit_the_claim_with_warning_lines() {
     let mut facts = good_facts();
     facts.pods_using_source = vec!["web-0".into()];
-    let (_, body) = post(app(Ok(facts), Policy::default()), &create(claim("clone", Some(claim_source("data")), "10Gi"))).await;
+    let (_, body) = post(
+        app(Ok(facts), Policy::default()),
+        &create(claim("clone", Some(claim_source("data")), "10Gi")),
+    )
+    .await;
     assert_eq!(body["response"]["allowed"], true);
     assert_eq!(
         body["response"]["warnings"],
-        json!(["[source-in-use] source claim \"data\" is mounted by pod \"web-0\"; the clone is only crash-consistent"])
+        json!([
+            "[source-in-use] source claim \"data\" is mounted by pod \"web-0\"; the clone is only crash-consistent"
+        ])
     );
 }
 
@@ -197,7 +249,11 @@ async fn update_delete_and_connect_are_allowed_at_once() {
         ("DELETE", Value::Null, bad.clone()),
         ("CONNECT", Value::Null, Value::Null),
     ] {
-        let (status, body) = post(app(Err("must not be asked".into()), Policy::default()), &review(operation, object, old, false)).await;
+        let (status, body) = post(
+            app(Err("must not be asked".into()), Policy::default()),
+            &review(operation, object, old, false),
+        )
+        .await;
         assert_eq!(status, StatusCode::OK, "{operation}");
         assert_eq!(body["response"]["allowed"], true, "{operation}: {body}");
         assert_eq!(body["response"]["uid"], UID);
@@ -212,7 +268,11 @@ async fn other_kinds_are_allowed_even_with_odd_shapes() {
         "spec": {"containers": [{"name": "c", "image": "nginx"}],
                  "resources": {"requests": {"cpu": "1"}}, "volumeMode": 42, "dataSource": "x"}
     });
-    let (status, body) = post(app(Err("must not be asked".into()), Policy::default()), &create(pod)).await;
+    let (status, body) = post(
+        app(Err("must not be asked".into()), Policy::default()),
+        &create(pod),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["response"]["allowed"], true);
 }
@@ -220,7 +280,11 @@ async fn other_kinds_are_allowed_even_with_odd_shapes() {
 #[tokio::test]
 async fn fail_closed_names_the_cause_and_fail_open_warns() {
     let object = claim("clone", Some(claim_source("data")), "10Gi");
-    let (_, closed) = post(app(Err("connection refused".into()), Policy::default()), &create(object.clone())).await;
+    let (_, closed) = post(
+        app(Err("connection refused".into()), Policy::default()),
+        &create(object.clone()),
+    )
+    .await;
     assert_eq!(closed["response"]["allowed"], false);
     assert_eq!(
         closed["response"]["status"]["message"],
@@ -229,17 +293,27 @@ async fn fail_closed_names_the_cause_and_fail_open_warns() {
     );
     let mut policy = Policy::default();
     policy.failure_mode = FailureMode::FailOpen;
-    let (_, open) = post(app(Err("connection refused".into()), policy), &create(object)).await;
+    let (_, open) = post(
+        app(Err("connection refused".into()), policy),
+        &create(object),
+    )
+    .await;
     assert_eq!(open["response"]["allowed"], true);
     assert_eq!(
         open["response"]["warnings"],
-        json!(["pvc-clone-guard could not check this clone (reading persistentvolumeclaims from the API server failed: connection refused); admitted unchecked"])
+        json!([
+            "pvc-clone-guard could not check this clone (reading persistentvolumeclaims from the API server failed: connection refused); admitted unchecked"
+        ])
     );
 }
 
 #[tokio::test]
 async fn a_plain_claim_is_allowed_even_when_facts_are_unavailable() {
-    let (_, body) = post(app(Err("connection refused".into()), Policy::default()), &create(claim("plain", None, "1Gi"))).await;
+    let (_, body) = post(
+        app(Err("connection refused".into()), Policy::default()),
+        &create(claim("plain", None, "1Gi")),
+    )
+    .await;
     assert_eq!(body["response"]["allowed"], true);
 }
 
@@ -247,11 +321,17 @@ async fn a_plain_claim_is_allowed_even_when_facts_are_unavailable() {
 async fn a_rule_set_to_warn_admits_with_a_warning() {
     let mut policy = Policy::default();
     policy.set_action(RuleId::Size, Action::Warn);
-    let (_, body) = post(app(Ok(good_facts()), policy), &create(claim("clone", Some(claim_source("data")), "1Gi"))).await;
+    let (_, body) = post(
+        app(Ok(good_facts()), policy),
+        &create(claim("clone", Some(claim_source("data")), "1Gi")),
+    )
+    .await;
     assert_eq!(body["response"]["allowed"], true);
     assert_eq!(
         body["response"]["warnings"],
-        json!(["[size] this claim requests 1Gi but source claim \"data\" requests 10Gi; request at least 10Gi"])
+        json!([
+            "[size] this claim requests 1Gi but source claim \"data\" requests 10Gi; request at least 10Gi"
+        ])
     );
 }
 
@@ -273,14 +353,24 @@ async fn malformed_bodies_get_400_with_a_plain_explanation() {
     ];
     for (body, expected) in cases {
         let (status, text) = post_raw(default_app(), "application/json", body.to_vec()).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{}", String::from_utf8_lossy(body));
+        assert_eq!(
+            status,
+            StatusCode::BAD_REQUEST,
+            "{}",
+            String::from_utf8_lossy(body)
+        );
         assert_eq!(String::from_utf8_lossy(&text), expected);
     }
 }
 
 #[tokio::test]
 async fn a_body_over_the_limit_gets_413() {
-    let (status, _) = post_raw(default_app(), "application/json", vec![b' '; MAX_REVIEW_BYTES + 1]).await;
+    let (status, _) = post_raw(
+        default_app(),
+        "application/json",
+        vec![b' '; MAX_REVIEW_BYTES + 1],
+    )
+    .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
 }
 
@@ -298,8 +388,15 @@ async fn a_wrong_content_type_gets_415() {
     let body = serde_json::to_vec(&create(claim("plain", None, "1Gi"))).expect("json");
     for content_type in ["text/plain", "application/yaml", ""] {
         let (status, text) = post_raw(default_app(), content_type, body.clone()).await;
-        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{content_type:?}");
-        assert_eq!(String::from_utf8_lossy(&text), "send the AdmissionReview as Content-Type: application/json\n");
+        assert_eq!(
+            status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{content_type:?}"
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&text),
+            "send the AdmissionReview as Content-Type: application/json\n"
+        );
     }
     let (status, _) = post_raw(default_app(), "application/json; charset=utf-8", body).await;
     assert_eq!(status, StatusCode::OK);
@@ -308,12 +405,20 @@ async fn a_wrong_content_type_gets_415() {
 #[tokio::test]
 async fn only_post_validate_is_served() {
     let response = default_app()
-        .oneshot(Request::get("/validate").body(Body::empty()).expect("request"))
+        .oneshot(
+            Request::get("/validate")
+                .body(Body::empty())
+                .expect("request"),
+        )
         .await
         .expect("infallible");
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
     let response = default_app()
-        .oneshot(Request::post("/other").body(Body::empty()).expect("request"))
+        .oneshot(
+            Request::post("/other")
+                .body(Body::empty())
+                .expect("request"),
+        )
         .await
         .expect("infallible");
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
@@ -325,16 +430,28 @@ async fn admin_endpoints_report_liveness_readiness_and_metrics() {
     let health = Arc::new(Health::default());
     let admin = server::admin_router(Arc::clone(&reviewer), Arc::clone(&health));
     let reviews = server::router(Arc::clone(&reviewer));
-    post(reviews.clone(), &create(claim("clone", Some(claim_source("data")), "1Gi"))).await;
+    post(
+        reviews.clone(),
+        &create(claim("clone", Some(claim_source("data")), "1Gi")),
+    )
+    .await;
     post(reviews.clone(), &create(claim("plain", None, "1Gi"))).await;
     post_raw(reviews, "application/json", b"nope".to_vec()).await;
 
     let get = |path: &'static str| {
         let admin = admin.clone();
         async move {
-            let response = admin.oneshot(Request::get(path).body(Body::empty()).expect("request")).await.expect("infallible");
+            let response = admin
+                .oneshot(Request::get(path).body(Body::empty()).expect("request"))
+                .await
+                .expect("infallible");
             let status = response.status();
-            let body = response.into_body().collect().await.expect("body").to_bytes();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .expect("body")
+                .to_bytes();
             (status, String::from_utf8_lossy(&body).into_owned())
         }
     };
@@ -349,8 +466,14 @@ async fn admin_endpoints_report_liveness_readiness_and_metrics() {
         "pvc_clone_guard_malformed_reviews_total 1",
         "pvc_clone_guard_review_duration_seconds_count 2",
     ] {
-        assert!(metrics.lines().any(|l| l == line), "missing {line:?} in:\n{metrics}");
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing {line:?} in:\n{metrics}"
+        );
     }
     health.begin_shutdown();
-    assert_eq!(get("/readyz").await, (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into()));
+    assert_eq!(
+        get("/readyz").await,
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into())
+    );
 }

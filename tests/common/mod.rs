@@ -8,7 +8,7 @@ use pvc_clone_guard::facts::StaticFacts;
 use pvc_clone_guard::metrics::Metrics;
 use pvc_clone_guard::review::Reviewer;
 use pvc_clone_guard::rules::{ClaimRef, ClassFact, Facts, SourceClaim, SourceVolume};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 pub const UID: &str = "705ab4f5-6393-11e8-b7cc-42010a800002";
 
@@ -57,14 +57,21 @@ pub fn claim_source(name: &str) -> Value {
 
 /// An AdmissionReview v1 as kube-apiserver sends it.
 pub fn review(operation: &str, object: Value, old_object: Value, dry_run: bool) -> Value {
-    let kind = object["kind"].as_str().unwrap_or("PersistentVolumeClaim").to_owned();
+    let kind = object["kind"]
+        .as_str()
+        .unwrap_or("PersistentVolumeClaim")
+        .to_owned();
     let (group, resource) = match kind.as_str() {
         "PersistentVolumeClaim" => ("", "persistentvolumeclaims"),
         "Pod" => ("", "pods"),
         "VolumeSnapshot" => ("snapshot.storage.k8s.io", "volumesnapshots"),
         _ => ("", "persistentvolumeclaims"),
     };
-    let kind = if object.is_null() { "PersistentVolumeClaim".to_owned() } else { kind };
+    let kind = if object.is_null() {
+        "PersistentVolumeClaim".to_owned()
+    } else {
+        kind
+    };
     json!({
         "kind": "AdmissionReview",
         "apiVersion": "admission.k8s.io/v1",
