@@ -11,8 +11,8 @@ use pvc_clone_guard::certs::{self, CertsRequest};
 use pvc_clone_guard::config::Policy;
 use pvc_clone_guard::server;
 use pvc_clone_guard::tls::ReloadingCert;
+use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -57,19 +57,7 @@ fn client_config(
     ca: &Path,
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).expect("ca file") {
-        roots.add(cert.expect("ca cert")).expect("add ca");
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(versions)
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    // Every connection does a full handshake, so it shows the certificate served now.
-    config.resumption = rustls::client::Resumption::disabled();
-    Arc::new(config)
+    tls_client(ca, versions)
 }
 
 /// POSTs a review over HTTPS/1.1; returns the status line, the body and the leaf certificate.
@@ -78,31 +66,8 @@ async fn post(
     config: Arc<rustls::ClientConfig>,
     body: &[u8],
 ) -> (String, String, Vec<u8>) {
-    let tcp = TcpStream::connect(addr).await.expect("connect");
-    let connector = tokio_rustls::TlsConnector::from(config);
-    let mut tls = connector
-        .connect(
-            ServerName::try_from("127.0.0.1").expect("name").to_owned(),
-            tcp,
-        )
-        .await
-        .expect("handshake");
-    let leaf = tls.get_ref().1.peer_certificates().expect("peer certs")[0].to_vec();
-    let head = format!(
-        "POST /validate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    tls.write_all(head.as_bytes()).await.expect("write head");
-    tls.write_all(body).await.expect("write body");
-    let mut response = Vec::new();
-    let _ = tls.read_to_end(&mut response).await;
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    (
-        head.lines().next().unwrap_or("").to_owned(),
-        body.to_owned(),
-        leaf,
-    )
+    let answer = https_request(&addr.to_string(), config, body).await;
+    (answer.status_line, answer.body, answer.leaf)
 }
 
 fn plain_review() -> Vec<u8> {

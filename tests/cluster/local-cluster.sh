@@ -14,9 +14,9 @@
 #   local-cluster.sh bind DIR NAMESPACE PVC PV
 #                                         do what the PV controller would: bind PVC<->PV
 #                                         and set both statuses to Bound
-#   local-cluster.sh webhook-cert DIR [OUTDIR]
-#                                         issue a serving cert for 127.0.0.1/localhost
-#                                         signed by the cluster CA (for the webhook server)
+#   local-cluster.sh namespace DIR NAME   create a Namespace with the `default`
+#                                         ServiceAccount that the (absent) controllers
+#                                         would make, automountServiceAccountToken: false
 #
 # Files in DIR after `up`:
 #   cluster.env           KEY=VALUE lines, shell-sourceable (see write_cluster_env)
@@ -56,8 +56,14 @@ usage() {
 }
 
 # Absolute path of DIR, so every file we write (pid files, kubeconfigs, cluster.env,
-# stored command lines) stays valid whatever the caller's working directory is.
+# stored command lines) stays valid whatever the caller's working directory is. Only
+# `up` creates the directory; the other commands want an
+# existing one. DIR must not contain a newline (command lines are stored one per line).
 abs_dir() {
+  [ -d "$1" ] || die "$1 does not exist (run 'up' first)"
+  (cd "$1" && pwd)
+}
+make_abs_dir() {
   mkdir -p "$1"
   (cd "$1" && pwd)
 }
@@ -102,8 +108,24 @@ stop_process() {
       done
     fi
     live_pid "$dir" "$name" >/dev/null && die "$name (pid $pid) is still running"
+    STOPPED_PIDS+=("$pid")
   fi
   rm -f "$dir/$name.pid"
+}
+
+# The daemons were re-parented to init when `up` exited; until init reaps them they
+# linger as zombies (init here reaps only every second or two), which `pgrep etcd` still
+# lists. Wait briefly (bounded) for that so callers see a clean process table.
+STOPPED_PIDS=()
+wait_reaped() {
+  local pid i
+  for pid in "${STOPPED_PIDS[@]}"; do
+    for ((i = 0; i < 50; i++)); do
+      [ -e "/proc/$pid" ] || break
+      sleep 0.1
+    done
+  done
+  STOPPED_PIDS=()
 }
 
 # Starts the command stored in DIR/NAME.args (one argument per line), detached:
@@ -121,38 +143,69 @@ start_process() {
   # shellcheck disable=SC2016 # $$ and $@ are for the inner shell
   setsid bash -c 'echo $$ >"$0"; exec "$@"' "$dir/$name.pid" "${args[@]}" \
     </dev/null >>"$dir/$name.log" 2>&1 &
-  local i
+  local i pid
   for ((i = 0; i < 50; i++)); do
     live_pid "$dir" "$name" >/dev/null && return 0
+    # Exited right away (bad flag, port taken): no point waiting the full 5 s.
+    pid="$({ tr -dc '0-9' <"$dir/$name.pid"; } 2>/dev/null)" || true
+    if [ -n "$pid" ] && { [ ! -e "/proc/$pid" ] || [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" = Z ]; }; then
+      break
+    fi
     sleep 0.1
   done
+  rm -f "$dir/$name.pid"
   tail -n 30 "$dir/$name.log" >&2 || true
   die "$name did not start (log: $dir/$name.log)"
 }
 
 # --- ports ------------------------------------------------------------------------------
 
-# Prints N distinct free TCP ports on 127.0.0.1, asking the kernel (bind to port 0) with
-# all sockets open at once so the ports differ. There is a small window before etcd and
-# kube-apiserver bind them; the readiness wait catches a lost race with a clear log.
+# Prints N distinct free TCP ports on 127.0.0.1. They are drawn at random from below the
+# kernel's ephemeral range (ip_local_port_range), so no outgoing connection (e.g. the
+# apiserver's own client connections to etcd, or a test's) can be holding one as its
+# source port when etcd/kube-apiserver bind it, including when the same port is bound
+# again by start-apiserver or a re-`up`. Each is checked by binding it; there is a small
+# window before the daemons bind them, and a lost race fails `up` with a clear log.
 free_ports() {
   python3 - "$1" <<'PY'
-import socket, sys
+import random, socket, sys
+n = int(sys.argv[1])
+try:
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        eph_low = int(f.read().split()[0])
+except OSError:
+    eph_low = 32768
+lo, hi = 10000, eph_low - 1
 socks = []
-for _ in range(int(sys.argv[1])):
+def grab(port):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        s.close()
+        return False
     socks.append(s)
+    return True
+if hi - lo > 1000:
+    for port in random.sample(range(lo, hi + 1), 200):
+        if len(socks) == n:
+            break
+        grab(port)
+while len(socks) < n:  # odd port range: let the kernel choose
+    grab(0)
 print(" ".join(str(s.getsockname()[1]) for s in socks))
 for s in socks:
     s.close()
 PY
 }
 
+# Whether PORT can be listened on again. SO_REUSEADDR as Go's listeners (etcd,
+# kube-apiserver) use it, so connections of a previous run in TIME_WAIT do not count.
 port_free() {
   python3 - "$1" <<'PY'
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 try:
     s.bind(("127.0.0.1", int(sys.argv[1])))
 except OSError:
@@ -310,20 +363,17 @@ write_etcd_args() {
 write_apiserver_args() {
   local dir=$1
   # Notes on flags beyond the obvious ones:
-  #  --insecure-port=0: 1.20 still has the deprecated plain-HTTP port; turn it off so
-  #    nothing listens on a fixed port (two clusters side by side) or unauthenticated.
   #  --service-account-*: 1.20 refuses to start without issuer + signing key.
   #  --endpoint-reconciler-type=none: the default reconciler keeps trying to write the
   #    `kubernetes` Endpoints with 127.0.0.1, which validation rejects (loopback), and
   #    logs an error every 10 s. Nothing here needs that Endpoints object.
-  #  --feature-gates=AnyVolumeDataSource=true: lets PVC dataSource/dataSourceRef name
-  #    arbitrary kinds, as on the clusters pvc-clone-guard targets.
+  #  --feature-gates=AnyVolumeDataSource=true: lets PVC spec.dataSource name arbitrary
+  #    kinds (alpha in 1.20; 1.20 has no spec.dataSourceRef field at all).
   printf '%s\n' "$APISERVER_BIN" \
     "--etcd-servers=http://127.0.0.1:$ETCD_CLIENT_PORT" \
     "--secure-port=$APISERVER_PORT" \
     --bind-address=127.0.0.1 \
     --advertise-address=127.0.0.1 \
-    --insecure-port=0 \
     "--cert-dir=$dir/apiserver-certs" \
     "--token-auth-file=$dir/tokens.csv" \
     "--service-account-key-file=$dir/sa.pub" \
@@ -406,7 +456,7 @@ ready_failed() {
 cmd_up() {
   local dir start
   start=$SECONDS
-  dir="$(abs_dir "$1")"
+  dir="$(make_abs_dir "$1")"
   if [ "${LOCAL_CLUSTER_SKIP_INSTALL:-0}" != 1 ]; then
     bash "$SCRIPT_DIR/install.sh"
   fi
@@ -430,8 +480,10 @@ cmd_up() {
   write_cluster_env "$dir"
 
   # Stop whatever we started if anything below fails, so a failed `up` leaves no strays.
+  local qdir
+  qdir="$(printf %q "$dir")"
   # shellcheck disable=SC2064 # expand $dir now
-  trap "stop_process '$dir' kube-apiserver || true; stop_process '$dir' etcd || true" EXIT
+  trap "stop_process $qdir kube-apiserver || true; stop_process $qdir etcd || true" EXIT
   start_process "$dir" etcd
   wait_etcd "$dir"
   start_process "$dir" kube-apiserver
@@ -466,6 +518,7 @@ cmd_down() {
   dir="$(abs_dir "$1")"
   stop_process "$dir" kube-apiserver
   stop_process "$dir" etcd
+  wait_reaped
   log "cluster in $dir is down"
 }
 
@@ -480,6 +533,7 @@ cmd_stop_apiserver() {
   local dir
   dir="$(abs_dir "$1")"
   stop_process "$dir" kube-apiserver
+  wait_reaped
 }
 
 cmd_start_apiserver() {
@@ -514,45 +568,77 @@ cmd_status() {
 #  PV.spec.claimRef -> the PVC (with its uid), PVC.spec.volumeName -> the PV (allowed by
 #  validation only while empty), then status.phase Bound on both, and the PVC's
 #  status.capacity/accessModes copied from the PV. Status goes through the /status
-#  subresource (kubectl --subresource, which kubectl 1.24+ supports and the 1.20
-#  apiserver serves like any status update).
+#  subresource. `kubectl patch --subresource=status` does that with kubectl >= 1.24 (it
+#  works against this 1.20 server), but a 1.20-1.23 kubectl (e.g. Debian's
+#  kubernetes-client) lacks the flag, so the status writes go straight to the API.
 cmd_bind() {
   local dir=$1 ns=$2 pvc=$3 pv=$4
   dir="$(abs_dir "$dir")"
   local -a k=("$KUBECTL" --kubeconfig "$dir/admin.kubeconfig")
-  local uid cap modes cur
-  uid="$("${k[@]}" get pvc "$pvc" -n "$ns" -o jsonpath='{.metadata.uid}')"
-  cap="$("${k[@]}" get pv "$pv" -o jsonpath='{.spec.capacity.storage}')"
-  modes="$("${k[@]}" get pv "$pv" -o json | jq -c '.spec.accessModes // []')"
-  [ -n "$uid" ] || die "PVC $ns/$pvc has no uid"
+  local pvc_json pv_json uid cap modes cur ref
+  pvc_json="$("${k[@]}" get pvc "$pvc" -n "$ns" -o json)" || die "cannot read PVC $ns/$pvc"
+  pv_json="$("${k[@]}" get pv "$pv" -o json)" || die "cannot read PV $pv"
+  uid="$(jq -r '.metadata.uid' <<<"$pvc_json")"
+  cap="$(jq -r '.spec.capacity.storage // empty' <<<"$pv_json")"
+  modes="$(jq -c '.spec.accessModes // []' <<<"$pv_json")"
   [ -n "$cap" ] || die "PV $pv has no spec.capacity.storage"
+
+  # Refuse (before changing anything) to steal either side from another binding.
+  cur="$(jq -r '.spec.volumeName // ""' <<<"$pvc_json")"
+  [ -z "$cur" ] || [ "$cur" = "$pv" ] || die "PVC $ns/$pvc already names volume $cur, not $pv"
+  ref="$(jq -r '.spec.claimRef // {} | "\(.namespace // "")/\(.name // "")/\(.uid // "")"' <<<"$pv_json")"
+  case "$ref" in
+    // | "$ns/$pvc/" | "$ns/$pvc/$uid") ;;
+    *) die "PV $pv is already claimed by ${ref%/*} (uid ${ref##*/}), not $ns/$pvc (uid $uid)" ;;
+  esac
 
   "${k[@]}" patch pv "$pv" --type=merge -p "$(jq -cn --arg ns "$ns" --arg n "$pvc" --arg uid "$uid" \
     '{spec: {claimRef: {kind: "PersistentVolumeClaim", apiVersion: "v1", namespace: $ns, name: $n, uid: $uid}}}')" >/dev/null
-  cur="$("${k[@]}" get pvc "$pvc" -n "$ns" -o jsonpath='{.spec.volumeName}')"
-  if [ -z "$cur" ]; then
-    "${k[@]}" patch pvc "$pvc" -n "$ns" --type=merge -p "$(jq -cn --arg pv "$pv" '{spec: {volumeName: $pv}}')" >/dev/null
-  elif [ "$cur" != "$pv" ]; then
-    die "PVC $ns/$pvc already names volume $cur, not $pv"
-  fi
-  "${k[@]}" patch pvc "$pvc" -n "$ns" --type=merge \
-    -p '{"metadata":{"annotations":{"pv.kubernetes.io/bind-completed":"yes"}}}' >/dev/null
-  "${k[@]}" patch pv "$pv" --subresource=status --type=merge -p '{"status":{"phase":"Bound"}}' >/dev/null
-  "${k[@]}" patch pvc "$pvc" -n "$ns" --subresource=status --type=merge \
-    -p "$(jq -cn --arg cap "$cap" --argjson modes "$modes" \
-      '{status: {phase: "Bound", capacity: {storage: $cap}, accessModes: $modes}}')" >/dev/null
+  "${k[@]}" patch pvc "$pvc" -n "$ns" --type=merge -p "$(jq -cn --arg pv "$pv" \
+    '{metadata: {annotations: {"pv.kubernetes.io/bind-completed": "yes"}}, spec: {volumeName: $pv}}')" >/dev/null
+  status_patch "$dir" "/api/v1/persistentvolumes/$pv/status" '{"status":{"phase":"Bound"}}'
+  status_patch "$dir" "/api/v1/namespaces/$ns/persistentvolumeclaims/$pvc/status" \
+    "$(jq -cn --arg cap "$cap" --argjson modes "$modes" \
+      '{status: {phase: "Bound", capacity: {storage: $cap}, accessModes: $modes}}')"
   log "bound $ns/$pvc <-> $pv ($cap)"
 }
 
-cmd_webhook_cert() {
-  local dir out
+# No controller-manager here, so a new Namespace gets no `default` ServiceAccount and
+# Pod creation fails ("serviceaccount default not found"). Even with the account, the
+# 1.20 ServiceAccount admission plugin waits ~10 s for a token Secret that only the
+# (absent) tokens controller would create, then fails with ServerTimeout; opting the
+# account out of token automount avoids that, so Pods need no special fields.
+cmd_namespace() {
+  local dir ns=$2
   dir="$(abs_dir "$1")"
-  out="$(abs_dir "${2:-$dir/webhook-tls}")"
-  [ -s "$dir/ca.key" ] || die "$dir has no CA; run 'up' first"
-  issue_cert "$dir" "$out/tls" "pvc-clone-guard" "IP:127.0.0.1,DNS:localhost"
-  cp "$dir/ca.crt" "$out/ca.crt"
-  log "wrote $out/tls.crt $out/tls.key $out/ca.crt"
+  local -a k=("$KUBECTL" --kubeconfig "$dir/admin.kubeconfig")
+  "${k[@]}" get namespace "$ns" >/dev/null 2>&1 || "${k[@]}" create namespace "$ns" >/dev/null
+  if ! "${k[@]}" get serviceaccount default -n "$ns" >/dev/null 2>&1; then
+    "${k[@]}" create -f - >/dev/null <<EOF
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: default
+  namespace: $ns
+automountServiceAccountToken: false
+EOF
+  fi
+  log "namespace $ns ready (default ServiceAccount, no token automount)"
 }
+
+# Merge-patches a status subresource as admin; prints the server's error on failure.
+status_patch() {
+  local dir=$1 path=$2 body=$3 port out
+  port="$(sed -n 's|^--secure-port=||p' "$dir/kube-apiserver.args")"
+  if ! out="$(curl -sS --max-time 10 --cacert "$dir/ca.crt" -X PATCH \
+    -H "Authorization: Bearer $(token_of "$dir" admin)" \
+    -H "Content-Type: application/merge-patch+json" --data "$body" \
+    -w '\n%{http_code}' "https://127.0.0.1:$port$path")" || [ "${out##*$'\n'}" != 200 ]; then
+    echo "${out%$'\n'*}" >&2
+    die "PATCH $path failed (HTTP ${out##*$'\n'})"
+  fi
+}
+
 
 main() {
   [ $# -ge 2 ] || usage
@@ -568,7 +654,10 @@ main() {
       [ $# -eq 4 ] || usage
       cmd_bind "$@"
       ;;
-    webhook-cert) cmd_webhook_cert "$@" ;;
+    namespace)
+      [ $# -eq 2 ] || usage
+      cmd_namespace "$@"
+      ;;
     *) usage ;;
   esac
 }

@@ -1,6 +1,7 @@
 //! Shared fixtures: reviews shaped like the ones kube-apiserver sends, and facts.
 #![allow(dead_code)]
 
+use std::path::Path;
 use std::sync::Arc;
 
 use pvc_clone_guard::config::Policy;
@@ -133,4 +134,85 @@ pub fn good_facts() -> Facts {
 
 pub fn reviewer(facts: Result<Facts, String>, policy: Policy) -> Arc<Reviewer<StaticFacts>> {
     Arc::new(Reviewer::new(policy, StaticFacts { facts }, Metrics::new()))
+}
+
+/// The answer of [`https_post`].
+pub struct HttpsAnswer {
+    /// e.g. "HTTP/1.1 200 OK".
+    pub status_line: String,
+    pub body: String,
+    /// The DER of the certificate the server presented.
+    pub leaf: Vec<u8>,
+}
+
+impl HttpsAnswer {
+    pub fn status(&self) -> u16 {
+        self.status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+/// A TLS client trusting only `ca`; no session resumption, so every connection shows the
+/// certificate served at that moment.
+pub fn tls_client(
+    ca: &Path,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca).expect("ca file") {
+        roots.add(cert.expect("ca cert")).expect("add ca");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.resumption = rustls::client::Resumption::disabled();
+    Arc::new(config)
+}
+
+/// POSTs a review to `addr` (host:port) at /validate over HTTPS/1.1.
+pub async fn https_request(
+    addr: &str,
+    config: Arc<rustls::ClientConfig>,
+    body: &[u8],
+) -> HttpsAnswer {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let host = addr
+        .rsplit_once(':')
+        .map_or(addr, |(host, _)| host)
+        .to_owned();
+    let name = rustls::pki_types::ServerName::try_from(host).expect("server name");
+    let mut tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
+    let leaf = tls.get_ref().1.peer_certificates().expect("peer certs")[0].to_vec();
+    let head = format!(
+        "POST /validate HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.expect("write head");
+    tls.write_all(body).await.expect("write body");
+    let mut response = Vec::new();
+    let _ = tls.read_to_end(&mut response).await;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    HttpsAnswer {
+        status_line: head.lines().next().unwrap_or("").to_owned(),
+        body: body.to_owned(),
+        leaf,
+    }
+}
+
+/// POSTs over TLS 1.3 trusting `ca`; returns the status code and body.
+pub async fn https_post(addr: &str, ca: &Path, body: &[u8]) -> (u16, String) {
+    let answer = https_request(addr, tls_client(ca, &[&rustls::version::TLS13]), body).await;
+    (answer.status(), answer.body)
 }

@@ -1,0 +1,779 @@
+//! End-to-end: a real kube-apiserver calls pvc-clone-guard through the
+//! ValidatingWebhookConfiguration shipped in manifests/, and `kubectl create` prints the
+//! verdict. Started by `tests/e2e.sh`, which brings up the control plane
+//! (`tests/cluster/dev-env.sh`) and sets PVC_CLONE_GUARD_E2E_DIR; these tests are ignored by
+//! a plain `cargo test`.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{LazyLock, Mutex, Once};
+
+use serde_json::{Value, json};
+
+const WEBHOOK: &str = "validate.pvc-clone-guard.io";
+
+/// The running dev environment, described by the env files `dev-env.sh up` wrote.
+struct Env {
+    dir: PathBuf,
+    vars: HashMap<String, String>,
+    repo: PathBuf,
+}
+
+static ENV: LazyLock<Env> = LazyLock::new(|| {
+    let dir = PathBuf::from(
+        std::env::var("PVC_CLONE_GUARD_E2E_DIR")
+            .expect("PVC_CLONE_GUARD_E2E_DIR is set by tests/e2e.sh"),
+    );
+    let mut vars = HashMap::new();
+    for file in ["cluster.env", "webhook.env"] {
+        let text =
+            std::fs::read_to_string(dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        for line in text.lines() {
+            if let Some((key, value)) = line.split_once('=') {
+                vars.insert(
+                    key.trim().to_owned(),
+                    value.trim().trim_matches('"').to_owned(),
+                );
+            }
+        }
+    }
+    Env {
+        dir,
+        vars,
+        repo: PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+    }
+});
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(output: Output) -> Self {
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+fn kubectl_in(cwd: &Path, args: &[&str], stdin: Option<&str>) -> Run {
+    let mut child = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(ENV.dir.join("admin.kubeconfig"))
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl runs");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().expect("kubectl finishes").into()
+}
+
+fn kubectl(args: &[&str]) -> Run {
+    kubectl_in(&ENV.dir, args, None)
+}
+
+fn must(run: Run, what: &str) -> Run {
+    assert_eq!(
+        run.code, 0,
+        "{what} failed:\n{}\n{}",
+        run.stdout, run.stderr
+    );
+    run
+}
+
+fn apply(yaml: &str) {
+    must(
+        kubectl_in(&ENV.dir, &["apply", "-f", "-"], Some(yaml)),
+        "kubectl apply",
+    );
+}
+
+fn local_cluster(args: &[&str]) {
+    let output = Command::new(ENV.repo.join("tests/cluster/local-cluster.sh"))
+        .args(args)
+        .output()
+        .expect("local-cluster.sh runs");
+    assert!(
+        output.status.success(),
+        "local-cluster.sh {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// `kubectl create -f clone.yaml` as a user runs it; returns the exit code and both outputs.
+fn create(yaml: &str, extra: &[&str]) -> Run {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("clone.yaml"), yaml).expect("write clone.yaml");
+    let mut args = vec!["create", "-f", "clone.yaml"];
+    args.extend_from_slice(extra);
+    kubectl_in(dir.path(), &args, None)
+}
+
+/// What kubectl prints when the webhook refuses clone.yaml.
+fn denial(message: &str) -> String {
+    format!(
+        "Error from server (Forbidden): error when creating \"clone.yaml\": admission webhook \"{WEBHOOK}\" denied the request: {message}\n"
+    )
+}
+
+fn assert_denied(run: &Run, message: &str) {
+    assert_ne!(run.code, 0, "kubectl create must fail:\n{}", run.stdout);
+    assert_eq!(run.stderr, denial(message));
+}
+
+fn assert_created(run: &Run, name: &str, warnings: &[&str]) {
+    assert_eq!(run.code, 0, "kubectl create must succeed:\n{}", run.stderr);
+    assert_eq!(
+        run.stdout,
+        format!("persistentvolumeclaim/{name} created\n")
+    );
+    let expected: String = warnings.iter().map(|w| format!("Warning: {w}\n")).collect();
+    assert_eq!(run.stderr, expected);
+}
+
+/// StorageClasses shared by every test; created once, never changed (the hints in the
+/// messages list them).
+fn classes() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let class = |name: &str, provisioner: &str| {
+            format!("apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {{name: {name}}}\nprovisioner: {provisioner}\n---\n")
+        };
+        apply(&[
+            class("gp3", "ebs.csi.aws.com"),
+            class("gp3-encrypted", "ebs.csi.aws.com"),
+            class("standard-rwo", "pd.csi.storage.gke.io"),
+            class("local-disks", "kubernetes.io/no-provisioner"),
+            class("nfs", "nfs.csi.k8s.io"),
+        ]
+        .concat());
+    });
+}
+
+fn namespace(name: &str) {
+    classes();
+    local_cluster(&["namespace", ENV.dir.to_str().expect("utf-8 dir"), name]);
+}
+
+/// How a test wants its source claim and volume.
+struct Source<'a> {
+    namespace: &'a str,
+    name: &'a str,
+    class: &'a str,
+    /// `spec.csi.driver`, or `None` for a hostPath volume.
+    driver: Option<&'a str>,
+    request: &'a str,
+    capacity: &'a str,
+    mode: &'a str,
+    bind: bool,
+}
+
+impl<'a> Source<'a> {
+    fn new(namespace: &'a str) -> Self {
+        Source {
+            namespace,
+            name: "data",
+            class: "gp3",
+            driver: Some("ebs.csi.aws.com"),
+            request: "10Gi",
+            capacity: "10Gi",
+            mode: "Filesystem",
+            bind: true,
+        }
+    }
+
+    fn volume_name(&self) -> String {
+        format!("{}-{}", self.namespace, self.name)
+    }
+
+    fn create(self) -> Self {
+        let pv = self.volume_name();
+        let plugin = match self.driver {
+            Some(driver) => format!("csi: {{driver: {driver}, volumeHandle: {pv}}}"),
+            None => format!("hostPath: {{path: /tmp/{pv}}}"),
+        };
+        apply(&format!(
+            "apiVersion: v1\nkind: PersistentVolume\nmetadata: {{name: {pv}}}\nspec:\n  capacity: {{storage: {cap}}}\n  \
+             accessModes: [ReadWriteOnce]\n  storageClassName: {class}\n  volumeMode: {mode}\n  {plugin}\n---\n\
+             apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  \
+             accessModes: [ReadWriteOnce]\n  storageClassName: {class}\n  volumeMode: {mode}\n  \
+             resources: {{requests: {{storage: {request}}}}}\n",
+            cap = self.capacity,
+            class = self.class,
+            mode = self.mode,
+            name = self.name,
+            ns = self.namespace,
+            request = self.request,
+        ));
+        if self.bind {
+            local_cluster(&[
+                "bind",
+                ENV.dir.to_str().expect("utf-8 dir"),
+                self.namespace,
+                self.name,
+                &pv,
+            ]);
+        }
+        self
+    }
+}
+
+/// A clone of `source` in `namespace`; `class: None` omits storageClassName.
+fn clone_yaml(
+    namespace: &str,
+    name: &str,
+    source: &str,
+    class: Option<&str>,
+    size: &str,
+    mode: &str,
+) -> String {
+    let class = class.map_or(String::new(), |c| format!("  storageClassName: \"{c}\"\n"));
+    format!(
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  \
+         accessModes: [ReadWriteOnce]\n{class}  volumeMode: {mode}\n  \
+         dataSource: {{kind: PersistentVolumeClaim, name: {source}}}\n  resources: {{requests: {{storage: {size}}}}}\n"
+    )
+}
+
+fn clone_of_data(namespace: &str, class: Option<&str>, size: &str) -> String {
+    clone_yaml(namespace, "clone", "data", class, size, "Filesystem")
+}
+
+// ---- admitted ------------------------------------------------------------------------------
+
+#[test]
+#[ignore = "needs the local control plane: run tests/e2e.sh"]
+fn valid_clones_are_admitted_including_another_class_of_the_same_driver() {
+    namespace("e2e-valid");
+    Source::new("e2e-valid").create();
+    assert_created(
+        &create(&clone_of_data("e2e-valid", Some("gp3"), "10Gi"), &[]),
+        "clone",
+        &[],
+    );
+    let other_class = clone_yaml(
+        "e2e-valid",
+        "clone-encrypted",
+        "data",
+        Some("gp3-encrypted"),
+        "20Gi",
+        "Filesystem",
+    );
+    assert_created(&create(&other_class, &[]), "clone-encrypted", &[]);
+}
+
+#[test]
+#[ignore = "needs the local control plane: run tests/e2e.sh"]
+fn plain_claims_and_other_data_sources_are_untouched() {
+    namespace("e2e-plain");
+    let plain = "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: plain, namespace: e2e-plain}\nspec:\n  \
+                 accessModes: [ReadWriteOnce]\n  storageClassName: \"\"\n  resources: {requests: {storage: 1Mi}}\n";
+    assert_created(&create(plain, &[]), "plain", &[]);
+    let snapshot = "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: restore, namespace: e2e-plain}\nspec:\n  \
+                    accessModes: [ReadWriteOnce]\n  storageClassName: gp3\n  resources: {requests: {storage: 1Mi}}\n  \
+                    dataSource: {apiGroup: snapshot.storage.k8s.io, kind: VolumeSnapshot, name: snap}\n";
+    assert_created(&create(snapshot, &[]), "restore", &[]);
+}
+
+#[test]
+#[ignore = "needs the local control plane: run tests/e2e.sh"]
+fn the_opt_out_label_and_kube_system_are_never_reviewed() {
+    namespace("e2e-optout");
+    let mut skipped = clone_yaml(
+        "e2e-optout",
+        "skipped",
+        "missing",
+        Some("gp3"),
+        "1Gi",
+        "Filesystem",
+    );
+    skipped = skipped.replace("metadata: {name: skipped, namespace: e2e-optout}", "metadata:\n  name: skipped\n  namespace: e2e-optout\n  labels: {pvc-clone-guard.io/skip: \"true\"}");
+    assert_created(&create(&skipped, &[]), "skipped", &[]);
+    let in_kube_system = clone_yaml(
+        "kube-system",
+        "e2e-unchecked",
+        "missing",
+        Some("gp3"),
+        "1Gi",
+        "Filesystem",
+    );
+    assert_created(&create(&in_kube_system, &[]), "e2e-unchecked", &[]);
+}
+
+// ---- one test per rule, exact text -------------------------------------------------------------
+
+#[test]
+#[ignore = "needs the local control plane: run tests/e2e.sh"]
+fn source_exists() {
+    namespace("e2e-exists");
+    assert_denied(
+        &create(
+            &clone_yaml(
+                "e2e-exists",
+                "clone",
+                "nope",
+                Some("gp3"),
+                "1Gi",
+                "Filesystem",
+            ),
+            &[],
+        ),
+        "[source-exists] source claim \"nope\" does not exist in namespace \"e2e-exists\"; create it first, or fix spec.dataSource.name",
+    );
+}
+
+#[test]
+#[ignore = "needs the local control plane: run tests/e2e.sh"]
+fn source_bound() {
+    namespace("e2e-bound");
+    Source {
+        bind: false,
+        ..Source::new("e2e-bound")
+    }
+    .create();
+    assert_denied(
+        &create(&clone_of_data("e2e-bound", Some("gp3"), "10Gi"), &[]),
+        "[source-bound] source claim \"data\" is Pending, not Bound; wait until it is Bound, then create the clone",
+    );
+}
+
+#[test]
+#[ignore = "needs the local control plane: run tests/e2e.sh"]
+fn source_deleting() {
+    namespace("e2e-deleting");
+    Source::new("e2e-deleting").create();
+    must(
+        kubectl(&[
+            "patch",
+            "pvc",
+            "data",
+            "-n",
+            "e2e-deleting",
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"finalizers":["e2e.pvc-clone-guard.io/hold"]}}"#,
+        ]),
+        "add finalizer",
+    );
+    must(
+        kubectl(&[
+            "delete",
+            "pvc",
+            "data",
+            "-n",
+            "e2e-deleting",
+            "--wait=false",
+        ]),
+        "delete",
+    );
+    let since = must(
+        kubectl(&[
+            "get",
+            "pvc",
+            "data",
+            "-n",
+            "e2e-deleting",
+            "-o",
+            "jsonpath={.metadata.deletionTimestamp}",
+        ]),
+        "read deletionTimestamp",
+    )
+    .stdout;
+    assert_denied(
+        &create(&clone_of_data("e2e-deleting", Some("gp3"), "10Gi"), &[]),
+        &format!(
+            "[source-deleting] source claim \"data\" is being deleted (since {since}); clone a claim that is not being deleted"
+        ),
+    );
+}
+
+#[test]
+#[ignore = "needs the local control plane: run tests/e2e.sh"]
+fn source_volume_missing_and_bound_elsewhere() {
+    namespace("e2e-volume");
+    Source::new("e2e-volume").create();
+    // The volume is re-bound to another claim behind the source's back.
+    must(
+        kubectl(&[
+            "patch",
+            "pv",
+            "e2e-volume-data",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"claimRef":{"namespace":"e2e-volume","name":"other","uid":null}}}"#,
+        ]),
+        "re-point claimRef",
+    );
+    assert_denied(
+        &create(&clone_of_data("e2e-volume", Some("gp3"), "10Gi"), &[]),
+        "[source-volume] PersistentVolume \"e2e-volume-data\" is bound to claim \"e2e-volume/other\", not to source claim \"e2e-volume/data\"; repair the volume's binding or clone another claim",
+    );
+    must(
+        kubectl(&["delete", "pv", "e2e-volume-data", "--wait=false"]),
+        "delete the volume",
+    );
+    must(
+        kubectl(&[
+            "patch",
+            "pv",
+            "e2e-volume-data",
+            "--type=json",
+            "-p",
+            r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+        ]),
+        "drop the pv-protection finalizer",
+    );
+    wait_until(
+        || kubectl(&["get", "pv", "e2e-volume-data"]).code != 0,
+        "the volume is gone",
+    );
+    assert_denied(
+        &create(&clone_of_data("e2e-volume", Some("gp3"), "10Gi"), &[]),
+        "[source-volume] PersistentVolume \"e2e-volume-data\" of source claim \"data\" does not exist; restore the volume or clone another claim",
+    );
+}
+
+#[test]
+#[ignore = "needs the local control plane: run tests/e2e.sh"]
+fn csi_source() {
+    namespace("e2e-csi");
+    Source {
+        driver: None,
+        ..Source::new("e2e-csi")
+    }
+    .create();
+    assert_denied(
+        &create(&clone_of_data("e2e-csi", Some("gp3"), "10Gi"), &[]),
+        "[csi-source] source volume \"e2e-csi-data\" is not a CSI volume (it uses hostPath), and only CSI volumes can be cloned; copy the data into a claim of a CSI StorageClass instead",
+    );
+}
+
+#[test]
+#[ignore = "needs the local control plane: run tests/e2e.sh"]
+fn dynamic_provisioning_empty_missing_and_static_classes() {
+    namespace("e2e-dynamic");
+    Source::new("e2e-dynamic").create();
+    let hint = "set spec.storageClassName to a class provisioned by ebs.csi.aws.com, e.g. \"gp3\" or \"gp3-encrypted\"";
+    for (class, problem) in [
+        ("", "storageClassName is \"\", which turns off dynamic provisioning, and a clone must be provisioned".to_owned()),
+        ("fast", "StorageClass \"fast\" does not exist".to_owned()),
+        ("local-disks", "StorageClass \"local-disks\" has provisioner kubernetes.io/no-provisioner, which cannot provision a clone".to_owned()),
+    ] {
+        assert_denied(
+            &create(&clone_of_data("e2e-dynamic", Some(class), "10Gi"), &[]),
+            &format!("[dynamic-provisioning] {problem}; {hint}"),
+        );
+    }
+}
+
+/// The only test that touches which class is the default: serialized by this lock.
+static DEFAULT_CLASS: Mutex<()> = Mutex::new(());
+
+#[test]
+#[ignore = "needs the local control plane: run tests/e2e.sh"]
+fn an_omitted_class_needs_a_default_class_of_the_same_driver() {
+    let _guard = DEFAULT_CLASS.lock().unwrap_or_else(|e| e.into_inner());
+    namespace("e2e-default");
+    Source::new("e2e-default").create();
+    assert_denied(
+        &create(&clone_of_data("e2e-default", None, "10Gi"), &[]),
+        "[dynamic-provisioning] this claim names no StorageClass and the cluster has no default StorageClass; set spec.storageClassName to a class provisioned by ebs.csi.aws.com, e.g. \"gp3\" or \"gp3-encrypted\"",
+    );
+    let annotate = |value: &str| {
+        must(
+            kubectl(&[
+                "annotate",
+                "storageclass",
+                "gp3",
+                &format!("storageclass.kubernetes.io/is-default-class={value}"),
+                "--overwrite",
+            ]),
+            "annotate",
+        )
+    };
+    annotate("true");
+    // The API server's DefaultStorageClass admission fills in gp3 before the webhook runs.
+    let run = create(&clone_of_data("e2e-default", None, "10Gi"), &[]);
+    annotate("false");
+    assert_created(&run, "clone", &[]);
+}
+
+#[test]
+#[ignore = "needs the local control plane: run tests/e2e.sh"]
+fn same_driver() {
+    namespace("e2e-driver");
+    Source::new("e2e-driver").create();
+    assert_denied(
+        &create(
+            &clone_of_data("e2e-driver", Some("standard-rwo"), "10Gi"),
+            &[],
+        ),
+        "[same-driver] StorageClass \"standard-rwo\" is provisioned by pd.csi.storage.gke.io but source volume \"e2e-driver-data\" belongs to CSI driver ebs.csi.aws.com; set spec.storageClassName to a class provisioned by ebs.csi.aws.com, e.g. \"gp3\" or \"gp3-encrypted\"",
+    );
+}
+
+#[test]
+#[ignore = "needs the local control plane: run tests/e2e.sh"]
+fn volume_mode() {
+    namespace("e2e-mode");
+    Source {
+        mode: "Block",
+        ..Source::new("e2e-mode")
+    }
+    .create();
+    assert_denied(
+        &create(&clone_of_data("e2e-mode", Some("gp3"), "10Gi"), &[]),
+        "[volume-mode] source claim \"data\" is Block but this claim asks for Filesystem; set spec.volumeMode: Block",
+    );
+}
+
+#[test]
+#[ignore = "needs the local control plane: run tests/e2e.sh"]
+fn size_in_the_units_written() {
+    namespace("e2e-size");
+    Source {
+        request: "1Gi",
+        capacity: "1Gi",
+        ..Source::new("e2e-size")
+    }
+    .create();
+    for asked in ["1000Mi", "1G"] {
+        assert_denied(
+            &create(&clone_of_data("e2e-size", Some("gp3"), asked), &[]),
+            &format!(
+                "[size] this claim requests {asked} but source claim \"data\" requests 1Gi; request at least 1Gi"
+            ),
+        );
+    }
+    assert_created(
+        &create(&clone_of_data("e2e-size", Some("gp3"), "1024Mi"), &[]),
+        "clone",
+        &[],
+    );
+}
+
+#[test]
+#[ignore = "needs the local control plane: run tests/e2e.sh"]
+fn size_capacity_is_a_warning() {
+    namespace("e2e-capacity");
+    Source {
+        request: "8Gi",
+        capacity: "10Gi",
+        ..Source::new("e2e-capacity")
+    }
+    .create();
+    assert_created(
+        &create(&clone_of_data("e2e-capacity", Some("gp3"), "8Gi"), &[]),
+        "clone",
+        &[
+            "[size-capacity] source claim \"data\" holds 10Gi (its request: 8Gi); some drivers refuse a smaller clone: request 10Gi",
+        ],
+    );
+}
+
+#[test]
+#[ignore = "needs the local control plane: run tests/e2e.sh"]
+fn source_in_use_is_a_warning() {
+    namespace("e2e-inuse");
+    Source::new("e2e-inuse").create();
+    apply(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: web-0, namespace: e2e-inuse}\nspec:\n  containers: [{name: web, image: nginx, \
+         volumeMounts: [{name: data, mountPath: /data}]}]\n  volumes: [{name: data, persistentVolumeClaim: {claimName: data}}]\n",
+    );
+    assert_created(
+        &create(&clone_of_data("e2e-inuse", Some("gp3"), "10Gi"), &[]),
+        "clone",
+        &[
+            "[source-in-use] source claim \"data\" is mounted by pod \"web-0\"; the clone is only crash-consistent",
+        ],
+    );
+}
+
+#[test]
+#[ignore = "needs the local control plane: run tests/e2e.sh"]
+fn clone_capable_driver_from_the_configured_list() {
+    namespace("e2e-capable");
+    Source {
+        class: "nfs",
+        driver: Some("nfs.csi.k8s.io"),
+        ..Source::new("e2e-capable")
+    }
+    .create();
+    assert_denied(
+        &create(&clone_of_data("e2e-capable", Some("nfs"), "10Gi"), &[]),
+        "[clone-capable-driver] CSI driver nfs.csi.k8s.io is not in the configured list of clone-capable drivers (ebs.csi.aws.com, pd.csi.storage.gke.io); clone a volume of one of those drivers, or ask an administrator to add nfs.csi.k8s.io to the list",
+    );
+}
+
+#[test]
+#[ignore = "needs the local control plane: run tests/e2e.sh"]
+fn source_api_group() {
+    namespace("e2e-group");
+    let yaml = clone_of_data("e2e-group", Some("gp3"), "10Gi").replace(
+        "dataSource: {kind: PersistentVolumeClaim",
+        "dataSource: {apiGroup: example.com, kind: PersistentVolumeClaim",
+    );
+    assert_denied(
+        &create(&yaml, &[]),
+        "[source-api-group] spec.dataSource names kind PersistentVolumeClaim with apiGroup \"example.com\", but claims belong to the core API group; remove apiGroup to clone claim \"data\"",
+    );
+}
+
+#[test]
+#[ignore = "needs the local control plane: run tests/e2e.sh"]
+fn several_violations_one_line_each_in_table_order() {
+    namespace("e2e-many");
+    Source {
+        mode: "Block",
+        ..Source::new("e2e-many")
+    }
+    .create();
+    assert_denied(
+        &create(&clone_of_data("e2e-many", Some("standard-rwo"), "1Gi"), &[]),
+        "[same-driver] StorageClass \"standard-rwo\" is provisioned by pd.csi.storage.gke.io but source volume \"e2e-many-data\" belongs to CSI driver ebs.csi.aws.com; set spec.storageClassName to a class provisioned by ebs.csi.aws.com, e.g. \"gp3\" or \"gp3-encrypted\"\n\
+         [volume-mode] source claim \"data\" is Block but this claim asks for Filesystem; set spec.volumeMode: Block\n\
+         [size] this claim requests 1Gi but source claim \"data\" requests 10Gi; request at least 10Gi",
+    );
+}
+
+#[test]
+#[ignore = "needs the local control plane: run tests/e2e.sh"]
+fn server_side_dry_run_gets_the_same_verdict() {
+    namespace("e2e-dryrun");
+    Source::new("e2e-dryrun").create();
+    assert_denied(
+        &create(
+            &clone_of_data("e2e-dryrun", Some("gp3"), "1Gi"),
+            &["--dry-run=server"],
+        ),
+        "[size] this claim requests 1Gi but source claim \"data\" requests 10Gi; request at least 10Gi",
+    );
+    let run = create(
+        &clone_of_data("e2e-dryrun", Some("gp3"), "10Gi"),
+        &["--dry-run=server"],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        run.stdout,
+        "persistentvolumeclaim/clone created (server dry run)\n"
+    );
+    assert_ne!(
+        kubectl(&["get", "pvc", "clone", "-n", "e2e-dryrun"]).code,
+        0,
+        "a dry run creates nothing"
+    );
+}
+
+// ---- what Kubernetes 1.20 cannot express: reviews posted straight to the webhook ------------
+
+fn post_to_webhook(review: &Value) -> Value {
+    let url = &ENV.vars["WEBHOOK_URL"];
+    let addr = url
+        .trim_start_matches("https://")
+        .trim_end_matches("/validate")
+        .to_owned();
+    let ca = PathBuf::from(&ENV.vars["WEBHOOK_CA"]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let body = serde_json::to_vec(review).expect("json");
+    let (status, text) = runtime.block_on(common::https_post(&addr, &ca, &body));
+    assert_eq!(status, 200, "{text}");
+    serde_json::from_str(&text).expect("AdmissionReview")
+}
+
+#[test]
+#[ignore = "needs the local control plane: run tests/e2e.sh"]
+fn data_source_ref_and_cross_namespace_references_through_the_running_webhook() {
+    namespace("e2e-ref");
+    Source::new("e2e-ref").create();
+    let claim_with_ref = |reference: Value, size: &str| {
+        let mut claim = common::claim("clone", None, size);
+        claim["metadata"]["namespace"] = json!("e2e-ref");
+        claim["spec"]["dataSourceRef"] = reference;
+        let mut review = common::create(claim);
+        review["request"]["namespace"] = json!("e2e-ref");
+        review
+    };
+    // dataSourceRef alone, read against the live cluster's facts.
+    let answer = post_to_webhook(&claim_with_ref(
+        json!({"kind": "PersistentVolumeClaim", "name": "data"}),
+        "1Gi",
+    ));
+    assert_eq!(answer["response"]["uid"], common::UID);
+    assert_eq!(
+        answer["response"]["status"]["message"],
+        "[size] this claim requests 1Gi but source claim \"data\" requests 10Gi; request at least 10Gi"
+    );
+    let answer = post_to_webhook(&claim_with_ref(
+        json!({"kind": "PersistentVolumeClaim", "name": "data"}),
+        "10Gi",
+    ));
+    assert_eq!(answer["response"]["allowed"], true, "{answer}");
+    // A cross-namespace reference.
+    let answer = post_to_webhook(&claim_with_ref(
+        json!({"kind": "PersistentVolumeClaim", "name": "data", "namespace": "e2e-valid"}),
+        "10Gi",
+    ));
+    assert_eq!(
+        answer["response"]["status"]["message"],
+        "[same-namespace] dataSourceRef names claim \"data\" in namespace \"e2e-valid\", but this claim is in namespace \"e2e-ref\"; a clone must be created in its source's namespace: create this claim in namespace \"e2e-valid\""
+    );
+}
+
+#[test]
+#[ignore = "needs the local control plane: run tests/e2e.sh"]
+fn a_source_created_a_moment_before_the_clone_is_judged_not_missing() {
+    namespace("e2e-fresh");
+    // Source and clone in one apply: the clone's review can arrive before the watch has
+    // delivered the source, and the direct lookup must find it (Pending, so source-bound).
+    let source = "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data, namespace: e2e-fresh}\nspec:\n  \
+                  accessModes: [ReadWriteOnce]\n  storageClassName: gp3\n  resources: {requests: {storage: 10Gi}}\n---\n";
+    let run = kubectl_in(
+        &ENV.dir,
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "{source}{}",
+            clone_of_data("e2e-fresh", Some("gp3"), "10Gi")
+        )),
+    );
+    assert_ne!(run.code, 0);
+    assert_eq!(run.stdout, "persistentvolumeclaim/data created\n");
+    assert_eq!(
+        run.stderr,
+        format!(
+            "Error from server (Forbidden): error when creating \"STDIN\": admission webhook \"{WEBHOOK}\" denied the request: \
+                 [source-bound] source claim \"data\" is Pending, not Bound; wait until it is Bound, then create the clone\n"
+        )
+    );
+}
+
+fn wait_until(mut condition: impl FnMut() -> bool, what: &str) {
+    for _ in 0..100 {
+        if condition() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("timed out waiting until {what}");
+}
