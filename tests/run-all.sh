@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Every test of pvc-clone-guard, end-to-end included: the README's test command, and
+# exactly what CI (.ci/run) runs. On a fresh machine it first installs what the tests need
+# (tests/cluster/install.sh: etcd, wrk, jq, and kube-apiserver 1.20 built once from
+# Debian's source and cached outside the repository).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+step "installing test dependencies (cached after the first run)"
+tests/cluster/install.sh
+
+step "format and lints"
+cargo fmt --check
+cargo clippy --all-targets --locked -- -D warnings
+
+step "unit tests, HTTP contract in-process and over TLS"
+cargo test --locked
+
+step "the local control plane itself"
+tests/cluster/smoke.sh
+
+step "end-to-end: kubectl against a real kube-apiserver calling the webhook"
+tests/e2e.sh
