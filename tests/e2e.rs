@@ -777,3 +777,194 @@ fn wait_until(mut condition: impl FnMut() -> bool, what: &str) {
     }
     panic!("timed out waiting until {what}");
 }
+
+// ---- the shipped manifests and certificate rotation (install on a cluster) -------------------
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs the local control plane: run tests/e2e.sh"]
+fn the_self_managed_overlay_passes_server_side_validation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifests = dir.path().join("manifests");
+    copy_tree(&ENV.repo.join("manifests"), &manifests);
+    let certs = manifests.join("overlays/self-managed/certs");
+    let output = Command::new(env!("CARGO_BIN_EXE_pvc-clone-guard"))
+        .args(["certs", "--out-dir"])
+        .arg(&certs)
+        .output()
+        .expect("certs runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rendered = must(
+        kubectl(&[
+            "kustomize",
+            manifests
+                .join("overlays/self-managed")
+                .to_str()
+                .expect("utf-8"),
+        ]),
+        "kustomize",
+    )
+    .stdout;
+    // Kubernetes 1.20 serves PodDisruptionBudget as policy/v1beta1 only (v1 arrived in 1.21,
+    // v1beta1 left in 1.25); the fields used are the same in both.
+    assert!(rendered.contains("apiVersion: policy/v1\nkind: PodDisruptionBudget"));
+    let for_1_20 = rendered.replace(
+        "apiVersion: policy/v1\nkind: PodDisruptionBudget",
+        "apiVersion: policy/v1beta1\nkind: PodDisruptionBudget",
+    );
+    // Namespaced objects of a dry run need their namespace to exist.
+    let _ = kubectl(&["create", "namespace", "pvc-clone-guard"]);
+    let run = kubectl_in(
+        &ENV.dir,
+        &["apply", "--dry-run=server", "-f", "-"],
+        Some(&for_1_20),
+    );
+    assert_eq!(run.code, 0, "server validation failed:\n{}", run.stderr);
+    for object in [
+        "namespace/pvc-clone-guard",
+        "serviceaccount/pvc-clone-guard",
+        "clusterrole.rbac.authorization.k8s.io/pvc-clone-guard",
+        "clusterrolebinding.rbac.authorization.k8s.io/pvc-clone-guard",
+        "secret/pvc-clone-guard-tls",
+        "service/pvc-clone-guard",
+        "deployment.apps/pvc-clone-guard",
+        "poddisruptionbudget.policy/pvc-clone-guard",
+        "validatingwebhookconfiguration.admissionregistration.k8s.io/pvc-clone-guard",
+    ] {
+        assert!(
+            run.stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("{object} ")) && l.ends_with("(server dry run)")),
+            "{object} missing from:\n{}",
+            run.stdout
+        );
+    }
+    assert!(
+        run.stdout.contains("configmap/pvc-clone-guard-config-"),
+        "{}",
+        run.stdout
+    );
+}
+
+/// The certificate the running webhook presents to a new connection.
+fn served_leaf() -> Vec<u8> {
+    let addr = ENV.vars["WEBHOOK_URL"]
+        .trim_start_matches("https://")
+        .trim_end_matches("/validate")
+        .to_owned();
+    let config = common::tls_client(
+        Path::new(&ENV.vars["WEBHOOK_CA"]),
+        &[&rustls::version::TLS13],
+    );
+    let body =
+        serde_json::to_vec(&common::create(common::claim("probe", None, "1Gi"))).expect("json");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime
+        .block_on(common::https_request(&addr, config, &body))
+        .leaf
+}
+
+fn leaf_on_disk() -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    let path = Path::new(&ENV.vars["WEBHOOK_CERT_DIR"]).join("tls.crt");
+    rustls::pki_types::CertificateDer::pem_file_iter(path)
+        .expect("tls.crt")
+        .next()
+        .expect("a certificate")
+        .expect("pem")
+        .to_vec()
+}
+
+#[test]
+#[ignore = "needs the local control plane: run tests/e2e.sh"]
+fn rotating_the_serving_certificate_while_the_api_server_calls_fails_no_review() {
+    namespace("e2e-rotate");
+    Source::new("e2e-rotate").create();
+    let before = served_leaf();
+    assert_eq!(before, leaf_on_disk());
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut failures = Vec::new();
+            let mut created = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let name = format!("clone-{created}");
+                let run = create(
+                    &clone_yaml(
+                        "e2e-rotate",
+                        &name,
+                        "data",
+                        Some("gp3"),
+                        "10Gi",
+                        "Filesystem",
+                    ),
+                    &[],
+                );
+                if run.code == 0 {
+                    created += 1;
+                } else {
+                    failures.push(run.stderr);
+                }
+            }
+            (created, failures)
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let output = Command::new(env!("CARGO_BIN_EXE_pvc-clone-guard"))
+        .args([
+            "certs",
+            "--dns",
+            "localhost",
+            "--ip",
+            "127.0.0.1",
+            "--out-dir",
+            &ENV.vars["WEBHOOK_CERT_DIR"],
+        ])
+        .output()
+        .expect("certs runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let after = leaf_on_disk();
+    assert_ne!(before, after, "a new serving certificate was issued");
+    wait_until(
+        || served_leaf() == after,
+        "the webhook serves the new certificate",
+    );
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (created, failures) = load.join().expect("load thread");
+    assert!(
+        failures.is_empty(),
+        "{} of {} creates failed: {failures:?}",
+        failures.len(),
+        created + failures.len()
+    );
+    assert!(
+        created >= 10,
+        "the API server kept calling the webhook ({created} clones)"
+    );
+}
