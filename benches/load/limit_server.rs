@@ -1,0 +1,2 @@
+//! Placeholder replaced by the benchmark's limit server.
+fn main() {}
