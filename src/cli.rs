@@ -67,6 +67,19 @@ pub struct ServeArgs {
     /// Log lines as JSON (for collectors) or as text (for people).
     #[arg(long, env = "PVC_CLONE_GUARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     log_format: LogFormat,
+    /// Time a client has for the TLS handshake, then again for the request headers.
+    #[arg(long, env = "PVC_CLONE_GUARD_HEADER_READ_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
+    header_read_timeout: Duration,
+    /// Time a client has to send the body once the headers are in.
+    #[arg(long, env = "PVC_CLONE_GUARD_BODY_READ_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
+    body_read_timeout: Duration,
+    /// After SIGTERM, time open connections keep being served as usual before they are
+    /// asked to close.
+    #[arg(long, env = "PVC_CLONE_GUARD_SHUTDOWN_GRACE", value_parser = humantime::parse_duration, default_value = "1s")]
+    shutdown_grace: Duration,
+    /// Time in-flight reviews then have to finish.
+    #[arg(long, env = "PVC_CLONE_GUARD_DRAIN_TIMEOUT", value_parser = humantime::parse_duration, default_value = "20s")]
+    drain_timeout: Duration,
     /// How often the certificate files are checked for a change.
     #[arg(long, env = "PVC_CLONE_GUARD_CERT_RELOAD_INTERVAL", value_parser = humantime::parse_duration, default_value = "2s")]
     cert_reload_interval: Duration,
@@ -197,10 +210,17 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         server::admin_router(Arc::clone(&reviewer), Arc::clone(&health)),
         admin_stopped,
     ));
+    let timeouts = server::Timeouts {
+        header_read: args.header_read_timeout,
+        body_read: args.body_read_timeout,
+        shutdown_grace: args.shutdown_grace,
+        drain: args.drain_timeout,
+    };
     let reviews = tokio::spawn(server::serve_tls(
         listener,
         tls,
-        server::router(reviewer),
+        server::router_with(reviewer, timeouts),
+        timeouts,
         reviews_stopped,
     ));
 

@@ -6,30 +6,50 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::Body;
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::facts::FactSource;
 use crate::review::{self, Reviewer};
 
 /// Reviews carry the object and the old object, each up to ~1.5 MiB.
 pub const MAX_REVIEW_BYTES: usize = 4 * 1024 * 1024;
-/// A client must send its request headers within this time.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// A client must finish the TLS handshake within this time.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// In-flight reviews get this long to finish after SIGTERM.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long clients may take, and how long a drain may take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// To finish the TLS handshake, and then to send the request headers.
+    pub header_read: Duration,
+    /// To send the whole body, once the headers are in.
+    pub body_read: Duration,
+    /// After SIGTERM, how long connections already open keep being served as usual
+    /// (a review written on one just before the signal is still answered).
+    pub shutdown_grace: Duration,
+    /// Then, for in-flight reviews to finish once connections are asked to close.
+    pub drain: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            header_read: Duration::from_secs(10),
+            body_read: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(1),
+            drain: Duration::from_secs(20),
+        }
+    }
+}
 
 /// Readiness: certificates loaded, caches synced, not shutting down.
 #[derive(Debug, Default)]
@@ -49,16 +69,38 @@ impl Health {
 
 /// The review endpoint: `POST /validate`.
 pub fn router<F: FactSource>(reviewer: Arc<Reviewer<F>>) -> Router {
+    router_with(reviewer, Timeouts::default())
+}
+
+struct ReviewState<F> {
+    reviewer: Arc<Reviewer<F>>,
+    body_read_timeout: Duration,
+}
+
+// Not derived: a derive would demand `F: Clone`, and only the Arc is cloned.
+impl<F> Clone for ReviewState<F> {
+    fn clone(&self) -> Self {
+        ReviewState {
+            reviewer: Arc::clone(&self.reviewer),
+            body_read_timeout: self.body_read_timeout,
+        }
+    }
+}
+
+/// The review endpoint with explicit client timeouts.
+pub fn router_with<F: FactSource>(reviewer: Arc<Reviewer<F>>, timeouts: Timeouts) -> Router {
     Router::new()
         .route("/validate", post(validate::<F>))
-        .layer(DefaultBodyLimit::max(MAX_REVIEW_BYTES))
-        .with_state(reviewer)
+        .with_state(ReviewState {
+            reviewer,
+            body_read_timeout: timeouts.body_read,
+        })
 }
 
 async fn validate<F: FactSource>(
-    State(reviewer): State<Arc<Reviewer<F>>>,
+    State(state): State<ReviewState<F>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     if !is_json(&headers) {
         return (
@@ -67,7 +109,35 @@ async fn validate<F: FactSource>(
         )
             .into_response();
     }
-    match reviewer.review(&body).await {
+    // The header-read timeout stops at the headers: a body trickled byte by byte is cut
+    // off here, and a body over the limit is refused without reading the rest.
+    let body = match tokio::time::timeout(
+        state.body_read_timeout,
+        axum::body::to_bytes(body, MAX_REVIEW_BYTES),
+    )
+    .await
+    {
+        Ok(Ok(body)) => body,
+        Ok(Err(error)) if is_length_limit(&error) => return body_too_large(),
+        Ok(Err(error)) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the body: {error}\n"),
+            )
+                .into_response();
+        }
+        Err(_) => {
+            return (
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the body was not received within {}\n",
+                    humantime::format_duration(state.body_read_timeout)
+                ),
+            )
+                .into_response();
+        }
+    };
+    match state.reviewer.review(&body).await {
         Ok(response) => (
             [(header::CONTENT_TYPE, "application/json")],
             review::to_body(response),
@@ -75,6 +145,29 @@ async fn validate<F: FactSource>(
             .into_response(),
         Err(error) => (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response(),
     }
+}
+
+/// Whether reading stopped at [`MAX_REVIEW_BYTES`] (the error is wrapped by axum).
+fn is_length_limit(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = source {
+        if current.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = current.source();
+    }
+    false
+}
+
+fn body_too_large() -> Response {
+    (
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!(
+            "the review is larger than {} MiB\n",
+            MAX_REVIEW_BYTES / (1024 * 1024)
+        ),
+    )
+        .into_response()
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
@@ -90,6 +183,7 @@ struct AdminState<F> {
     health: Arc<Health>,
 }
 
+// Not derived, for the same reason as ReviewState.
 impl<F> Clone for AdminState<F> {
     fn clone(&self) -> Self {
         AdminState {
@@ -133,26 +227,31 @@ async fn metrics<F: FactSource>(State(state): State<AdminState<F>>) -> Response 
         .into_response()
 }
 
-/// Serves `app` over TLS until `shutdown` turns true, then drains open connections.
+/// Serves `app` over TLS until `shutdown` turns true, then drains: no new connections,
+/// open ones served as usual for `shutdown_grace`, then asked to close (HTTP/1.1 after the
+/// response in progress, HTTP/2 with GOAWAY), and every connection task, handshakes in
+/// progress included, awaited for up to `drain`.
 pub async fn serve_tls(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     app: Router,
+    timeouts: Timeouts,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
-    let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(timeouts.header_read)
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(250);
     let builder = Arc::new(builder);
+    let connections = TaskTracker::new();
+    let close = CancellationToken::new();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -167,35 +266,57 @@ pub async fn serve_tls(
             () = stopped(&mut shutdown) => break,
         };
         let _ = stream.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(app.clone());
-        let builder = Arc::clone(&builder);
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let tls_stream =
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(tls_stream)) => tls_stream,
-                    Ok(Err(error)) => {
-                        tracing::debug!(%peer, %error, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                };
-            let connection = builder
-                .serve_connection(TokioIo::new(tls_stream), service)
-                .into_owned();
-            if let Err(error) = watcher.watch(connection).await {
-                tracing::debug!(%peer, %error, "connection ended with an error");
-            }
-        });
+        connections.spawn(serve_connection(
+            stream,
+            peer,
+            acceptor.clone(),
+            TowerToHyperService::new(app.clone()),
+            Arc::clone(&builder),
+            timeouts.header_read,
+            close.clone(),
+        ));
     }
     drop(listener);
+    connections.close();
+    tokio::time::sleep(timeouts.shutdown_grace).await;
+    close.cancel();
     tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("all connections drained"),
-        _ = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("drain timeout: closing the remaining connections"),
+        () = connections.wait() => tracing::info!("all connections drained"),
+        () = tokio::time::sleep(timeouts.drain) => tracing::warn!("drain timeout: closing the remaining connections"),
+    }
+}
+
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    service: TowerToHyperService<Router>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    handshake_timeout: Duration,
+    close: CancellationToken,
+) {
+    let tls_stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls_stream)) => tls_stream,
+        Ok(Err(error)) => {
+            tracing::debug!(%peer, %error, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let connection = builder.serve_connection(TokioIo::new(tls_stream), service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = close.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%peer, %error, "connection ended with an error");
     }
 }
 

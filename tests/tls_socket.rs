@@ -45,7 +45,13 @@ async fn start(dir: &Path) -> Running {
     let addr = listener.local_addr().expect("addr");
     let (stop, stopped) = watch::channel(false);
     let app = server::router(reviewer(Ok(good_facts()), Policy::default()));
-    tokio::spawn(server::serve_tls(listener, tls, app, stopped));
+    tokio::spawn(server::serve_tls(
+        listener,
+        tls,
+        app,
+        server::Timeouts::default(),
+        stopped,
+    ));
     Running {
         addr,
         cert,

@@ -1,0 +1,565 @@
+//! The real binary under hostile input, slow clients, SIGTERM and certificate rotation under
+//! load. Its kubeconfig points at a closed port: plain reviews need no API server, and clone
+//! reviews then fail closed, which these tests do not depend on.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use pvc_clone_guard::certs::{self, CertsRequest};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use common::*;
+
+struct Webhook {
+    child: Child,
+    dir: tempfile::TempDir,
+    addr: String,
+    admin: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn issue(dir: &Path) {
+    certs::generate(&CertsRequest {
+        out_dir: dir.to_owned(),
+        dns_names: vec!["localhost".into()],
+        ip_addresses: vec!["127.0.0.1".parse().expect("ip")],
+        days: 1,
+        ca_days: 2,
+    })
+    .expect("certificates");
+}
+
+impl Webhook {
+    async fn start(extra: &[&str]) -> Webhook {
+        let dir = tempfile::tempdir().expect("tempdir");
+        issue(dir.path());
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            "apiVersion: v1\nkind: Config\nclusters: [{name: none, cluster: {server: 'https://127.0.0.1:1', insecure-skip-tls-verify: true}}]\n\
+             users: [{name: none, user: {token: none}}]\ncontexts: [{name: none, context: {cluster: none, user: none}}]\ncurrent-context: none\n",
+        )
+        .expect("kubeconfig");
+        let (port, admin_port) = (free_port(), free_port());
+        let addr = format!("127.0.0.1:{port}");
+        let admin = format!("127.0.0.1:{admin_port}");
+        let child = Command::new(env!("CARGO_BIN_EXE_pvc-clone-guard"))
+            .arg("serve")
+            .arg("--tls-cert")
+            .arg(dir.path().join("tls.crt"))
+            .arg("--tls-key")
+            .arg(dir.path().join("tls.key"))
+            .args([
+                "--listen",
+                &addr,
+                "--admin-listen",
+                &admin,
+                "--log-format",
+                "text",
+            ])
+            .args(extra)
+            .env("KUBECONFIG", &kubeconfig)
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("pvc-clone-guard starts");
+        let webhook = Webhook {
+            child,
+            dir,
+            addr,
+            admin,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while admin_get(&webhook.admin, "/livez").await.0 != 200 {
+            assert!(Instant::now() < deadline, "the webhook did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        webhook
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    async fn post(&self, body: &[u8]) -> (u16, String) {
+        https_post(&self.addr, &self.ca(), body).await
+    }
+
+    /// A plain claim is allowed: the server is up and answering.
+    async fn assert_answers(&self) {
+        let (status, body) = self
+            .post(&serde_json::to_vec(&create(claim("plain", None, "1Gi"))).expect("json"))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("\"allowed\":true"), "{body}");
+    }
+
+    fn terminate(&self) {
+        // SAFETY-free: kill(2) through the kill command keeps the test free of libc.
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+}
+
+impl Drop for Webhook {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn admin_get(admin: &str, path: &str) -> (u16, String) {
+    let Ok(mut stream) = TcpStream::connect(admin).await else {
+        return (0, String::new());
+    };
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return (0, String::new());
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response).await;
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (
+        status,
+        response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default(),
+    )
+}
+
+/// Raw bytes over TLS: (status code or 0 when the server closed without answering, text).
+async fn raw_exchange(addr: &str, ca: &Path, request: &[u8]) -> (u16, String) {
+    let config = tls_client(ca, &[&rustls::version::TLS13]);
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    let mut tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
+    let _ = tls.write_all(request).await;
+    let mut response = Vec::new();
+    let _ = tls.read_to_end(&mut response).await;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+fn post_request(content_type: &str, body: &[u8]) -> Vec<u8> {
+    let mut request = format!(
+        "POST /validate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    request
+}
+
+fn review_with(mutate: impl FnOnce(&mut Value)) -> Vec<u8> {
+    let mut review = create(claim("clone", Some(claim_source("data")), "10Gi"));
+    mutate(&mut review);
+    serde_json::to_vec(&review).expect("json")
+}
+
+#[tokio::test]
+async fn hostile_reviews_get_a_clear_answer_and_the_server_stays_up() {
+    let webhook = Webhook::start(&[]).await;
+    let valid = serde_json::to_vec(&create(claim("plain", None, "1Gi"))).expect("json");
+    let nested = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    // 50,000 levels inside a field the webhook skips (built as text: serde_json itself
+    // would recurse to write it).
+    let deep_object = String::from_utf8(review_with(|r| {
+        r["request"]["object"]["metadata"]["annotations"] = json!("DEEP")
+    }))
+    .expect("utf-8")
+    .replace(
+        "\"DEEP\"",
+        &format!("{}\"leaf\"{}", "{\"a\":".repeat(50_000), "}".repeat(50_000)),
+    )
+    .into_bytes();
+    let cases: Vec<(&str, Vec<u8>, &str, u16, &str)> = vec![
+        (
+            "truncated JSON",
+            valid[..valid.len() / 2].to_vec(),
+            "application/json",
+            400,
+            "the body is not a valid AdmissionReview: EOF while parsing",
+        ),
+        (
+            "deeply nested arrays",
+            nested.into_bytes(),
+            "application/json",
+            400,
+            "the body is not a valid AdmissionReview: invalid type: sequence",
+        ),
+        (
+            "a deeply nested object inside the claim",
+            deep_object,
+            "application/json",
+            200,
+            "\"uid\":\"705ab4f5",
+        ),
+        (
+            "10 MiB of body",
+            vec![b' '; 10 * 1024 * 1024],
+            "application/json",
+            413,
+            "the review is larger than 4 MiB",
+        ),
+        (
+            "the wrong apiVersion",
+            review_with(|r| r["apiVersion"] = json!("admission.k8s.io/v1beta1")),
+            "application/json",
+            400,
+            "apiVersion \"admission.k8s.io/v1beta1\" is not supported",
+        ),
+        (
+            "no request",
+            review_with(|r| {
+                r.as_object_mut()
+                    .map(|o| o.remove("request"))
+                    .map_or((), |_| ())
+            }),
+            "application/json",
+            400,
+            "the AdmissionReview has no request",
+        ),
+        (
+            "no uid",
+            review_with(|r| {
+                r["request"]
+                    .as_object_mut()
+                    .map(|o| o.remove("uid"))
+                    .map_or((), |_| ())
+            }),
+            "application/json",
+            400,
+            "the body is not a valid AdmissionReview: missing field `uid`",
+        ),
+        (
+            "a uid that is a number",
+            review_with(|r| r["request"]["uid"] = json!(42)),
+            "application/json",
+            400,
+            "the body is not a valid AdmissionReview: invalid type: integer `42`, expected a string",
+        ),
+        (
+            "null",
+            b"null".to_vec(),
+            "application/json",
+            400,
+            "the body is not a valid AdmissionReview: invalid type: null",
+        ),
+        (
+            "an array",
+            b"[1,2,3]".to_vec(),
+            "application/json",
+            400,
+            "the body is not a valid AdmissionReview: invalid type: integer `1`, expected a string",
+        ),
+        (
+            "binary garbage",
+            (0..=255u8).cycle().take(5000).collect(),
+            "application/json",
+            400,
+            "the body is not a valid AdmissionReview",
+        ),
+        (
+            "YAML",
+            b"apiVersion: admission.k8s.io/v1\nkind: AdmissionReview\n".to_vec(),
+            "application/yaml",
+            415,
+            "send the AdmissionReview as Content-Type: application/json",
+        ),
+        (
+            "absurd quantities",
+            review_with(|r| {
+                r["request"]["object"]["spec"]["resources"]["requests"]["storage"] =
+                    json!("1e999999999999999999Ei")
+            }),
+            "application/json",
+            200,
+            "\"uid\":\"705ab4f5",
+        ),
+        (
+            "a quantity that is not a string",
+            review_with(|r| {
+                r["request"]["object"]["spec"]["resources"]["requests"]["storage"] = json!(1e300)
+            }),
+            "application/json",
+            200,
+            "\"uid\":\"705ab4f5",
+        ),
+        (
+            "unicode names",
+            review_with(|r| {
+                r["request"]["object"]["metadata"]["name"] = json!("données-ß-😀-\u{202e}");
+                r["request"]["object"]["spec"]["dataSource"]["name"] = json!("источник\u{0}");
+            }),
+            "application/json",
+            200,
+            "\"uid\":\"705ab4f5",
+        ),
+        (
+            "a ConfigMap",
+            review_with(|r| {
+                r["request"]["kind"] = json!({"group": "", "version": "v1", "kind": "ConfigMap"});
+                r["request"]["object"] = json!({"kind": "ConfigMap", "apiVersion": "v1", "metadata": {"name": "x"}, "data": {"spec": "nope"}});
+            }),
+            "application/json",
+            200,
+            "\"allowed\":true",
+        ),
+    ];
+    for (what, body, content_type, status, expected) in cases {
+        let (got, text) = raw_exchange(
+            &webhook.addr,
+            &webhook.ca(),
+            &post_request(content_type, &body),
+        )
+        .await;
+        assert_eq!(got, status, "{what}: {text}");
+        assert!(
+            text.contains(expected),
+            "{what}: expected {expected:?} in {text}"
+        );
+        webhook.assert_answers().await;
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_trickles_its_headers_is_cut_off_while_others_are_served() {
+    let webhook = Webhook::start(&["--header-read-timeout", "1s"]).await;
+    let config = tls_client(&webhook.ca(), &[&rustls::version::TLS13]);
+    let tcp = TcpStream::connect(&webhook.addr).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    let mut slow = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
+    let started = Instant::now();
+    let trickle = tokio::spawn(async move {
+        for byte in b"POST /validate HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
+            .iter()
+            .cycle()
+        {
+            if slow.write_all(&[*byte]).await.is_err() || slow.flush().await.is_err() {
+                return started.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if started.elapsed() > Duration::from_secs(10) {
+                break;
+            }
+        }
+        started.elapsed()
+    });
+    // Meanwhile, others are served at once.
+    for _ in 0..5 {
+        let begun = Instant::now();
+        webhook.assert_answers().await;
+        assert!(begun.elapsed() < Duration::from_millis(500));
+    }
+    let cut_after = trickle.await.expect("trickler");
+    assert!(
+        cut_after < Duration::from_secs(4),
+        "the trickler was cut off after {cut_after:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_stalls_the_handshake_or_the_body_is_cut_off() {
+    let webhook =
+        Webhook::start(&["--header-read-timeout", "1s", "--body-read-timeout", "1s"]).await;
+    // A TCP connection that never starts TLS.
+    let mut silent = TcpStream::connect(&webhook.addr).await.expect("connect");
+    let started = Instant::now();
+    let mut buffer = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buffer)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "closed, not left open: {read:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    // Headers on time, then a body that never comes.
+    let head = b"POST /validate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"apiVersion\"";
+    let (status, text) = raw_exchange(&webhook.addr, &webhook.ca(), head).await;
+    assert_eq!(status, 408, "{text}");
+    assert!(
+        text.ends_with("the body was not received within 1s\n"),
+        "{text}"
+    );
+    webhook.assert_answers().await;
+}
+
+/// Requests that each open a new TLS connection until stopped; returns
+/// (answered with 200, sent but not answered with 200, never sent: connection refused).
+async fn load(
+    addr: String,
+    ca: PathBuf,
+    stop: Arc<AtomicBool>,
+    leaf_seen: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+) -> (usize, Vec<String>, usize) {
+    let body = serde_json::to_vec(&create(claim("plain", None, "1Gi"))).expect("json");
+    let config = tls_client(&ca, &[&rustls::version::TLS13]);
+    let (mut ok, mut failed, mut refused) = (0, Vec::new(), 0);
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(tcp) = TcpStream::connect(&addr).await else {
+            refused += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            continue;
+        };
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+        // A handshake that fails never carried a request: like a refused connection.
+        let Ok(mut tls) = tokio_rustls::TlsConnector::from(Arc::clone(&config))
+            .connect(name, tcp)
+            .await
+        else {
+            refused += 1;
+            continue;
+        };
+        if let Some(certs) = tls.get_ref().1.peer_certificates() {
+            let mut seen = leaf_seen.lock().expect("lock");
+            if seen.last() != Some(&certs[0].to_vec()) {
+                seen.push(certs[0].to_vec());
+            }
+        }
+        if tls
+            .write_all(&post_request("application/json", &body))
+            .await
+            .is_err()
+        {
+            refused += 1;
+            continue;
+        }
+        let mut response = Vec::new();
+        let _ = tls.read_to_end(&mut response).await;
+        let text = String::from_utf8_lossy(&response);
+        if text.starts_with("HTTP/1.1 200 OK") && text.contains("\"allowed\":true") {
+            ok += 1;
+        } else {
+            failed.push(text.chars().take(200).collect());
+        }
+    }
+    (ok, failed, refused)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_under_load_drains_every_sent_review_and_exits_zero() {
+    let mut webhook = Webhook::start(&[]).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let leaves = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            tokio::spawn(load(
+                webhook.addr.clone(),
+                webhook.ca(),
+                Arc::clone(&stop),
+                Arc::clone(&leaves),
+            ))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    webhook.terminate();
+    let exited = Instant::now();
+    let status = loop {
+        if let Some(status) = webhook.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            exited.elapsed() < Duration::from_secs(25),
+            "the webhook did not exit"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    stop.store(true, Ordering::Relaxed);
+    assert_eq!(status.code(), Some(0), "exit status");
+    let (mut ok, mut failed) = (0, Vec::new());
+    for client in clients {
+        let (o, f, _) = client.await.expect("client");
+        ok += o;
+        failed.extend(f);
+    }
+    assert!(ok > 100, "the load ran ({ok} reviews)");
+    assert!(
+        failed.is_empty(),
+        "{} sent reviews were not answered: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rotating_the_certificate_under_load_fails_no_review() {
+    let webhook = Webhook::start(&["--cert-reload-interval", "100ms"]).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let leaves = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            tokio::spawn(load(
+                webhook.addr.clone(),
+                webhook.ca(),
+                Arc::clone(&stop),
+                Arc::clone(&leaves),
+            ))
+        })
+        .collect();
+    let rotations = AtomicUsize::new(0);
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        issue(webhook.dir.path());
+        rotations.fetch_add(1, Ordering::Relaxed);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut ok, mut failed, mut refused) = (0, Vec::new(), 0);
+    for client in clients {
+        let (o, f, r) = client.await.expect("client");
+        ok += o;
+        failed.extend(f);
+        refused += r;
+    }
+    assert!(ok > 100, "the load ran ({ok} reviews)");
+    assert!(
+        failed.is_empty(),
+        "{} reviews failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+    assert_eq!(refused, 0, "no handshake failed during rotation");
+    let distinct = leaves
+        .lock()
+        .expect("lock")
+        .iter()
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    assert_eq!(
+        distinct, 4,
+        "the original and the three rotated certificates were served"
+    );
+}
