@@ -55,10 +55,25 @@ impl LookupError {
     fn api(resource: &'static str, error: kube::Error) -> Self {
         let message = match error {
             kube::Error::Api(status) => status.message,
-            other => other.to_string(),
+            // "ServiceError: client error (Connect)" alone hides the cause: add the chain
+            // down to e.g. "tcp connect error: Connection refused (os error 111)".
+            other => error_chain(&other),
         };
         LookupError::Api { resource, message }
     }
+}
+
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut current = Some(error);
+    while let Some(error) = current {
+        let text = error.to_string();
+        if !parts.iter().any(|part| part.contains(&text)) {
+            parts.push(text);
+        }
+        current = error.source();
+    }
+    parts.join(": ")
 }
 
 /// Where the rules' facts come from: the cluster, or a test.

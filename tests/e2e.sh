@@ -1,29 +1,43 @@
 #!/usr/bin/env bash
-# End-to-end tests: brings up a local control plane with pvc-clone-guard registered
-# (tests/cluster/dev-env.sh), runs the ignored tests of tests/e2e.rs against it, and
-# always stops everything it started.
-#   E2E_KEEP=1 tests/e2e.sh   keeps the environment (and prints where) for debugging.
+# End-to-end tests against a real local control plane with pvc-clone-guard registered
+# (tests/cluster/dev-env.sh). Two suites, each on a control plane of its own, each torn
+# down afterwards whatever happens:
+#   tests/e2e.rs     every rule through kubectl, in parallel
+#   tests/faults.rs  API-server faults (RBAC revoked, stopped, hung), one at a time
+#   E2E_KEEP=1 tests/e2e.sh   keeps the environments (and prints where) for debugging.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 
-DIR="$(mktemp -d "${TMPDIR:-/tmp}/pvc-clone-guard-e2e.XXXXXX")"
+DIRS=()
 cleanup() {
   local status=$?
-  if [ "${E2E_KEEP:-0}" = 1 ]; then
-    echo "[e2e] kept: $DIR (stop with tests/cluster/dev-env.sh down $DIR)" >&2
-  else
-    tests/cluster/dev-env.sh down "$DIR" >/dev/null 2>&1 || true
-    if [ $status -ne 0 ] && [ -f "$DIR/webhook.log" ]; then
-      echo "[e2e] last lines of the webhook log:" >&2
-      tail -n 40 "$DIR/webhook.log" >&2 || true
+  for dir in "${DIRS[@]}"; do
+    if [ "${E2E_KEEP:-0}" = 1 ]; then
+      echo "[e2e] kept: $dir (stop with tests/cluster/dev-env.sh down $dir)" >&2
+      continue
     fi
-    rm -rf "$DIR"
-  fi
+    tests/cluster/dev-env.sh down "$dir" >/dev/null 2>&1 || true
+    if [ $status -ne 0 ] && [ -f "$dir/webhook.log" ]; then
+      echo "[e2e] last lines of the webhook log in $dir:" >&2
+      tail -n 40 "$dir/webhook.log" >&2 || true
+    fi
+    rm -rf "$dir"
+  done
   exit $status
 }
 trap cleanup EXIT
 
+# suite TEST THREADS: a fresh control plane, the ignored tests of tests/TEST.rs, teardown.
+suite() {
+  local test=$1 threads=$2 dir
+  dir="$(mktemp -d "${TMPDIR:-/tmp}/pvc-clone-guard-$test.XXXXXX")"
+  DIRS+=("$dir")
+  tests/cluster/dev-env.sh up "$dir" tests/cluster/e2e-config.yaml
+  PVC_CLONE_GUARD_E2E_DIR="$dir" cargo test --release --test "$test" -- --ignored --test-threads="$threads"
+  tests/cluster/dev-env.sh down "$dir" >/dev/null 2>&1
+}
+
 cargo build --release --quiet
-tests/cluster/dev-env.sh up "$DIR" tests/cluster/e2e-config.yaml
-PVC_CLONE_GUARD_E2E_DIR="$DIR" cargo test --release --test e2e -- --ignored --test-threads=4
+suite faults 1
+suite e2e 4

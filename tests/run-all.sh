@@ -15,11 +15,14 @@ step "format and lints"
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 
-step "unit tests, HTTP contract in-process and over TLS"
+step "unit tests, HTTP contract in-process and over TLS, the binary under hostile input"
 cargo test --locked
+
+step "property-based fuzzing of the review and quantity parsers and the rules (bounded)"
+PROPTEST_CASES=4096 cargo test --locked --test fuzz
 
 step "the local control plane itself"
 tests/cluster/smoke.sh
 
-step "end-to-end: kubectl against a real kube-apiserver calling the webhook"
+step "end-to-end: kubectl against a real kube-apiserver calling the webhook; API-server faults"
 tests/e2e.sh

@@ -1,6 +1,8 @@
 //! Shared fixtures: reviews shaped like the ones kube-apiserver sends, and facts.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::path::Path;
 use std::sync::Arc;
 

@@ -1,0 +1,281 @@
+//! Helpers for the tests that run against the local control plane started by
+//! tests/e2e.sh (tests/cluster/dev-env.sh), which sets PVC_CLONE_GUARD_E2E_DIR.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{LazyLock, Once};
+
+use serde_json::Value;
+
+pub const WEBHOOK: &str = "validate.pvc-clone-guard.io";
+
+/// The running dev environment, described by the env files `dev-env.sh up` wrote.
+pub struct Env {
+    pub dir: PathBuf,
+    pub vars: HashMap<String, String>,
+    pub repo: PathBuf,
+}
+
+pub static ENV: LazyLock<Env> = LazyLock::new(|| {
+    let dir = PathBuf::from(
+        std::env::var("PVC_CLONE_GUARD_E2E_DIR")
+            .expect("PVC_CLONE_GUARD_E2E_DIR is set by tests/e2e.sh"),
+    );
+    let mut vars = HashMap::new();
+    for file in ["cluster.env", "webhook.env"] {
+        let text =
+            std::fs::read_to_string(dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        for line in text.lines() {
+            if let Some((key, value)) = line.split_once('=') {
+                vars.insert(
+                    key.trim().to_owned(),
+                    value.trim().trim_matches('"').to_owned(),
+                );
+            }
+        }
+    }
+    Env {
+        dir,
+        vars,
+        repo: PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+    }
+});
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(output: Output) -> Self {
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+pub fn kubectl_in(cwd: &Path, args: &[&str], stdin: Option<&str>) -> Run {
+    let mut child = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(ENV.dir.join("admin.kubeconfig"))
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl runs");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().expect("kubectl finishes").into()
+}
+
+pub fn kubectl(args: &[&str]) -> Run {
+    kubectl_in(&ENV.dir, args, None)
+}
+
+pub fn must(run: Run, what: &str) -> Run {
+    assert_eq!(
+        run.code, 0,
+        "{what} failed:\n{}\n{}",
+        run.stdout, run.stderr
+    );
+    run
+}
+
+pub fn apply(yaml: &str) {
+    must(
+        kubectl_in(&ENV.dir, &["apply", "-f", "-"], Some(yaml)),
+        "kubectl apply",
+    );
+}
+
+pub fn local_cluster(args: &[&str]) {
+    let output = Command::new(ENV.repo.join("tests/cluster/local-cluster.sh"))
+        .args(args)
+        .output()
+        .expect("local-cluster.sh runs");
+    assert!(
+        output.status.success(),
+        "local-cluster.sh {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// `kubectl create -f clone.yaml` as a user runs it; returns the exit code and both outputs.
+pub fn create(yaml: &str, extra: &[&str]) -> Run {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("clone.yaml"), yaml).expect("write clone.yaml");
+    let mut args = vec!["create", "-f", "clone.yaml"];
+    args.extend_from_slice(extra);
+    kubectl_in(dir.path(), &args, None)
+}
+
+/// What kubectl prints when the webhook refuses clone.yaml.
+pub fn denial(message: &str) -> String {
+    format!(
+        "Error from server (Forbidden): error when creating \"clone.yaml\": admission webhook \"{WEBHOOK}\" denied the request: {message}\n"
+    )
+}
+
+pub fn assert_denied(run: &Run, message: &str) {
+    assert_ne!(run.code, 0, "kubectl create must fail:\n{}", run.stdout);
+    assert_eq!(run.stderr, denial(message));
+}
+
+pub fn assert_created(run: &Run, name: &str, warnings: &[&str]) {
+    assert_eq!(run.code, 0, "kubectl create must succeed:\n{}", run.stderr);
+    assert_eq!(
+        run.stdout,
+        format!("persistentvolumeclaim/{name} created\n")
+    );
+    let expected: String = warnings.iter().map(|w| format!("Warning: {w}\n")).collect();
+    assert_eq!(run.stderr, expected);
+}
+
+/// StorageClasses shared by every test; created once, never changed (the hints in the
+/// messages list them).
+pub fn classes() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let class = |name: &str, provisioner: &str| {
+            format!("apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {{name: {name}}}\nprovisioner: {provisioner}\n---\n")
+        };
+        apply(&[
+            class("gp3", "ebs.csi.aws.com"),
+            class("gp3-encrypted", "ebs.csi.aws.com"),
+            class("standard-rwo", "pd.csi.storage.gke.io"),
+            class("local-disks", "kubernetes.io/no-provisioner"),
+            class("nfs", "nfs.csi.k8s.io"),
+        ]
+        .concat());
+    });
+}
+
+pub fn namespace(name: &str) {
+    classes();
+    local_cluster(&["namespace", ENV.dir.to_str().expect("utf-8 dir"), name]);
+}
+
+/// How a test wants its source claim and volume.
+pub struct Source<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub class: &'a str,
+    /// `spec.csi.driver`, or `None` for a hostPath volume.
+    pub driver: Option<&'a str>,
+    pub request: &'a str,
+    pub capacity: &'a str,
+    pub mode: &'a str,
+    pub bind: bool,
+}
+
+impl<'a> Source<'a> {
+    pub fn new(namespace: &'a str) -> Self {
+        Source {
+            namespace,
+            name: "data",
+            class: "gp3",
+            driver: Some("ebs.csi.aws.com"),
+            request: "10Gi",
+            capacity: "10Gi",
+            mode: "Filesystem",
+            bind: true,
+        }
+    }
+
+    pub fn volume_name(&self) -> String {
+        format!("{}-{}", self.namespace, self.name)
+    }
+
+    pub fn create(self) -> Self {
+        let pv = self.volume_name();
+        let plugin = match self.driver {
+            Some(driver) => format!("csi: {{driver: {driver}, volumeHandle: {pv}}}"),
+            None => format!("hostPath: {{path: /tmp/{pv}}}"),
+        };
+        apply(&format!(
+            "apiVersion: v1\nkind: PersistentVolume\nmetadata: {{name: {pv}}}\nspec:\n  capacity: {{storage: {cap}}}\n  \
+             accessModes: [ReadWriteOnce]\n  storageClassName: {class}\n  volumeMode: {mode}\n  {plugin}\n---\n\
+             apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  \
+             accessModes: [ReadWriteOnce]\n  storageClassName: {class}\n  volumeMode: {mode}\n  \
+             resources: {{requests: {{storage: {request}}}}}\n",
+            cap = self.capacity,
+            class = self.class,
+            mode = self.mode,
+            name = self.name,
+            ns = self.namespace,
+            request = self.request,
+        ));
+        if self.bind {
+            local_cluster(&[
+                "bind",
+                ENV.dir.to_str().expect("utf-8 dir"),
+                self.namespace,
+                self.name,
+                &pv,
+            ]);
+        }
+        self
+    }
+}
+
+/// A clone of `source` in `namespace`; `class: None` omits storageClassName.
+pub fn clone_yaml(
+    namespace: &str,
+    name: &str,
+    source: &str,
+    class: Option<&str>,
+    size: &str,
+    mode: &str,
+) -> String {
+    let class = class.map_or(String::new(), |c| format!("  storageClassName: \"{c}\"\n"));
+    format!(
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  \
+         accessModes: [ReadWriteOnce]\n{class}  volumeMode: {mode}\n  \
+         dataSource: {{kind: PersistentVolumeClaim, name: {source}}}\n  resources: {{requests: {{storage: {size}}}}}\n"
+    )
+}
+
+pub fn clone_of_data(namespace: &str, class: Option<&str>, size: &str) -> String {
+    clone_yaml(namespace, "clone", "data", class, size, "Filesystem")
+}
+
+pub fn post_to_webhook(review: &Value) -> Value {
+    let url = &ENV.vars["WEBHOOK_URL"];
+    let addr = url
+        .trim_start_matches("https://")
+        .trim_end_matches("/validate")
+        .to_owned();
+    let ca = PathBuf::from(&ENV.vars["WEBHOOK_CA"]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let body = serde_json::to_vec(review).expect("json");
+    let (status, text) = runtime.block_on(super::https_post(&addr, &ca, &body));
+    assert_eq!(status, 200, "{text}");
+    serde_json::from_str(&text).expect("AdmissionReview")
+}
+
+pub fn wait_until(mut condition: impl FnMut() -> bool, what: &str) {
+    for _ in 0..100 {
+        if condition() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("timed out waiting until {what}");
+}
