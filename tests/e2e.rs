@@ -637,7 +637,11 @@ fn rotating_the_serving_certificate_while_the_api_server_calls_fails_no_review()
         std::thread::spawn(move || {
             let mut failures = Vec::new();
             let mut created = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            // At least 10 creates whatever the machine's speed, and until told to stop.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+            while (created < 10 || !stop.load(std::sync::atomic::Ordering::Relaxed))
+                && std::time::Instant::now() < deadline
+            {
                 let name = format!("clone-{created}");
                 let run = create(
                     &clone_yaml(

@@ -41,6 +41,7 @@
 #   LOG_FORMAT [json: the binary's default]  RUST_LOG [info: the binary's default]
 #   OUT [target/load-bench/DATE]  KEEP=1 keeps the temp dir (logs, kubeconfigs)
 #   SKIP_BUILD=1 uses the binaries already in target/release
+#   COMMIT  what to call the code measured in the report (default: git rev-parse HEAD)
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -278,9 +279,9 @@ measure_ready() {
     start_webhook "ready-$label" "$WORK/default.yaml"
     local ready=$READY_MS pid=${PID[ready-$label]}
     sleep 1
-    jq -cn --arg label "$label" --argjson ready "$ready" \
+    jq -cn --arg cl "$label" --argjson ready "$ready" \
       --argjson rss "$(status_kib "$pid" VmRSS)" --argjson hwm "$(status_kib "$pid" VmHWM)" \
-      '{kind: "ready", cluster: $label, ready_ms: $ready, rss_kib: $rss, hwm_kib: $hwm}' >>"$RESULTS"
+      '{kind: "ready", cluster: $cl, ready_ms: $ready, rss_kib: $rss, hwm_kib: $hwm}' >>"$RESULTS"
     log "ready ($label cluster): ${ready} ms, VmRSS $(status_kib "$pid" VmRSS) KiB, VmHWM $(status_kib "$pid" VmHWM) KiB"
     stop_target "ready-$label"
   done
@@ -319,7 +320,7 @@ done
 api_counts() { # -> "all_resource_requests pod_lists"
   apiserver_get /metrics | awk '
     /^apiserver_request_total\{/ {
-      if ($0 !~ /resource=""/) all += $NF
+      if ($0 !~ /[{,]resource=""/) all += $NF
       if ($0 ~ /resource="pods"/ && $0 ~ /verb="LIST"/) pods += $NF
     }
     END {printf "%d %d\n", all, pods}'
@@ -460,7 +461,7 @@ measure_ready bulk "$READY_SAMPLES"
 # --- report ---------------------------------------------------------------------------
 
 {
-  jq -cn --arg commit "$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+  jq -cn --arg commit "${COMMIT:-$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)}" \
     --arg dirty "$(git -C "$REPO" status --porcelain -- src Cargo.toml 2>/dev/null | wc -l)" \
     --arg cpu "$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)" \
     --arg nproc "$(nproc --all)" --arg kernel "$(uname -r)" \
