@@ -1,12 +1,13 @@
 //! Gathering facts: the only module that talks to the API server.
 //!
-//! Claims, volumes and StorageClasses are mirrored by watches into caches that keep only
-//! what the rules read, so a clone review is answered from memory. A cache miss (a source
-//! created a moment ago) or a cache that is not in sync falls back to a direct request.
-//! Pods that mount the source are listed at review time, in the source's namespace only:
-//! a cluster-wide Pod cache would cost more memory than the rest together.
+//! Claims, volumes, StorageClasses and the pods that mount claims are mirrored by watches
+//! into caches that keep only what the rules read, so a clone review is answered from
+//! memory, without a request to the API server. A cache miss (a source created a moment
+//! ago) or a cache that is not in sync falls back to a direct request. Of a pod, only its
+//! name and the claims it mounts are kept, and only while it mounts one and has not
+//! finished: most pods cost nothing.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -120,7 +121,7 @@ pub struct ClassInfo {
 /// A map of slim objects filled by a watch. Served only while in sync.
 pub struct Cache<T> {
     resource: &'static str,
-    objects: RwLock<HashMap<String, Arc<T>>>,
+    objects: RwLock<BTreeMap<String, Arc<T>>>,
     synced: AtomicBool,
 }
 
@@ -128,7 +129,7 @@ impl<T> Cache<T> {
     fn new(resource: &'static str) -> Arc<Self> {
         Arc::new(Cache {
             resource,
-            objects: RwLock::new(HashMap::new()),
+            objects: RwLock::new(BTreeMap::new()),
             synced: AtomicBool::new(false),
         })
     }
@@ -152,6 +153,22 @@ impl<T> Cache<T> {
             .then(|| self.read().values().cloned().collect())
     }
 
+    /// Every object whose key starts with `namespace/`, only while the cache is in sync.
+    fn in_namespace(&self, namespace: &str) -> Option<Vec<Arc<T>>> {
+        if !self.is_synced() {
+            return None;
+        }
+        let prefix = format!("{namespace}/");
+        let objects = self.read();
+        Some(
+            objects
+                .range(prefix.clone()..)
+                .take_while(|(key, _)| key.starts_with(&prefix))
+                .map(|(_, object)| Arc::clone(object))
+                .collect(),
+        )
+    }
+
     pub fn len(&self) -> usize {
         self.read().len()
     }
@@ -162,11 +179,11 @@ impl<T> Cache<T> {
 
     // A poisoned lock only means a writer panicked mid-update of a plain map; the map is
     // still usable, and refusing every review would be worse.
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<T>>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<T>>> {
         self.objects.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<T>>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<T>>> {
         self.objects.write().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -177,6 +194,14 @@ pub struct ClusterFacts {
     claims: Arc<Cache<SourceClaim>>,
     volumes: Arc<Cache<SourceVolume>>,
     classes: Arc<Cache<ClassInfo>>,
+    pods: Arc<Cache<PodUse>>,
+}
+
+/// A pod that mounts claims and has not finished.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PodUse {
+    pub name: String,
+    pub claims: Vec<String>,
 }
 
 impl ClusterFacts {
@@ -186,27 +211,35 @@ impl ClusterFacts {
             claims: Cache::new("persistentvolumeclaims"),
             volumes: Cache::new("persistentvolumes"),
             classes: Cache::new("storageclasses"),
+            pods: Cache::new("pods"),
             client,
         };
         spawn_watch(
             Api::<PersistentVolumeClaim>::all(facts.client.clone()),
             facts.claims.clone(),
             claim_key,
-            slim_claim,
+            |claim| Some(slim_claim(claim)),
             metrics.clone(),
         );
         spawn_watch(
             Api::<PersistentVolume>::all(facts.client.clone()),
             facts.volumes.clone(),
             |pv| Some(pv.name_any()),
-            slim_volume,
+            |pv| Some(slim_volume(pv)),
             metrics.clone(),
         );
         spawn_watch(
             Api::<StorageClass>::all(facts.client.clone()),
             facts.classes.clone(),
             |sc| Some(sc.name_any()),
-            slim_class,
+            |sc| Some(slim_class(sc)),
+            metrics.clone(),
+        );
+        spawn_watch(
+            Api::<Pod>::all(facts.client.clone()),
+            facts.pods.clone(),
+            pod_key,
+            slim_pod,
             metrics,
         );
         facts
@@ -288,6 +321,15 @@ impl ClusterFacts {
     }
 
     async fn pods_using(&self, namespace: &str, claim: &str) -> Result<Vec<String>, LookupError> {
+        if let Some(pods) = self.pods.in_namespace(namespace) {
+            let mut names: Vec<String> = pods
+                .iter()
+                .filter(|pod| pod.claims.iter().any(|c| c == claim))
+                .map(|pod| pod.name.clone())
+                .collect();
+            names.sort();
+            return Ok(names);
+        }
         let api = Api::<Pod>::namespaced(self.client.clone(), namespace);
         // resourceVersion=0: served from the API server's watch cache, not from etcd.
         let pods = api
@@ -350,7 +392,10 @@ impl FactSource for ClusterFacts {
     }
 
     fn ready(&self) -> bool {
-        self.claims.is_synced() && self.volumes.is_synced() && self.classes.is_synced()
+        self.claims.is_synced()
+            && self.volumes.is_synced()
+            && self.classes.is_synced()
+            && self.pods.is_synced()
     }
 }
 
@@ -374,6 +419,32 @@ fn pod_mounts(pod: &Pod, claim: &str) -> bool {
         .flat_map(|spec| spec.volumes.iter().flatten())
         .filter_map(|volume| volume.persistent_volume_claim.as_ref())
         .any(|source| source.claim_name == claim)
+}
+
+fn pod_key(pod: &Pod) -> Option<String> {
+    Some(format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref()?,
+        pod.metadata.name.as_deref()?
+    ))
+}
+
+/// Kept only while the pod mounts a claim and has not finished.
+pub fn slim_pod(pod: Pod) -> Option<PodUse> {
+    if !pod_is_running(&pod) {
+        return None;
+    }
+    let claims: Vec<String> = pod
+        .spec
+        .iter()
+        .flat_map(|spec| spec.volumes.iter().flatten())
+        .filter_map(|volume| volume.persistent_volume_claim.as_ref())
+        .map(|source| source.claim_name.clone())
+        .collect();
+    (!claims.is_empty()).then(|| PodUse {
+        name: pod.name_any(),
+        claims,
+    })
 }
 
 fn claim_key(claim: &PersistentVolumeClaim) -> Option<String> {
@@ -484,7 +555,8 @@ fn spawn_watch<K, T>(
     api: Api<K>,
     cache: Arc<Cache<T>>,
     key: fn(&K) -> Option<String>,
-    slim: fn(K) -> T,
+    // `None`: not worth keeping (and removed if it was kept).
+    slim: fn(K) -> Option<T>,
     metrics: Metrics,
 ) where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
@@ -495,13 +567,15 @@ fn spawn_watch<K, T>(
         loop {
             let mut stream =
                 watcher::watcher(api.clone(), watcher::Config::default().any_semantic()).boxed();
-            let mut listing: HashMap<String, Arc<T>> = HashMap::new();
+            let mut listing: BTreeMap<String, Arc<T>> = BTreeMap::new();
             while let Some(event) = stream.next().await {
                 match event {
                     Ok(Event::Init) => listing.clear(),
                     Ok(Event::InitApply(object)) => {
-                        if let Some(k) = key(&object) {
-                            listing.insert(k, Arc::new(slim(object)));
+                        if let Some(k) = key(&object)
+                            && let Some(kept) = slim(object)
+                        {
+                            listing.insert(k, Arc::new(kept));
                         }
                     }
                     Ok(Event::InitDone) => {
@@ -514,8 +588,12 @@ fn spawn_watch<K, T>(
                     }
                     Ok(Event::Apply(object)) => {
                         if let Some(k) = key(&object) {
+                            let kept = slim(object);
                             let mut objects = cache.write();
-                            objects.insert(k, Arc::new(slim(object)));
+                            match kept {
+                                Some(kept) => objects.insert(k, Arc::new(kept)),
+                                None => objects.remove(&k),
+                            };
                             metrics.set_cached_objects(cache.resource, objects.len());
                         }
                     }
@@ -628,5 +706,42 @@ mod tests {
         assert!(!pod_is_running(&pod("Succeeded", "data")));
         assert!(!pod_is_running(&pod("Failed", "data")));
         assert!(!pod_mounts(&pod("Running", "other"), "data"));
+        assert_eq!(
+            slim_pod(pod("Running", "data")),
+            Some(PodUse {
+                name: "p".into(),
+                claims: vec!["data".into()]
+            })
+        );
+        assert_eq!(
+            slim_pod(pod("Succeeded", "data")),
+            None,
+            "finished pods are dropped"
+        );
+    }
+
+    #[test]
+    fn a_namespace_is_a_range_of_the_cache() {
+        let cache: Arc<Cache<u32>> = Cache::new("test");
+        for (key, value) in [("a/x", 1), ("ab/y", 2), ("b/z", 3), ("a/w", 4)] {
+            cache.write().insert(key.into(), Arc::new(value));
+        }
+        assert_eq!(
+            cache.in_namespace("a"),
+            None,
+            "not served before the cache is in sync"
+        );
+        cache.synced.store(true, Ordering::Release);
+        let values: Vec<u32> = cache
+            .in_namespace("a")
+            .expect("synced")
+            .iter()
+            .map(|v| **v)
+            .collect();
+        assert_eq!(values, [4, 1]);
+        assert_eq!(
+            cache.in_namespace("c").expect("synced"),
+            Vec::<Arc<u32>>::new()
+        );
     }
 }

@@ -355,6 +355,11 @@ fn source_in_use_is_a_warning() {
         "apiVersion: v1\nkind: Pod\nmetadata: {name: web-0, namespace: e2e-inuse}\nspec:\n  containers: [{name: web, image: nginx, \
          volumeMounts: [{name: data, mountPath: /data}]}]\n  volumes: [{name: data, persistentVolumeClaim: {claimName: data}}]\n",
     );
+    // The webhook learns of pods through a watch: wait until it has seen this one.
+    wait_until(
+        || metric("pvc_clone_guard_cached_objects{resource=\"pods\"}").unwrap_or(0.0) >= 1.0,
+        "the pod index holds the pod",
+    );
     assert_created(
         &create(&clone_of_data("e2e-inuse", Some("gp3"), "10Gi"), &[]),
         "clone",

@@ -38,9 +38,16 @@
 # Environment (defaults in brackets, QUICK=1 changes the starred ones):
 #   ROUNDS [3*]  DURATION [10s*]  CONNECTIONS ["1 4 16 64"*]  CLONE_DEFAULT_CONNECTIONS [16]
 #   BULK [10000*]  READY_SAMPLES [3*]  WEBHOOK_CPU [0]  WRK_CPU [1]
+#   MAX_OTHER_LOAD [10] (%) RETRIES [2]: a run during which other processes (a build, a
+#     test) took more than MAX_OTHER_LOAD % of the server's or wrk's core is run again, up
+#     to RETRIES times, and marked "disturbed" in the results if it still was; before each
+#     run, up to WAIT_QUIET [30] seconds are spent waiting for a quiet second
 #   LOG_FORMAT [json: the binary's default]  RUST_LOG [info: the binary's default]
 #   OUT [target/load-bench/DATE]  KEEP=1 keeps the temp dir (logs, kubeconfigs)
 #   SKIP_BUILD=1 uses the binaries already in target/release
+#   PROFILE=1  instead of the load, memory and start-up runs: perf record (cpu-clock, DWARF
+#     call graphs) of each target under wrk at PROFILE_CONNECTIONS [16] for PROFILE_SECONDS
+#     [5], and a breakdown of the CPU time per review by component (perf_breakdown.py)
 #   COMMIT  what to call the code measured in the report (default: git rev-parse HEAD)
 set -euo pipefail
 
@@ -57,6 +64,9 @@ else
 fi
 CLONE_DEFAULT_CONNECTIONS=${CLONE_DEFAULT_CONNECTIONS:-16}
 WEBHOOK_CPU=${WEBHOOK_CPU:-0}
+MAX_OTHER_LOAD=${MAX_OTHER_LOAD:-10}
+RETRIES=${RETRIES:-2}
+WAIT_QUIET=${WAIT_QUIET:-30}
 WRK_CPU=${WRK_CPU:-1}
 LOG_FORMAT=${LOG_FORMAT:-json}
 export RUST_LOG=${RUST_LOG:-info}
@@ -124,6 +134,9 @@ status_kib() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
 
 # utime + stime of PID, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# Busy clock ticks of CPU N (user nice system irq softirq steal), from /proc/stat.
+core_busy() { awk -v c="cpu$1" '$1 == c {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
 
 metric() { # metric ADMIN_URL NAME_WITH_LABELS -> value (sum over matching lines), 0 if none
   curl -fsS --max-time 5 "$1/metrics" | awk -v m="$2" 'index($0, m) == 1 {s += $NF} END {print s + 0}'
@@ -315,6 +328,47 @@ for target in webhook webhook-siu-off limit; do
   done
 done
 
+# --- PROFILE=1: where the CPU time of a review goes, instead of the load runs --------------
+
+if [ "${PROFILE:-0}" = 1 ]; then
+  PROFILE_SECONDS=${PROFILE_SECONDS:-5}
+  PROFILE_CONNECTIONS=${PROFILE_CONNECTIONS:-16}
+  perf record -e cpu-clock -o "$WORK/perf-check.data" -- true >/dev/null 2>&1 ||
+    die "perf record does not work here (apt-get install linux-perf; kernel.perf_event_paranoid)"
+  hz=$(getconf CLK_TCK)
+  declare -A US=()
+  for spec in webhook:plain limit:plain webhook-siu-off:clone limit:clone; do
+    target=${spec%%:*} body=${spec#*:}
+    file=$([ "$body" = plain ] && echo "$PLAIN_BODY" || echo "$CLONE_BODY")
+    pid=${PID[$target]}
+    ticks0=$(cpu_ticks "$pid")
+    BODY_FILE="$file" taskset -c "$WRK_CPU" wrk -t1 -c"$PROFILE_CONNECTIONS" -d$((PROFILE_SECONDS + 4))s \
+      --latency -s "$SCRIPT_DIR/post.lua" "https://127.0.0.1:${PORT[$target]}/validate" >"$WORK/wrk-$spec.out" 2>&1 &
+    wrk_pid=$!
+    sleep 2
+    # cpu-clock: a software event, so it works where hardware counters are not exposed;
+    # DWARF call graphs because release builds have no frame pointers.
+    perf record -q -e cpu-clock -F 999 --call-graph dwarf,32768 -p "$pid" \
+      -o "$OUT/perf-$target-$body.data" -- sleep "$PROFILE_SECONDS" >/dev/null 2>&1
+    wait "$wrk_pid"
+    ticks1=$(cpu_ticks "$pid")
+    requests=$(sed -n 's/^WRK_RESULT //p' "$WORK/wrk-$spec.out" | jq .requests)
+    US[$spec]=$(awk -v t=$((ticks1 - ticks0)) -v hz="$hz" -v n="$requests" 'BEGIN {printf "%.2f", t / hz * 1e6 / n}')
+    log "profiled $target with $body: $requests reviews, ${US[$spec]} µs of CPU per review (perf running)"
+  done
+  for spec in webhook:plain limit:plain webhook-siu-off:clone limit:clone; do
+    target=${spec%%:*} body=${spec#*:}
+    {
+      echo "## $target, body $body: ${US[$spec]} µs CPU per review (including perf's overhead)"
+      perf script --no-inline -i "$OUT/perf-$target-$body.data" 2>/dev/null |
+        python3 "$SCRIPT_DIR/perf_breakdown.py" "${US[$spec]}"
+      echo
+    } | tee "$OUT/profile-$target-$body.txt"
+  done
+  log "perf data: $OUT/perf-*.data (perf report -i FILE --children)"
+  exit 0
+fi
+
 # --- load -----------------------------------------------------------------------------
 
 api_counts() { # -> "all_resource_requests pod_lists"
@@ -326,9 +380,12 @@ api_counts() { # -> "all_resource_requests pod_lists"
     END {printf "%d %d\n", all, pods}'
 }
 
-run_wrk() { # run_wrk TARGET BODY_NAME CONNECTIONS ROUND
-  local target=$1 body=$2 conns=$3 round=$4 file pid ticks0 ticks1 out line
-  local api0=0 pods0=0 api1=0 pods1=0 lerr0=0 lerr1=0 admin=""
+# One wrk run; prints its JSON result line. Besides wrk's figures: the target's CPU time,
+# the busy time of both cores (/proc/stat) and wrk's own CPU time, so that load from other
+# processes on this machine (a build, another test) shows up as "other" on either core.
+wrk_once() { # wrk_once TARGET BODY_NAME CONNECTIONS ROUND
+  local target=$1 body=$2 conns=$3 round=$4 file pid ticks0 ticks1 core0 core1 wcore0 wcore1
+  local api0=0 pods0=0 api1=0 pods1=0 lerr0=0 lerr1=0 admin="" line
   file=$([ "$body" = plain ] && echo "$PLAIN_BODY" || echo "$CLONE_BODY")
   pid=${PID[$target]}
   if [ "$target" != limit ]; then
@@ -339,28 +396,79 @@ run_wrk() { # run_wrk TARGET BODY_NAME CONNECTIONS ROUND
     lerr0=$(metric "$admin" pvc_clone_guard_api_lookup_errors_total)
   fi
   ticks0=$(cpu_ticks "$pid")
-  out=$(BODY_FILE="$file" EXPECT='"allowed":true' taskset -c "$WRK_CPU" \
+  core0=$(core_busy "$WEBHOOK_CPU")
+  wcore0=$(core_busy "$WRK_CPU")
+  # wrk's own CPU time, from its rusage as a child of a small wrapper.
+  BODY_FILE="$file" EXPECT='"allowed":true' python3 -c '
+import resource, subprocess, sys
+rc = subprocess.call(sys.argv[2:])
+r = resource.getrusage(resource.RUSAGE_CHILDREN)
+open(sys.argv[1], "w").write("%.3f\n" % (r.ru_utime + r.ru_stime))
+sys.exit(rc)' "$WORK/wrk.cpu" taskset -c "$WRK_CPU" \
     wrk -t1 -c"$conns" -d"$DURATION" --latency -s "$SCRIPT_DIR/post.lua" \
-    "https://127.0.0.1:${PORT[$target]}/validate" 2>&1) || die "wrk failed: $out"
+    "https://127.0.0.1:${PORT[$target]}/validate" >"$WORK/wrk.out" 2>&1 ||
+    die "wrk failed: $(cat "$WORK/wrk.out")"
   ticks1=$(cpu_ticks "$pid")
+  core1=$(core_busy "$WEBHOOK_CPU")
+  wcore1=$(core_busy "$WRK_CPU")
   if [ -n "$admin" ] && [ "$body" = clone ]; then
     read -r api1 pods1 < <(api_counts)
     lerr1=$(metric "$admin" pvc_clone_guard_api_lookup_errors_total)
   fi
-  line=$(sed -n 's/^WRK_RESULT //p' <<<"$out")
-  [ -n "$line" ] || die "no WRK_RESULT from wrk: $out"
+  line=$(sed -n 's/^WRK_RESULT //p' "$WORK/wrk.out")
+  [ -n "$line" ] || die "no WRK_RESULT from wrk: $(cat "$WORK/wrk.out")"
   jq -c --arg target "$target" --arg body "$body" --argjson conns "$conns" --argjson round "$round" \
     --argjson ticks $((ticks1 - ticks0)) --argjson hz "$(getconf CLK_TCK)" \
+    --argjson core $((core1 - core0)) --argjson wcore $((wcore1 - wcore0)) --argjson wcpu "$(cat "$WORK/wrk.cpu")" \
     --argjson api $((api1 - api0)) --argjson pods $((pods1 - pods0)) \
     --argjson lerr "$(awk -v a="$lerr0" -v b="$lerr1" 'BEGIN {print b - a}')" \
     --arg measured "$([ -n "$admin" ] && [ "$body" = clone ] && echo true || echo false)" \
     '. + {kind: "load", target: $target, body: $body, conns: $conns, round: $round,
-          cpu_s: ($ticks / $hz), api_measured: ($measured == "true"),
-          api_requests: $api, pod_lists: $pods, lookup_errors: $lerr}' <<<"$line" >>"$RESULTS"
-  log "$(jq -r '"round \(.round) \(.body) c=\(.conns) \(.target): \(.rps|floor) req/s p50 \(.p50_us) p99 \(.p99_us) µs, errors \(.non2xx + .unexpected + .socket_errors), server CPU \(.cpu_s)s" + (if .api_measured then ", API requests \(.api_requests) (pod lists \(.pod_lists)), lookup errors \(.lookup_errors)" else "" end)' <<<"$(tail -n 1 "$RESULTS")")"
+          cpu_s: ($ticks / $hz), core_busy_s: ($core / $hz),
+          wrk_cpu_s: $wcpu, wrk_core_busy_s: ($wcore / $hz),
+          other_server_core: ((($core - $ticks) / $hz) * 1e6 / .duration_us),
+          other_wrk_core: ((($wcore / $hz) - $wcpu) * 1e6 / .duration_us),
+          api_measured: ($measured == "true"),
+          api_requests: $api, pod_lists: $pods, lookup_errors: $lerr}' <<<"$line"
+}
+
+# Waits (at most WAIT_QUIET seconds) for a second in which neither core was busier than
+# MAX_OTHER_LOAD %: between runs our own processes are idle, so that is other work.
+wait_quiet() {
+  local deadline=$((SECONDS + WAIT_QUIET)) a0 a1 b0 b1 hz
+  hz=$(getconf CLK_TCK)
+  while :; do
+    a0=$(core_busy "$WEBHOOK_CPU") a1=$(core_busy "$WRK_CPU")
+    sleep 1
+    b0=$(core_busy "$WEBHOOK_CPU") b1=$(core_busy "$WRK_CPU")
+    if [ $(((b0 - a0) * 100 / hz)) -le "$MAX_OTHER_LOAD" ] && [ $(((b1 - a1) * 100 / hz)) -le "$MAX_OTHER_LOAD" ]; then
+      return 0
+    fi
+    if [ $SECONDS -ge $deadline ]; then
+      log "the machine is still busy (cores $(((b0 - a0) * 100 / hz))% and $(((b1 - a1) * 100 / hz))%) after ${WAIT_QUIET}s; measuring anyway"
+      return 0
+    fi
+  done
+}
+
+# A run during which other processes took more than MAX_OTHER_LOAD % of either core is
+# run again, up to RETRIES times; the last attempt is kept (marked "disturbed" if still so).
+run_wrk() { # run_wrk TARGET BODY_NAME CONNECTIONS ROUND
+  local attempt result disturbed
+  for ((attempt = 0; attempt <= RETRIES; attempt++)); do
+    wait_quiet
+    result=$(wrk_once "$@")
+    disturbed=$(jq --argjson max "$MAX_OTHER_LOAD" \
+      '(.other_server_core * 100 > $max) or (.other_wrk_core * 100 > $max)' <<<"$result")
+    [ "$disturbed" = true ] || break
+    log "$(jq -r '"disturbed: other processes took \((.other_server_core * 100) | floor)% of the server core and \((.other_wrk_core * 100) | floor)% of the wrk core"' <<<"$result")$([ "$attempt" -lt "$RETRIES" ] && echo "; running it again")"
+  done
+  jq -c --argjson d "$disturbed" --argjson a "$attempt" '. + {disturbed: $d, retries: ([$a, '"$RETRIES"'] | min)}' \
+    <<<"$result" >>"$RESULTS"
+  log "$(jq -r '"round \(.round) \(.body) c=\(.conns) \(.target): \(.rps|floor) req/s p50 \(.p50_us) p99 \(.p99_us) µs, errors \(.non2xx + .unexpected + .socket_errors), server CPU \((.cpu_s * 1e6 / .requests) * 10 | floor / 10) µs/review, other load \((.other_server_core * 100) | floor)%/\((.other_wrk_core * 100) | floor)%" + (if .api_measured then ", API requests \(.api_requests) (pod lists \(.pod_lists)), lookup errors \(.lookup_errors)" else "" end)' <<<"$(tail -n 1 "$RESULTS")")"
   # One log line per review adds up to gigabytes over a full run: keep the files small.
-  if [ "$target" != limit ]; then
-    : >"$WORK/logs/$target.log"
+  if [ "$1" != limit ]; then
+    : >"$WORK/logs/$1.log"
   fi
 }
 

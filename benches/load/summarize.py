@@ -47,6 +47,9 @@ def main(path):
             "errors": sum(r["non2xx"] + r["unexpected"] + r["socket_errors"] for r in runs),
             "cpu_us": median([r["cpu_s"] * 1e6 / r["requests"] for r in runs if r["requests"]]),
             "core": sum(r["cpu_s"] for r in runs) / duration_s if duration_s else float("nan"),
+            "other": max(r.get("other_server_core", 0) for r in runs),
+            "other_wrk": max(r.get("other_wrk_core", 0) for r in runs),
+            "disturbed": sum(1 for r in runs if r.get("disturbed")),
             "api": (sum(r["api_requests"] for r in runs) / requests) if runs[0].get("api_measured") and requests else None,
             "pods": (sum(r["pod_lists"] for r in runs) / requests) if runs[0].get("api_measured") and requests else None,
             "lookup_errors": sum(r.get("lookup_errors", 0) for r in runs) if runs[0].get("api_measured") else None,
@@ -55,8 +58,8 @@ def main(path):
 
     p("### Throughput and latency (medians over rounds)")
     p("")
-    p("| body | conns | target | req/s | p50 µs | p90 µs | p99 µs | errors | ratio vs limit (per-round range) | server CPU µs/review | server core busy | API requests/review |")
-    p("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- |")
+    p("| body | conns | target | req/s | p50 µs | p90 µs | p99 µs | errors | ratio vs limit (per-round range) | server CPU µs/review | server core busy | other load, server/wrk core (max) | API requests/review |")
+    p("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | --- |")
     order = {"webhook": 0, "webhook-siu-off": 1, "limit": 2}
     ratios = {}
     for key in sorted(groups, key=lambda k: (k[0] != "plain", k[1], order.get(k[2], 9))):
@@ -77,10 +80,13 @@ def main(path):
         if s["api"] is not None:
             api = f"{s['api']:.3f} (pod lists {s['pods']:.3f}; lookup errors {s['lookup_errors']:g})"
         p(f"| {body} | {conns} | {target} | {s['rps']:,.0f} | {s['p50']:.0f} | {s['p90']:.0f} | {s['p99']:.0f} | "
-          f"{s['errors']} | {ratio} | {s['cpu_us']:.1f} | {s['core'] * 100:.0f}% | {api} |")
+          f"{s['errors']} | {ratio} | {s['cpu_us']:.1f} | {s['core'] * 100:.0f}% | {s['other'] * 100:.0f}% / {s['other_wrk'] * 100:.0f}%{' (' + str(s['disturbed']) + ' disturbed)' if s['disturbed'] else ''} | {api} |")
     p("")
     p("errors = non-2xx + 2xx answers without `\"allowed\":true` + socket errors, summed over rounds. "
-      "server CPU = utime+stime of the target process during the run / requests. "
+      "server CPU = utime+stime of the target process during the run / requests; server core busy = "
+      "the same over the run's duration; other load = busy time of the core (/proc/stat) not charged to the "
+      "target (resp. to wrk), i.e. other processes on the machine, over the run's duration (runs above "
+      "MAX_OTHER_LOAD were run again; \"disturbed\" = still above after the retries). "
       "webhook = default rules (lists pods per clone review, rule source-in-use); "
       "webhook-siu-off = `rules: {source-in-use: off}`.")
     p("")

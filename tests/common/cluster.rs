@@ -279,3 +279,12 @@ pub fn wait_until(mut condition: impl FnMut() -> bool, what: &str) {
     }
     panic!("timed out waiting until {what}");
 }
+
+/// A value of the webhook's /metrics, e.g. `pvc_clone_guard_cached_objects{resource="pods"}`.
+pub fn metric(series: &str) -> Option<f64> {
+    let url = format!("{}/metrics", ENV.vars["WEBHOOK_ADMIN_URL"]);
+    let output = Command::new("curl").args(["-s", &url]).output().ok()?;
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
