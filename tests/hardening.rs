@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use pvc_clone_guard::certs::{self, CertsRequest};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -31,21 +30,10 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-fn issue(dir: &Path) {
-    certs::generate(&CertsRequest {
-        out_dir: dir.to_owned(),
-        dns_names: vec!["localhost".into()],
-        ip_addresses: vec!["127.0.0.1".parse().expect("ip")],
-        days: 1,
-        ca_days: 2,
-    })
-    .expect("certificates");
-}
-
 impl Webhook {
     async fn start(extra: &[&str]) -> Webhook {
         let dir = tempfile::tempdir().expect("tempdir");
-        issue(dir.path());
+        issue_certs(dir.path());
         let kubeconfig = dir.path().join("kubeconfig");
         std::fs::write(
             &kubeconfig,
@@ -532,7 +520,7 @@ async fn rotating_the_certificate_under_load_fails_no_review() {
     let rotations = AtomicUsize::new(0);
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(400)).await;
-        issue(webhook.dir.path());
+        issue_certs(webhook.dir.path());
         rotations.fetch_add(1, Ordering::Relaxed);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -19,17 +19,6 @@ use tokio::sync::watch;
 
 use common::*;
 
-fn issue(dir: &Path) {
-    certs::generate(&CertsRequest {
-        out_dir: dir.to_owned(),
-        dns_names: vec!["localhost".into()],
-        ip_addresses: vec!["127.0.0.1".parse().expect("ip")],
-        days: 1,
-        ca_days: 2,
-    })
-    .expect("certificates");
-}
-
 struct Running {
     addr: SocketAddr,
     cert: Arc<ReloadingCert>,
@@ -92,7 +81,7 @@ fn leaf_der(dir: &Path) -> Vec<u8> {
 #[tokio::test]
 async fn a_review_is_answered_over_tls_1_3_and_1_2() {
     let dir = tempfile::tempdir().expect("tempdir");
-    issue(dir.path());
+    issue_certs(dir.path());
     let running = start(dir.path()).await;
     for versions in [
         &[&rustls::version::TLS13][..],
@@ -112,7 +101,7 @@ async fn a_review_is_answered_over_tls_1_3_and_1_2() {
 #[tokio::test]
 async fn plaintext_http_on_the_tls_port_is_refused_and_the_server_stays_up() {
     let dir = tempfile::tempdir().expect("tempdir");
-    issue(dir.path());
+    issue_certs(dir.path());
     let running = start(dir.path()).await;
     let mut plain = TcpStream::connect(running.addr).await.expect("connect");
     plain
@@ -137,7 +126,7 @@ async fn plaintext_http_on_the_tls_port_is_refused_and_the_server_stays_up() {
 #[tokio::test]
 async fn a_rotated_certificate_is_served_without_restart_and_a_broken_pair_is_ignored() {
     let dir = tempfile::tempdir().expect("tempdir");
-    issue(dir.path());
+    issue_certs(dir.path());
     let running = start(dir.path()).await;
     let config = client_config(&dir.path().join("ca.crt"), &[&rustls::version::TLS13]);
     let first = leaf_der(dir.path());
@@ -145,7 +134,7 @@ async fn a_rotated_certificate_is_served_without_restart_and_a_broken_pair_is_ig
     assert_eq!(served, first);
 
     // Rotation: the same CA issues a new serving certificate.
-    issue(dir.path());
+    issue_certs(dir.path());
     let second = leaf_der(dir.path());
     assert_ne!(first, second);
     assert!(
@@ -172,9 +161,9 @@ async fn a_rotated_certificate_is_served_without_restart_and_a_broken_pair_is_ig
     assert_eq!(served, second);
 
     // A key that does not match the certificate, likewise.
-    issue(dir.path());
+    issue_certs(dir.path());
     let other = tempfile::tempdir().expect("tempdir");
-    issue(other.path());
+    issue_certs(other.path());
     std::fs::copy(other.path().join("tls.key"), dir.path().join("tls.key")).expect("copy");
     let error = running.cert.reload().expect_err("mismatch");
     assert!(
@@ -188,7 +177,7 @@ async fn a_rotated_certificate_is_served_without_restart_and_a_broken_pair_is_ig
 #[tokio::test]
 async fn a_certificate_chain_is_accepted() {
     let dir = tempfile::tempdir().expect("tempdir");
-    issue(dir.path());
+    issue_certs(dir.path());
     let mut chain = std::fs::read(dir.path().join("tls.crt")).expect("leaf");
     chain.extend(std::fs::read(dir.path().join("ca.crt")).expect("ca"));
     std::fs::write(dir.path().join("tls.crt"), chain).expect("chain");
@@ -205,7 +194,7 @@ async fn a_certificate_chain_is_accepted() {
 #[test]
 fn certs_keeps_an_existing_ca_and_writes_the_ca_bundle_patch() {
     let dir = tempfile::tempdir().expect("tempdir");
-    issue(dir.path());
+    issue_certs(dir.path());
     let ca = std::fs::read(dir.path().join("ca.crt")).expect("ca");
     let again = certs::generate(&CertsRequest {
         out_dir: dir.path().to_owned(),

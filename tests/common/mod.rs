@@ -218,3 +218,16 @@ pub async fn https_post(addr: &str, ca: &Path, body: &[u8]) -> (u16, String) {
     let answer = https_request(addr, tls_client(ca, &[&rustls::version::TLS13]), body).await;
     (answer.status(), answer.body)
 }
+
+/// A CA and a serving certificate for localhost and 127.0.0.1 in `dir` (the CA is kept if
+/// there is one: calling it again rotates the serving certificate).
+pub fn issue_certs(dir: &Path) {
+    pvc_clone_guard::certs::generate(&pvc_clone_guard::certs::CertsRequest {
+        out_dir: dir.to_owned(),
+        dns_names: vec!["localhost".into()],
+        ip_addresses: vec!["127.0.0.1".parse().expect("ip")],
+        days: 1,
+        ca_days: 2,
+    })
+    .expect("certificates");
+}
