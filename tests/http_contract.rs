@@ -275,6 +275,24 @@ async fn other_kinds_are_allowed_even_with_odd_shapes() {
     .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["response"]["allowed"], true);
+    // A spec, a metadata and a data source that are strings, not objects.
+    let odd = json!({"kind": "Widget", "apiVersion": "example.com/v1", "metadata": "m", "spec": "just a string"});
+    let (status, body) = post(
+        app(Err("must not be asked".into()), Policy::default()),
+        &create(odd),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["response"]["allowed"]),
+        (StatusCode::OK, &json!(true))
+    );
+    let mut claim_with_string_source = claim("clone", None, "1Gi");
+    claim_with_string_source["spec"]["dataSource"] = json!("data");
+    let (status, body) = post(default_app(), &create(claim_with_string_source)).await;
+    assert_eq!(
+        (status, &body["response"]["allowed"]),
+        (StatusCode::OK, &json!(true))
+    );
 }
 
 #[tokio::test]
