@@ -14,11 +14,17 @@
 //! realistic AdmissionReviews with managedFields, annotations and userInfo, ~3.3 KB.
 //!
 //! Run: `cargo bench --bench review` (results in target/criterion/).
+//!
+//! Instruction counts, which do not swing with the machine's load the way times do:
+//! `REVIEW_BENCH_CASE=NAME REVIEW_BENCH_ITERS=N` runs one case N times without criterion,
+//! for `valgrind --tool=callgrind` (see `benches/instructions.sh`); NAME is one of
+//! `plain`, `clone-allowed`, `clone-denied-3`, `plain-json-log`, `plain-text-log`,
+//! `parse-plain`, `parse-clone`, `uid-only`, `decide-allowed`, `to-body`, `none`.
 
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use pvc_clone_guard::config::Policy;
 use pvc_clone_guard::facts::StaticFacts;
 use pvc_clone_guard::metrics::Metrics;
@@ -263,4 +269,84 @@ criterion_group! {
     config = config();
     targets = bench_review, bench_parts, bench_logging, bench_quantity
 }
-criterion_main!(benches);
+
+/// Runs one case `iters` times, for an instruction count under callgrind.
+fn run_case(case: &str, iters: u64) {
+    let rt = runtime();
+    let policy = Policy::default();
+    let clone = clone_request(CLONE);
+    let good = reviewer(good_facts());
+    let bad = reviewer(bad_facts());
+    let facts = good_facts();
+    let allowed = rt.block_on(good.review(CLONE)).expect("review");
+    let json = || {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::sink)
+            .json()
+            .flatten_event(true)
+            .finish()
+    };
+    let text = || {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::sink)
+            .finish()
+    };
+    let mut sink = 0usize;
+    let mut each = |f: &mut dyn FnMut() -> usize| {
+        for _ in 0..iters {
+            sink = sink.wrapping_add(f());
+        }
+    };
+    match case {
+        "none" => {}
+        "plain" => each(&mut || full_review(&rt, &good, PLAIN).len()),
+        "clone-allowed" => each(&mut || full_review(&rt, &good, CLONE).len()),
+        "clone-denied-3" => each(&mut || full_review(&rt, &bad, CLONE).len()),
+        "plain-json-log" => tracing::subscriber::with_default(json(), || {
+            each(&mut || full_review(&rt, &good, PLAIN).len())
+        }),
+        "plain-text-log" => tracing::subscriber::with_default(text(), || {
+            each(&mut || full_review(&rt, &good, PLAIN).len())
+        }),
+        "parse-plain" => each(&mut || review::parse(black_box(PLAIN)).map_or(0, |r| r.uid.len())),
+        "parse-clone" => each(&mut || review::parse(black_box(CLONE)).map_or(0, |r| r.uid.len())),
+        "uid-only" => {
+            #[derive(Deserialize)]
+            struct Review<'a> {
+                #[serde(borrow)]
+                request: Request<'a>,
+            }
+            #[derive(Deserialize)]
+            struct Request<'a> {
+                #[serde(borrow)]
+                uid: std::borrow::Cow<'a, str>,
+            }
+            each(&mut || {
+                serde_json::from_slice::<Review>(black_box(PLAIN))
+                    .map_or(0, |r| r.request.uid.len())
+            })
+        }
+        "decide-allowed" => each(&mut || {
+            rules::decide(black_box(&clone), Some(black_box(&facts)), &policy)
+                .warnings
+                .len()
+        }),
+        "to-body" => each(&mut || review::to_body(black_box(allowed.clone())).len()),
+        other => panic!("unknown REVIEW_BENCH_CASE {other:?}"),
+    }
+    black_box(sink);
+}
+
+fn main() {
+    if let Ok(case) = std::env::var("REVIEW_BENCH_CASE") {
+        let iters = std::env::var("REVIEW_BENCH_ITERS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1000);
+        check_cases(&runtime());
+        run_case(&case, iters);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -153,7 +153,10 @@ fn run_certs(args: CertsArgs) -> Result<()> {
 }
 
 fn run_serve(args: ServeArgs) -> Result<()> {
-    init_logging(args.log_format);
+    // Lines are written by a background thread, in batches: one write(2) per review on the
+    // request path cost more than the rest of a review's logging (see BENCHMARKS.md). The
+    // guard flushes what is left when serve returns.
+    let _flush_on_exit = init_logging(args.log_format);
     // kube and the server share one TLS library; name its crypto provider once.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -163,16 +166,24 @@ fn run_serve(args: ServeArgs) -> Result<()> {
     runtime.block_on(serve(args))
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // Lossless: under a flood of reviews the request path waits for the log thread rather
+    // than dropping review lines.
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer)
+        .with_ansi(ansi);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
     }
+    guard
 }
 
 /// Runs the webhook until SIGTERM or SIGINT, then drains and returns.
