@@ -171,10 +171,14 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     // Lossless: under a flood of reviews the request path waits for the log thread rather
-    // than dropping review lines.
+    // than dropping review lines. The thread flushes whenever it has drained its queue, so
+    // behind a buffer the lines of a burst leave in one write, and a lone line at once.
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
-        .finish(std::io::stderr());
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stderr(),
+        ));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
