@@ -5,8 +5,9 @@
 # to one core and wrk to the other, alternated with the limit server (limit_server.rs),
 # medians of ROUNDS rounds compared as ratios.
 #
-#   benches/load/run.sh              full run (~12-14 minutes)
-#   QUICK=1 benches/load/run.sh      a fast check (~3 minutes): 1 round of 3 s at 16
+#   benches/load/run.sh              full run (~13 minutes on a quiet machine; longer when
+#                                    other work disturbs runs, see MAX_OTHER_LOAD)
+#   QUICK=1 benches/load/run.sh      a fast check (~2 minutes): 1 round of 3 s at 16
 #                                    connections, 2,000 + 2,000 bulk objects
 #
 # What it does, everything on 127.0.0.1 and cleaned up on exit (processes by pid):
@@ -25,11 +26,12 @@
 #   5. ROUNDS rounds; in each, for body plain then clone, for each of CONNECTIONS, wrk
 #      (pinned to WRK_CPU) against the targets one after the other: plain -> webhook,
 #      limit; clone -> webhook-siu-off, limit, and (only at CLONE_DEFAULT_CONNECTIONS)
-#      webhook with default rules, which lists pods per review. Around each webhook
+#      webhook with the default rules (source-in-use on). Around each webhook
 #      clone run: the API server's request counters (apiserver_request_total, admin
 #      token) and pvc_clone_guard_api_lookup_errors_total. Around every run: the target's
 #      CPU time (/proc/PID/stat), so CPU µs per review is known even if wrk were the
-#      bottleneck;
+#      bottleneck, and the busy time of both cores not charged to the target, wrk,
+#      kube-apiserver or etcd (other work on the machine: such runs are run again);
 #   6. creates BULK PVCs (namespace bench-bulk) and BULK PVs, waits until the idle
 #      webhook's pvc_clone_guard_cached_objects reports them all, and reads its RSS;
 #   7. time to ready with the bulk objects: READY_SAMPLES fresh webhooks;

@@ -88,7 +88,7 @@ def main(path):
       "to the target, wrk, kube-apiserver or etcd, i.e. other processes on the machine, as a share of one "
       "core over the run (runs above MAX_OTHER_LOAD were run again; \"disturbed\" = still above after "
       "the retries). "
-      "webhook = default rules (lists pods per clone review, rule source-in-use); "
+      "webhook = default rules (rule source-in-use on); "
       "webhook-siu-off = `rules: {source-in-use: off}`.")
     p("")
 
