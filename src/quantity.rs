@@ -159,6 +159,9 @@ fn parse_suffix(suffix: &str) -> Result<(i32, u32), QuantityError> {
 /// Exact: the string is at most [`MAX_LEN`] digits and the exponent is clamped, so the
 /// big integers stay small.
 fn scale(digits: &str, exponent: i64, binary_exponent: u32) -> i128 {
+    if let Some(value) = scale_small(digits, exponent, binary_exponent) {
+        return value;
+    }
     let Ok(mantissa) = digits.parse::<BigUint>() else {
         return 0;
     };
@@ -175,6 +178,24 @@ fn scale(digits: &str, exponent: i64, binary_exponent: u32) -> i128 {
         quotient + u8::from(!remainder.is_zero())
     };
     value.to_i128().map_or(MAX_MILLIS, |v| v.min(MAX_MILLIS))
+}
+
+/// The same computation in `i128`, for the quantities people write (`10Gi`, `1000Mi`,
+/// `1.5Ti`): `None` when it could overflow, and [`scale`] then takes the exact path.
+fn scale_small(digits: &str, exponent: i64, binary_exponent: u32) -> Option<i128> {
+    // 18 digits fit a u64; times 2^60 they stay below 2^127.
+    if digits.len() > 18 || !(-18..=18).contains(&exponent) {
+        return None;
+    }
+    let numerator =
+        i128::from(digits.parse::<u64>().ok()?).checked_mul(1i128 << binary_exponent)?;
+    let value = if exponent >= 0 {
+        numerator.checked_mul(10i128.pow(exponent as u32))?
+    } else {
+        let denominator = 10i128.pow(exponent.unsigned_abs() as u32);
+        numerator / denominator + i128::from(numerator % denominator != 0)
+    };
+    Some(value.min(MAX_MILLIS))
 }
 
 /// Compares two quantity strings; `None` when either does not parse.
@@ -291,6 +312,46 @@ mod tests {
             Err(QuantityError::UnknownSuffix("Gié".into()))
         );
         assert_eq!(parse(&"1".repeat(65)), Err(QuantityError::TooLong));
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_the_exact_one() {
+        for text in [
+            "10Gi",
+            "1000Mi",
+            "1.5Ti",
+            "5e9",
+            "500m",
+            "0.001",
+            "1n",
+            "123456789012345678",
+            "9Ei",
+            "8e18",
+            "1.23456789e-5",
+        ] {
+            let q = parse(text).expect(text);
+            let digits_exact = {
+                // Recompute through the exact path only.
+                let (int_part, rest) = text.split_at(
+                    text.find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                        .unwrap_or(text.len()),
+                );
+                let (i, f) = int_part.split_once('.').unwrap_or((int_part, ""));
+                let (d, b) = parse_suffix(rest).expect("suffix");
+                let exponent = i64::from(d) - f.len() as i64 + 3;
+                let mantissa: BigUint = format!("{i}{f}").parse().expect("digits");
+                let numerator = mantissa << b;
+                let ten = BigUint::from(10u8);
+                let v = if exponent >= 0 {
+                    numerator * ten.pow(exponent as u32)
+                } else {
+                    let (q, r) = numerator.div_rem(&ten.pow(exponent.unsigned_abs() as u32));
+                    q + u8::from(!r.is_zero())
+                };
+                v.to_i128().map_or(MAX_MILLIS, |v| v.min(MAX_MILLIS))
+            };
+            assert_eq!(q.millis, digits_exact, "{text}");
+        }
     }
 
     #[test]
