@@ -109,13 +109,15 @@ cleanup() {
       kill -0 "$pid" 2>/dev/null || break
       sleep 0.1
     done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
     wait "$pid" 2>/dev/null || true
   done
   if [ -d "$CLUSTER" ]; then
     "$CLUSTER_SH" down "$CLUSTER" >/dev/null 2>&1 || log "warning: local-cluster.sh down $CLUSTER failed"
   fi
-  if [ "${KEEP:-0}" = 1 ] || [ $rc -ne 0 ]; then
+  if [ "${KEEP:-0}" = 1 ] || { [ $rc -ne 0 ] && [ -n "$(ls -A "$WORK")" ]; }; then
     log "kept $WORK (logs of the run)"
   else
     rm -rf "$WORK"
@@ -162,7 +164,9 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
   log "building the release binary and the limit server"
   (cd "$REPO" && cargo build --release --quiet && cargo build --release --quiet --example limit-server)
 fi
-[ -x "$BIN" ] && [ -x "$LIMIT_BIN" ] || die "missing $BIN or $LIMIT_BIN"
+if [ ! -x "$BIN" ] || [ ! -x "$LIMIT_BIN" ]; then
+  die "missing $BIN or $LIMIT_BIN"
+fi
 mkdir -p "$OUT" "$WORK/logs"
 RESULTS="$OUT/results.jsonl"
 : >"$RESULTS"
@@ -304,7 +308,8 @@ measure_ready() {
   local label=$1 samples=$2 i
   for ((i = 1; i <= samples; i++)); do
     start_webhook "ready-$label" "$WORK/default.yaml"
-    local ready=$READY_MS pid=${PID[ready-$label]}
+    local ready=$READY_MS
+    local pid=${PID[ready-$label]}
     sleep 1
     jq -cn --arg cl "$label" --argjson ready "$ready" \
       --argjson rss "$(status_kib "$pid" VmRSS)" --argjson hwm "$(status_kib "$pid" VmHWM)" \
@@ -562,7 +567,7 @@ for start in range(0, n, chunk):
             json.dump({"apiVersion": "v1", "kind": "List", "items": items}, f)
 PY
 bulk_t0=$SECONDS
-ls "$WORK"/bulk/*.json | xargs -P 4 -I{} kubectl --kubeconfig "$CLUSTER/admin.kubeconfig" create -f {} -o name >/dev/null ||
+find "$WORK/bulk" -name '*.json' -print0 | xargs -0 -P 4 -I{} kubectl --kubeconfig "$CLUSTER/admin.kubeconfig" create -f {} -o name >/dev/null ||
   die "creating the bulk objects failed"
 log "created $((2 * BULK)) objects in $((SECONDS - bulk_t0)) s"
 
