@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -457,21 +457,66 @@ async fn load(
     (ok, failed, refused)
 }
 
+/// Eight clients running [`load`] against a webhook until [`Load::finish`].
+struct Load {
+    stop: Arc<AtomicBool>,
+    leaves: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+    clients: Vec<tokio::task::JoinHandle<(usize, Vec<String>, usize)>>,
+}
+
+/// What the clients saw: answered, sent but not answered, never sent; and the distinct
+/// certificates served, in order.
+struct Tally {
+    ok: usize,
+    failed: Vec<String>,
+    refused: usize,
+    leaves: Vec<Vec<u8>>,
+}
+
+impl Load {
+    fn start(webhook: &Webhook) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let leaves = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let clients = (0..8)
+            .map(|_| {
+                tokio::spawn(load(
+                    webhook.addr.clone(),
+                    webhook.ca(),
+                    Arc::clone(&stop),
+                    Arc::clone(&leaves),
+                ))
+            })
+            .collect();
+        Load {
+            stop,
+            leaves,
+            clients,
+        }
+    }
+
+    async fn finish(self) -> Tally {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut tally = Tally {
+            ok: 0,
+            failed: Vec::new(),
+            refused: 0,
+            leaves: Vec::new(),
+        };
+        for client in self.clients {
+            let (ok, failed, refused) = client.await.expect("client");
+            tally.ok += ok;
+            tally.failed.extend(failed);
+            tally.refused += refused;
+        }
+        tally.leaves = std::mem::take(&mut *self.leaves.lock().expect("lock"));
+        tally
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_under_load_drains_every_sent_review_and_exits_zero() {
     let mut webhook = Webhook::start(&[]).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let leaves = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let clients: Vec<_> = (0..8)
-        .map(|_| {
-            tokio::spawn(load(
-                webhook.addr.clone(),
-                webhook.ca(),
-                Arc::clone(&stop),
-                Arc::clone(&leaves),
-            ))
-        })
-        .collect();
+    let load = Load::start(&webhook);
     tokio::time::sleep(Duration::from_millis(700)).await;
     webhook.terminate();
     let exited = Instant::now();
@@ -485,64 +530,37 @@ async fn sigterm_under_load_drains_every_sent_review_and_exits_zero() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    stop.store(true, Ordering::Relaxed);
+    let tally = load.finish().await;
     assert_eq!(status.code(), Some(0), "exit status");
-    let (mut ok, mut failed) = (0, Vec::new());
-    for client in clients {
-        let (o, f, _) = client.await.expect("client");
-        ok += o;
-        failed.extend(f);
-    }
-    assert!(ok > 100, "the load ran ({ok} reviews)");
+    assert!(tally.ok > 100, "the load ran ({} reviews)", tally.ok);
     assert!(
-        failed.is_empty(),
+        tally.failed.is_empty(),
         "{} sent reviews were not answered: {:?}",
-        failed.len(),
-        &failed[..failed.len().min(3)]
+        tally.failed.len(),
+        &tally.failed[..tally.failed.len().min(3)]
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rotating_the_certificate_under_load_fails_no_review() {
     let webhook = Webhook::start(&["--cert-reload-interval", "100ms"]).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let leaves = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let clients: Vec<_> = (0..8)
-        .map(|_| {
-            tokio::spawn(load(
-                webhook.addr.clone(),
-                webhook.ca(),
-                Arc::clone(&stop),
-                Arc::clone(&leaves),
-            ))
-        })
-        .collect();
-    let rotations = AtomicUsize::new(0);
+    let load = Load::start(&webhook);
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(400)).await;
         issue_certs(webhook.dir.path());
-        rotations.fetch_add(1, Ordering::Relaxed);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::Relaxed);
-    let (mut ok, mut failed, mut refused) = (0, Vec::new(), 0);
-    for client in clients {
-        let (o, f, r) = client.await.expect("client");
-        ok += o;
-        failed.extend(f);
-        refused += r;
-    }
-    assert!(ok > 100, "the load ran ({ok} reviews)");
+    let tally = load.finish().await;
+    assert!(tally.ok > 100, "the load ran ({} reviews)", tally.ok);
     assert!(
-        failed.is_empty(),
+        tally.failed.is_empty(),
         "{} reviews failed: {:?}",
-        failed.len(),
-        &failed[..failed.len().min(3)]
+        tally.failed.len(),
+        &tally.failed[..tally.failed.len().min(3)]
     );
-    assert_eq!(refused, 0, "no handshake failed during rotation");
-    let distinct = leaves
-        .lock()
-        .expect("lock")
+    assert_eq!(tally.refused, 0, "no handshake failed during rotation");
+    let distinct = tally
+        .leaves
         .iter()
         .collect::<std::collections::HashSet<_>>()
         .len();
