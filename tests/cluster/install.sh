@@ -48,17 +48,64 @@ if [ -x "$APISERVER" ] && [ "$(cat "$BUILD_STAMP" 2>/dev/null)" = "$BUILD_FIXES"
   exit 0
 fi
 
-# Debian's source list is in deb822 form; add the matching deb-src entry once.
+# Debian's `kubernetes` source package needs a deb-src entry. None is written by hand:
+# it is derived from the machine's own Debian entry for the bookworm suite (the same
+# URIs and keyring), so the build follows whatever mirror this machine is configured with.
 SRC_LIST=/etc/apt/sources.list.d/pvc-clone-guard-debian-src.sources
-if ! grep -rqs '^Types:.*deb-src' /etc/apt/sources.list.d/ && ! grep -qs '^deb-src' /etc/apt/sources.list; then
-  log "adding a deb-src entry for bookworm"
-  sudo_if_needed tee "$SRC_LIST" >/dev/null <<'SRC'
-Types: deb-src
-URIs: http://deb.debian.org/debian
-Suites: bookworm
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-SRC
+bookworm_source_entry() {
+  # Prints "URIS|SIGNED_BY" of the first `deb` entry whose suites include bookworm,
+  # from deb822 files (*.sources) or one-line lists (*.list, sources.list).
+  local f
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [ -f "$f" ] || continue
+    awk '
+      function flush() {
+        if (types ~ /(^| )deb( |$)/ && suites ~ /(^| )bookworm( |$)/ && uris != "") {
+          print uris "|" signed; found = 1; exit
+        }
+        types = ""; suites = ""; uris = ""; signed = ""
+      }
+      /^[ \t]*#/ { next }
+      /^[ \t]*$/ { flush(); next }
+      /^Types:/ { sub(/^Types:[ \t]*/, ""); types = $0 }
+      /^Suites:/ { sub(/^Suites:[ \t]*/, ""); suites = $0 }
+      /^URIs:/ { sub(/^URIs:[ \t]*/, ""); uris = $0 }
+      /^Signed-By:/ { sub(/^Signed-By:[ \t]*/, ""); signed = $0 }
+      END { if (!found) flush() }
+    ' "$f" | head -n1 | grep . && return 0
+  done
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+    [ -f "$f" ] || continue
+    awk '
+      $1 == "deb" {
+        signed = ""; i = 2
+        if ($2 ~ /^\[/) {
+          for (; i <= NF; i++) {
+            if ($i ~ /signed-by=/) { signed = $i; sub(/.*signed-by=/, "", signed); sub(/\]$/, "", signed) }
+            if ($i ~ /\]$/) { i++; break }
+          }
+        }
+        if ($(i + 1) == "bookworm") { print $i "|" signed; exit }
+      }
+    ' "$f" | head -n1 | grep . && return 0
+  done
+  return 1
+}
+if ! grep -rqs '^Types:.*deb-src' /etc/apt/sources.list.d/ && ! grep -rqs '^deb-src' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+  entry="$(bookworm_source_entry)" || {
+    log "no Debian bookworm 'deb' entry found in /etc/apt/sources.list(.d); add a deb-src entry for bookworm by hand"
+    exit 1
+  }
+  uris="${entry%%|*}"
+  signed_by="${entry#*|}"
+  log "adding a deb-src entry for bookworm from this machine's own entry ($uris)"
+  {
+    echo "Types: deb-src"
+    echo "URIs: $uris"
+    echo "Suites: bookworm"
+    echo "Components: main"
+    [ -n "$signed_by" ] && echo "Signed-By: $signed_by"
+  } | sudo_if_needed tee "$SRC_LIST" >/dev/null
   apt_updated=0
 fi
 apt_install golang-go rsync dpkg-dev make golang-github-modern-go-reflect2-dev
