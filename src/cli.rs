@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use crate::certs::{self, CertsRequest};
 use crate::config::Policy;
-use crate::facts::ClusterFacts;
+use crate::facts::{ClusterFacts, WatchOptions};
 use crate::metrics::Metrics;
 use crate::review::Reviewer;
 use crate::server::{self, Health};
@@ -80,6 +80,22 @@ pub struct ServeArgs {
     /// Time in-flight reviews then have to finish.
     #[arg(long, env = "PVC_CLONE_GUARD_DRAIN_TIMEOUT", value_parser = humantime::parse_duration, default_value = "20s")]
     drain_timeout: Duration,
+    /// Readiness waits at most this long for the first sync of the caches; after it the
+    /// webhook is ready anyway, and lookups of caches not yet listed go to the API server.
+    #[arg(long, env = "PVC_CLONE_GUARD_CACHE_SYNC_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
+    cache_sync_timeout: Duration,
+    /// Objects per page when the caches list a resource (bounds start-up memory).
+    #[arg(long, env = "PVC_CLONE_GUARD_LIST_PAGE_SIZE", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
+    list_page_size: u32,
+    /// Open connections on the review port; more wait in the listen backlog.
+    #[arg(long, env = "PVC_CLONE_GUARD_MAX_CONNECTIONS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// Review bodies (up to 4 MiB each) read and parsed at once; more wait their turn.
+    #[arg(long, env = "PVC_CLONE_GUARD_MAX_INFLIGHT_REVIEWS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    max_inflight_reviews: u32,
+    /// Concurrent HTTP/2 streams per connection.
+    #[arg(long, env = "PVC_CLONE_GUARD_MAX_H2_STREAMS", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    max_h2_streams: u32,
     /// How often the certificate files are checked for a change.
     #[arg(long, env = "PVC_CLONE_GUARD_CERT_RELOAD_INTERVAL", value_parser = humantime::parse_duration, default_value = "2s")]
     cert_reload_interval: Duration,
@@ -206,7 +222,15 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         "no usable Kubernetes client configuration (KUBECONFIG, ~/.kube/config or in-cluster)",
     )?;
     let metrics = Metrics::new();
-    let facts = ClusterFacts::start(client, metrics.clone());
+    let facts = ClusterFacts::start(
+        client,
+        metrics.clone(),
+        &policy,
+        WatchOptions {
+            page_size: args.list_page_size,
+            sync_wait: args.cache_sync_timeout,
+        },
+    );
     let reviewer = Arc::new(Reviewer::new(policy, facts, metrics));
     let health = Arc::new(Health::default());
 
@@ -231,11 +255,17 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         shutdown_grace: args.shutdown_grace,
         drain: args.drain_timeout,
     };
+    let limits = server::Limits {
+        max_connections: args.max_connections as usize,
+        max_inflight_reviews: args.max_inflight_reviews as usize,
+        max_h2_streams: args.max_h2_streams,
+    };
     let reviews = tokio::spawn(server::serve_tls(
         listener,
         tls,
-        server::router_with(reviewer, timeouts),
+        server::router_with(reviewer, timeouts, limits),
         timeouts,
+        limits,
         reviews_stopped,
     ));
 

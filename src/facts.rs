@@ -3,24 +3,34 @@
 //! Claims, volumes, StorageClasses and the pods that mount claims are mirrored by watches
 //! into caches that keep only what the rules read, so a clone review is answered from
 //! memory, without a request to the API server. A cache miss (a source created a moment
-//! ago) or a cache that is not in sync falls back to a direct request. Of a pod, only its
-//! name and the claims it mounts are kept, and only while it mounts one and has not
-//! finished: most pods cost nothing.
+//! ago) or a cache that is not served (never listed yet, or its watch failed) falls back
+//! to a direct request. Of a pod, only its name and the claims it mounts are kept, and
+//! only while it mounts one and has not finished: most pods cost nothing; and pods are
+//! watched only while `source-in-use` is not `off`.
+//!
+//! The caches are an optimisation, never a precondition: readiness waits for the first
+//! sync only for a bounded time, a watch that fails later resumes by itself (kube's
+//! watcher, with its backoff) while lookups go to the API server, and a denial read from
+//! a cache is confirmed against the API server before it is given ([`Freshness::Live`]).
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{
     PersistentVolume, PersistentVolumeClaim, PersistentVolumeSpec, Pod,
 };
 use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams};
+use kube::core::{DeserializeGuard, NamespaceResourceScope};
+use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource, ResourceExt};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::config::{Action, Policy, RuleId};
@@ -77,15 +87,28 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
+/// Where a lookup may be answered from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Freshness {
+    /// From the caches where they are served: the steady state, no API request.
+    Cached,
+    /// From the API server only: to confirm a denial before it is given, since a cache
+    /// that lags (a source bound a moment ago) must never refuse a valid clone.
+    Live,
+}
+
 /// Where the rules' facts come from: the cluster, or a test.
 pub trait FactSource: Send + Sync + 'static {
     fn gather(
         &self,
         request: &CloneRequest,
         policy: &Policy,
+        freshness: Freshness,
     ) -> impl Future<Output = Result<Facts, LookupError>> + Send;
 
-    /// Whether the facts are served from synced caches (the `/readyz` answer).
+    /// Whether reviews can be answered (the `/readyz` answer): the first sync of the
+    /// caches is done, or was given up on after a bounded wait (lookups then go to the API
+    /// server). A watch that fails later does not make the webhook unready.
     fn ready(&self) -> bool;
 }
 
@@ -96,7 +119,12 @@ pub struct StaticFacts {
 }
 
 impl FactSource for StaticFacts {
-    async fn gather(&self, _: &CloneRequest, _: &Policy) -> Result<Facts, LookupError> {
+    async fn gather(
+        &self,
+        _: &CloneRequest,
+        _: &Policy,
+        _: Freshness,
+    ) -> Result<Facts, LookupError> {
         self.facts.clone().map_err(|message| LookupError::Api {
             resource: "persistentvolumeclaims",
             message,
@@ -118,11 +146,14 @@ pub struct ClassInfo {
     pub created: String,
 }
 
-/// A map of slim objects filled by a watch. Served only while in sync.
+/// A map of slim objects filled by a watch. Served only while its watch is healthy.
 pub struct Cache<T> {
     resource: &'static str,
     objects: RwLock<BTreeMap<String, Arc<T>>>,
-    synced: AtomicBool,
+    /// The first list is complete (never reset: readiness).
+    listed: AtomicBool,
+    /// Listed, and no watch error since the last event: lookups may use it.
+    serving: AtomicBool,
 }
 
 impl<T> Cache<T> {
@@ -130,32 +161,44 @@ impl<T> Cache<T> {
         Arc::new(Cache {
             resource,
             objects: RwLock::new(BTreeMap::new()),
-            synced: AtomicBool::new(false),
+            listed: AtomicBool::new(false),
+            serving: AtomicBool::new(false),
         })
     }
 
-    /// In sync with the API server: listed, and the watch has not failed since.
-    pub fn is_synced(&self) -> bool {
-        self.synced.load(Ordering::Acquire)
+    /// The first list is done (it may be served or not since).
+    pub fn is_listed(&self) -> bool {
+        self.listed.load(Ordering::Acquire)
     }
 
-    /// The cached object, only while the cache is in sync.
+    /// Served to lookups: listed, and its watch has not failed since its last event.
+    pub fn is_serving(&self) -> bool {
+        self.serving.load(Ordering::Acquire)
+    }
+
+    fn set_serving(&self, serving: bool, metrics: &Metrics) {
+        if self.serving.swap(serving, Ordering::AcqRel) != serving {
+            metrics.set_cache_synced(self.resource, serving);
+        }
+    }
+
+    /// The cached object, only while the cache is served.
     fn get(&self, key: &str) -> Option<Arc<T>> {
-        if !self.is_synced() {
+        if !self.is_serving() {
             return None;
         }
         self.read().get(key).cloned()
     }
 
-    /// Every cached object, only while the cache is in sync.
+    /// Every cached object, only while the cache is served.
     fn snapshot(&self) -> Option<Vec<Arc<T>>> {
-        self.is_synced()
+        self.is_serving()
             .then(|| self.read().values().cloned().collect())
     }
 
-    /// Every object whose key starts with `namespace/`, only while the cache is in sync.
+    /// Every object whose key starts with `namespace/`, only while the cache is served.
     fn in_namespace(&self, namespace: &str) -> Option<Vec<Arc<T>>> {
-        if !self.is_synced() {
+        if !self.is_serving() {
             return None;
         }
         let prefix = format!("{namespace}/");
@@ -194,7 +237,11 @@ pub struct ClusterFacts {
     claims: Arc<Cache<SourceClaim>>,
     volumes: Arc<Cache<SourceVolume>>,
     classes: Arc<Cache<ClassInfo>>,
-    pods: Arc<Cache<PodUse>>,
+    /// `None` while no rule reads pods (`source-in-use: off`): not watched at all.
+    pods: Option<Arc<Cache<PodUse>>>,
+    started: Instant,
+    /// How long readiness waits for the first sync before it gives up on it.
+    sync_wait: Duration,
 }
 
 /// A pod that mounts claims and has not finished.
@@ -204,53 +251,125 @@ pub struct PodUse {
     pub claims: Vec<String>,
 }
 
+/// How the watches are run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WatchOptions {
+    /// Objects per page of the initial (and any later) list: bounds the memory a list
+    /// takes, whatever the size of the cluster.
+    pub page_size: u32,
+    /// Readiness waits at most this long for the first sync of every cache.
+    pub sync_wait: Duration,
+}
+
+impl Default for WatchOptions {
+    fn default() -> Self {
+        WatchOptions {
+            page_size: 500,
+            sync_wait: Duration::from_secs(10),
+        }
+    }
+}
+
 impl ClusterFacts {
-    /// Starts the watches; the caches fill in the background (see [`FactSource::ready`]).
-    pub fn start(client: Client, metrics: Metrics) -> Self {
+    /// Starts the watches a policy needs; the caches fill in the background (see
+    /// [`FactSource::ready`]).
+    pub fn start(client: Client, metrics: Metrics, policy: &Policy, options: WatchOptions) -> Self {
+        let watches_pods = policy.action(RuleId::SourceInUse) != Action::Off;
         let facts = ClusterFacts {
             claims: Cache::new("persistentvolumeclaims"),
             volumes: Cache::new("persistentvolumes"),
             classes: Cache::new("storageclasses"),
-            pods: Cache::new("pods"),
+            pods: watches_pods.then(|| Cache::new("pods")),
             client,
+            started: Instant::now(),
+            sync_wait: options.sync_wait,
         };
         spawn_watch(
-            Api::<PersistentVolumeClaim>::all(facts.client.clone()),
+            Api::<DeserializeGuard<PersistentVolumeClaim>>::all(facts.client.clone()),
             facts.claims.clone(),
-            claim_key,
             |claim| Some(slim_claim(claim)),
             metrics.clone(),
+            options,
         );
         spawn_watch(
-            Api::<PersistentVolume>::all(facts.client.clone()),
+            Api::<DeserializeGuard<PersistentVolume>>::all(facts.client.clone()),
             facts.volumes.clone(),
-            |pv| Some(pv.name_any()),
             |pv| Some(slim_volume(pv)),
             metrics.clone(),
+            options,
         );
         spawn_watch(
-            Api::<StorageClass>::all(facts.client.clone()),
+            Api::<DeserializeGuard<StorageClass>>::all(facts.client.clone()),
             facts.classes.clone(),
-            |sc| Some(sc.name_any()),
             |sc| Some(slim_class(sc)),
             metrics.clone(),
+            options,
         );
-        spawn_watch(
-            Api::<Pod>::all(facts.client.clone()),
-            facts.pods.clone(),
-            pod_key,
-            slim_pod,
-            metrics,
-        );
+        if let Some(pods) = &facts.pods {
+            spawn_watch(
+                Api::<PodClaims>::all(facts.client.clone()),
+                pods.clone(),
+                PodClaims::into_use,
+                metrics.clone(),
+                options,
+            );
+        }
+        facts.spawn_sync_deadline(metrics);
         facts
+    }
+
+    fn caches(&self) -> Vec<(&'static str, bool)> {
+        let mut caches = vec![
+            (self.claims.resource, self.claims.is_listed()),
+            (self.volumes.resource, self.volumes.is_listed()),
+            (self.classes.resource, self.classes.is_listed()),
+        ];
+        if let Some(pods) = &self.pods {
+            caches.push((pods.resource, pods.is_listed()));
+        }
+        caches
+    }
+
+    /// Says once, at the deadline, which caches readiness stopped waiting for.
+    fn spawn_sync_deadline(&self, metrics: Metrics) {
+        let caches = [
+            Arc::clone(&self.claims) as Arc<dyn Listed>,
+            Arc::clone(&self.volumes) as Arc<dyn Listed>,
+            Arc::clone(&self.classes) as Arc<dyn Listed>,
+        ]
+        .into_iter()
+        .chain(self.pods.iter().map(|p| Arc::clone(p) as Arc<dyn Listed>))
+        .collect::<Vec<_>>();
+        let wait = self.sync_wait;
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            let pending: Vec<&str> = caches
+                .iter()
+                .filter(|c| !c.listed())
+                .map(|c| c.resource())
+                .collect();
+            if !pending.is_empty() {
+                for resource in &pending {
+                    metrics.set_cache_synced(resource, false);
+                }
+                tracing::warn!(
+                    caches = %pending.join(","),
+                    waited = ?wait,
+                    "ready without the first sync of these caches: their lookups go to the API server until their watch lists them"
+                );
+            }
+        });
     }
 
     async fn claim(
         &self,
         namespace: &str,
         name: &str,
+        freshness: Freshness,
     ) -> Result<Option<Arc<SourceClaim>>, LookupError> {
-        if let Some(claim) = self.claims.get(&format!("{namespace}/{name}")) {
+        if freshness == Freshness::Cached
+            && let Some(claim) = self.claims.get(&format!("{namespace}/{name}"))
+        {
             return Ok(Some(claim));
         }
         let api = Api::<PersistentVolumeClaim>::namespaced(self.client.clone(), namespace);
@@ -261,8 +380,14 @@ impl ClusterFacts {
         Ok(claim.map(|c| Arc::new(slim_claim(c))))
     }
 
-    async fn volume(&self, name: &str) -> Result<Option<Arc<SourceVolume>>, LookupError> {
-        if let Some(volume) = self.volumes.get(name) {
+    async fn volume(
+        &self,
+        name: &str,
+        freshness: Freshness,
+    ) -> Result<Option<Arc<SourceVolume>>, LookupError> {
+        if freshness == Freshness::Cached
+            && let Some(volume) = self.volumes.get(name)
+        {
             return Ok(Some(volume));
         }
         let api = Api::<PersistentVolume>::all(self.client.clone());
@@ -273,8 +398,10 @@ impl ClusterFacts {
         Ok(volume.map(|v| Arc::new(slim_volume(v))))
     }
 
-    async fn all_classes(&self) -> Result<Vec<Arc<ClassInfo>>, LookupError> {
-        if let Some(classes) = self.classes.snapshot() {
+    async fn all_classes(&self, freshness: Freshness) -> Result<Vec<Arc<ClassInfo>>, LookupError> {
+        if freshness == Freshness::Cached
+            && let Some(classes) = self.classes.snapshot()
+        {
             return Ok(classes);
         }
         let api = Api::<StorageClass>::all(self.client.clone());
@@ -320,8 +447,18 @@ impl ClusterFacts {
         }
     }
 
-    async fn pods_using(&self, namespace: &str, claim: &str) -> Result<Vec<String>, LookupError> {
-        if let Some(pods) = self.pods.in_namespace(namespace) {
+    async fn pods_using(
+        &self,
+        namespace: &str,
+        claim: &str,
+        freshness: Freshness,
+    ) -> Result<Vec<String>, LookupError> {
+        let cached = self
+            .pods
+            .as_ref()
+            .filter(|_| freshness == Freshness::Cached)
+            .and_then(|pods| pods.in_namespace(namespace));
+        if let Some(pods) = cached {
             let mut names: Vec<String> = pods
                 .iter()
                 .filter(|pod| pod.claims.iter().any(|c| c == claim))
@@ -348,12 +485,17 @@ impl ClusterFacts {
 }
 
 impl FactSource for ClusterFacts {
-    async fn gather(&self, request: &CloneRequest, policy: &Policy) -> Result<Facts, LookupError> {
+    async fn gather(
+        &self,
+        request: &CloneRequest,
+        policy: &Policy,
+        freshness: Freshness,
+    ) -> Result<Facts, LookupError> {
         let namespace = request
             .source_namespace(policy)
             .unwrap_or(&request.namespace);
         let name = &request.source.name;
-        let Some(source) = self.claim(namespace, name).await? else {
+        let Some(source) = self.claim(namespace, name, freshness).await? else {
             return Ok(Facts {
                 source: None,
                 volume: None,
@@ -363,10 +505,10 @@ impl FactSource for ClusterFacts {
             });
         };
         let volume = match source.volume_name.as_deref().filter(|v| !v.is_empty()) {
-            Some(volume_name) => self.volume(volume_name).await?,
+            Some(volume_name) => self.volume(volume_name, freshness).await?,
             None => None,
         };
-        let classes = self.all_classes().await?;
+        let classes = self.all_classes(freshness).await?;
         let class = self
             .class(request.storage_class.as_deref(), &classes)
             .await?;
@@ -380,7 +522,7 @@ impl FactSource for ClusterFacts {
         let pods_using_source = if policy.action(RuleId::SourceInUse) == Action::Off {
             Vec::new()
         } else {
-            self.pods_using(namespace, name).await?
+            self.pods_using(namespace, name, freshness).await?
         };
         Ok(Facts {
             source: Some(SourceClaim::clone(&source)),
@@ -392,10 +534,7 @@ impl FactSource for ClusterFacts {
     }
 
     fn ready(&self) -> bool {
-        self.claims.is_synced()
-            && self.volumes.is_synced()
-            && self.classes.is_synced()
-            && self.pods.is_synced()
+        self.started.elapsed() >= self.sync_wait || self.caches().iter().all(|(_, listed)| *listed)
     }
 }
 
@@ -421,38 +560,109 @@ fn pod_mounts(pod: &Pod, claim: &str) -> bool {
         .any(|source| source.claim_name == claim)
 }
 
-fn pod_key(pod: &Pod) -> Option<String> {
-    Some(format!(
-        "{}/{}",
-        pod.metadata.namespace.as_deref()?,
-        pod.metadata.name.as_deref()?
-    ))
+/// A pod as its watch delivers it, read straight into what `source-in-use` needs: its
+/// name, whether it has finished, and the claims it mounts. Everything else of a real pod
+/// (containers, env, managedFields) is skipped while parsing instead of being built and
+/// dropped, which is most of the time and memory of syncing a large cluster's pods. The
+/// API server validates pods against this shape, so a pod that does not fit cannot exist.
+#[derive(Clone, Debug, Default)]
+pub struct PodClaims {
+    metadata: ObjectMeta,
+    finished: bool,
+    claims: Vec<String>,
 }
 
-/// Kept only while the pod mounts a claim and has not finished.
-pub fn slim_pod(pod: Pod) -> Option<PodUse> {
-    if !pod_is_running(&pod) {
-        return None;
+impl PodClaims {
+    /// Kept only while the pod mounts a claim and has not finished.
+    pub fn into_use(self) -> Option<PodUse> {
+        (!self.finished && !self.claims.is_empty()).then(|| PodUse {
+            name: self.metadata.name.unwrap_or_default(),
+            claims: self.claims,
+        })
     }
-    let claims: Vec<String> = pod
-        .spec
-        .iter()
-        .flat_map(|spec| spec.volumes.iter().flatten())
-        .filter_map(|volume| volume.persistent_volume_claim.as_ref())
-        .map(|source| source.claim_name.clone())
-        .collect();
-    (!claims.is_empty()).then(|| PodUse {
-        name: pod.name_any(),
-        claims,
-    })
 }
 
-fn claim_key(claim: &PersistentVolumeClaim) -> Option<String> {
-    Some(format!(
-        "{}/{}",
-        claim.metadata.namespace.as_deref()?,
-        claim.metadata.name.as_deref()?
-    ))
+impl<'de> Deserialize<'de> for PodClaims {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize, Default)]
+        #[serde(default, rename_all = "camelCase")]
+        struct Meta {
+            name: Option<String>,
+            namespace: Option<String>,
+            resource_version: Option<String>,
+        }
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct Spec {
+            volumes: Option<Vec<Volume>>,
+        }
+        #[derive(Deserialize, Default)]
+        #[serde(default, rename_all = "camelCase")]
+        struct Volume {
+            persistent_volume_claim: Option<ClaimSource>,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct ClaimSource {
+            claim_name: String,
+        }
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct Status {
+            phase: Option<String>,
+        }
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct Wire {
+            metadata: Option<Meta>,
+            spec: Option<Spec>,
+            status: Option<Status>,
+        }
+        let wire = Wire::deserialize(deserializer)?;
+        let metadata = wire.metadata.unwrap_or_default();
+        let phase = wire.status.and_then(|s| s.phase);
+        Ok(PodClaims {
+            metadata: ObjectMeta {
+                name: metadata.name,
+                namespace: metadata.namespace,
+                resource_version: metadata.resource_version,
+                ..ObjectMeta::default()
+            },
+            finished: matches!(phase.as_deref(), Some("Succeeded" | "Failed")),
+            claims: wire
+                .spec
+                .and_then(|s| s.volumes)
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.persistent_volume_claim)
+                .map(|c| c.claim_name)
+                .collect(),
+        })
+    }
+}
+
+impl Resource for PodClaims {
+    type DynamicType = ();
+    type Scope = NamespaceResourceScope;
+
+    fn kind(_: &()) -> std::borrow::Cow<'_, str> {
+        "Pod".into()
+    }
+    fn group(_: &()) -> std::borrow::Cow<'_, str> {
+        "".into()
+    }
+    fn version(_: &()) -> std::borrow::Cow<'_, str> {
+        "v1".into()
+    }
+    fn plural(_: &()) -> std::borrow::Cow<'_, str> {
+        "pods".into()
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
 }
 
 pub fn slim_claim(claim: PersistentVolumeClaim) -> SourceClaim {
@@ -548,74 +758,163 @@ pub fn slim_class(class: StorageClass) -> ClassInfo {
     }
 }
 
-/// Mirrors a resource into a cache. The watch is restarted from a fresh list after any
-/// error, and the cache is out of sync (so lookups go to the API server) until that list
-/// is complete: a cache that may have missed events is never served.
-fn spawn_watch<K, T>(
-    api: Api<K>,
+/// What a watch delivers: an object, or one that could not be read.
+pub trait Delivered:
+    Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static
+{
+    type Object;
+    /// The object, or why it could not be read.
+    fn object(self) -> Result<Self::Object, String>;
+}
+
+/// An object of a full kube type: one that does not decode is kept as its metadata and
+/// the error, so the watch goes on without it.
+impl<K> Delivered for DeserializeGuard<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    type Object = K;
+    fn object(self) -> Result<K, String> {
+        self.0.map_err(|invalid| invalid.error)
+    }
+}
+
+impl Delivered for PodClaims {
+    type Object = PodClaims;
+    fn object(self) -> Result<PodClaims, String> {
+        Ok(self)
+    }
+}
+
+/// The parts of a cache that readiness looks at.
+trait Listed: Send + Sync {
+    fn listed(&self) -> bool;
+    fn resource(&self) -> &'static str;
+}
+
+impl<T: Send + Sync> Listed for Cache<T> {
+    fn listed(&self) -> bool {
+        self.is_listed()
+    }
+    fn resource(&self) -> &'static str {
+        self.resource
+    }
+}
+
+/// The cache key of a delivered object: `namespace/name`, or `name` for cluster objects.
+fn delivered_key<W: Resource>(object: &W) -> Option<String> {
+    let name = object.meta().name.as_deref()?;
+    Some(match object.meta().namespace.as_deref() {
+        Some(namespace) => format!("{namespace}/{name}"),
+        None => name.to_owned(),
+    })
+}
+
+/// Mirrors a resource into a cache with kube's watcher: a paged initial list (its memory
+/// bounded by the page size, whatever the size of the cluster), then a watch that resumes
+/// by itself after an error, with kube's backoff, and relists only when the API server no
+/// longer has the events it missed. After a watch error the cache is not served (lookups
+/// go to the API server) until the watch delivers again. An object that cannot be read is
+/// skipped and counted; the watch goes on.
+fn spawn_watch<W, T>(
+    api: Api<W>,
     cache: Arc<Cache<T>>,
-    key: fn(&K) -> Option<String>,
     // `None`: not worth keeping (and removed if it was kept).
-    slim: fn(K) -> Option<T>,
+    slim: fn(W::Object) -> Option<T>,
     metrics: Metrics,
+    options: WatchOptions,
 ) where
-    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+    W: Delivered,
     T: Send + Sync + 'static,
 {
+    metrics.set_cache_synced(cache.resource, false);
+    let resource = cache.resource;
+    let keep = move |object: W, metrics: &Metrics| -> (Option<String>, Option<T>) {
+        let key = delivered_key(&object);
+        match object.object() {
+            Ok(object) => (key, slim(object)),
+            Err(error) => {
+                metrics.record_undecodable(resource);
+                tracing::warn!(object = key.as_deref().unwrap_or(""), %error, "skipped an object the watch delivered that cannot be read");
+                (key, None)
+            }
+        }
+    };
     tokio::spawn(async move {
-        let mut backoff = Duration::from_millis(250);
-        loop {
-            let mut stream =
-                watcher::watcher(api.clone(), watcher::Config::default().any_semantic()).boxed();
-            let mut listing: BTreeMap<String, Arc<T>> = BTreeMap::new();
-            while let Some(event) = stream.next().await {
-                match event {
-                    Ok(Event::Init) => listing.clear(),
-                    Ok(Event::InitApply(object)) => {
-                        if let Some(k) = key(&object)
-                            && let Some(kept) = slim(object)
-                        {
-                            listing.insert(k, Arc::new(kept));
-                        }
-                    }
-                    Ok(Event::InitDone) => {
-                        let count = listing.len();
-                        *cache.write() = std::mem::take(&mut listing);
-                        cache.synced.store(true, Ordering::Release);
-                        metrics.set_cached_objects(cache.resource, count);
-                        tracing::info!(resource = cache.resource, objects = count, "cache in sync");
-                        backoff = Duration::from_millis(250);
-                    }
-                    Ok(Event::Apply(object)) => {
-                        if let Some(k) = key(&object) {
-                            let kept = slim(object);
-                            let mut objects = cache.write();
-                            match kept {
-                                Some(kept) => objects.insert(k, Arc::new(kept)),
-                                None => objects.remove(&k),
-                            };
-                            metrics.set_cached_objects(cache.resource, objects.len());
-                        }
-                    }
-                    Ok(Event::Delete(object)) => {
-                        if let Some(k) = key(&object) {
-                            let mut objects = cache.write();
-                            objects.remove(&k);
-                            metrics.set_cached_objects(cache.resource, objects.len());
-                        }
-                    }
-                    Err(error) => {
-                        cache.synced.store(false, Ordering::Release);
-                        metrics.record_watch_error(cache.resource);
-                        tracing::warn!(resource = cache.resource, %error, retry_in = ?backoff, "cache watch failed; lookups go to the API server until it is listed again");
-                        break;
+        let config = watcher::Config::default().page_size(options.page_size);
+        let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+        let mut listing: BTreeMap<String, Arc<T>> = BTreeMap::new();
+        let started = Instant::now();
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(Event::Init) => listing.clear(),
+                Ok(Event::InitApply(object)) => {
+                    if let (Some(key), Some(kept)) = keep(object, &metrics) {
+                        listing.insert(key, Arc::new(kept));
                     }
                 }
+                Ok(Event::InitDone) => {
+                    let count = listing.len();
+                    *cache.write() = std::mem::take(&mut listing);
+                    let first = !cache.listed.swap(true, Ordering::AcqRel);
+                    cache.set_serving(true, &metrics);
+                    metrics.set_cached_objects(cache.resource, count);
+                    if first {
+                        tracing::info!(
+                            resource = cache.resource,
+                            objects = count,
+                            elapsed_ms = started.elapsed().as_millis() as u64,
+                            "cache in sync"
+                        );
+                    } else {
+                        tracing::info!(
+                            resource = cache.resource,
+                            objects = count,
+                            "cache relisted and in sync again"
+                        );
+                    }
+                }
+                Ok(Event::Apply(object)) => {
+                    if let (Some(key), kept) = keep(object, &metrics) {
+                        let mut objects = cache.write();
+                        match kept {
+                            Some(kept) => objects.insert(key, Arc::new(kept)),
+                            None => objects.remove(&key),
+                        };
+                        metrics.set_cached_objects(cache.resource, objects.len());
+                    }
+                    mark_recovered(&cache, &metrics);
+                }
+                Ok(Event::Delete(object)) => {
+                    if let Some(key) = delivered_key(&object) {
+                        let mut objects = cache.write();
+                        objects.remove(&key);
+                        metrics.set_cached_objects(cache.resource, objects.len());
+                    }
+                    mark_recovered(&cache, &metrics);
+                }
+                Err(error) => {
+                    metrics.record_watch_error(cache.resource);
+                    if cache.is_serving() {
+                        cache.set_serving(false, &metrics);
+                    }
+                    tracing::warn!(resource = cache.resource, %error, "cache watch failed; retrying with backoff, and lookups go to the API server until the watch delivers again");
+                }
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(10));
         }
     });
+}
+
+/// The watch delivered an event after its first list: it is running, and (resumed from
+/// the last version it saw, or relisted) has missed nothing.
+fn mark_recovered<T>(cache: &Cache<T>, metrics: &Metrics) {
+    if cache.is_listed() && !cache.is_serving() {
+        cache.set_serving(true, metrics);
+        tracing::info!(
+            resource = cache.resource,
+            "cache watch recovered; served again"
+        );
+    }
 }
 
 #[cfg(test)]
@@ -656,7 +955,6 @@ mod tests {
             "status": {"phase": "Bound", "capacity": {"storage": "10Gi"}}
         }))
         .expect("claim");
-        assert_eq!(claim_key(&claim).as_deref(), Some("dev/data"));
         assert_eq!(
             slim_claim(claim),
             SourceClaim {
@@ -691,32 +989,50 @@ mod tests {
 
     #[test]
     fn pods_count_only_while_they_can_use_the_claim() {
-        let pod = |phase: &str, claim: &str| -> Pod {
-            serde_json::from_value(serde_json::json!({
-                "metadata": {"name": "p"},
-                "spec": {"containers": [], "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": claim}}]},
+        let pod = |phase: &str, claim: &str| -> serde_json::Value {
+            serde_json::json!({
+                "metadata": {"name": "p", "namespace": "dev", "resourceVersion": "7",
+                             "managedFields": [{"manager": "kubelet", "fieldsV1": {"f:spec": {}}}]},
+                "spec": {"containers": [{"name": "c", "env": [{"name": "A", "value": "1"}]}],
+                         "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": claim}},
+                                     {"name": "cfg", "configMap": {"name": "x"}}]},
                 "status": {"phase": phase}
-            }))
-            .expect("pod")
+            })
+        };
+        let as_full =
+            |value: serde_json::Value| -> Pod { serde_json::from_value(value).expect("pod") };
+        let as_slim = |value: serde_json::Value| -> PodClaims {
+            serde_json::from_value(value).expect("slim pod")
         };
         assert!(
-            pod_is_running(&pod("Running", "data")) && pod_mounts(&pod("Running", "data"), "data")
+            pod_is_running(&as_full(pod("Running", "data")))
+                && pod_mounts(&as_full(pod("Running", "data")), "data")
         );
-        assert!(pod_is_running(&pod("Pending", "data")));
-        assert!(!pod_is_running(&pod("Succeeded", "data")));
-        assert!(!pod_is_running(&pod("Failed", "data")));
-        assert!(!pod_mounts(&pod("Running", "other"), "data"));
+        assert!(pod_is_running(&as_full(pod("Pending", "data"))));
+        assert!(!pod_is_running(&as_full(pod("Succeeded", "data"))));
+        assert!(!pod_is_running(&as_full(pod("Failed", "data"))));
+        assert!(!pod_mounts(&as_full(pod("Running", "other")), "data"));
+        let slim = as_slim(pod("Running", "data"));
+        assert_eq!(delivered_key(&slim).as_deref(), Some("dev/p"));
+        assert_eq!(slim.resource_version().as_deref(), Some("7"));
         assert_eq!(
-            slim_pod(pod("Running", "data")),
+            slim.into_use(),
             Some(PodUse {
                 name: "p".into(),
                 claims: vec!["data".into()]
             })
         );
         assert_eq!(
-            slim_pod(pod("Succeeded", "data")),
+            as_slim(pod("Succeeded", "data")).into_use(),
             None,
             "finished pods are dropped"
+        );
+        let no_claims = serde_json::json!({"metadata": {"name": "q", "namespace": "dev"},
+                                           "spec": {"volumes": null}, "status": {}});
+        assert_eq!(
+            as_slim(no_claims).into_use(),
+            None,
+            "pods without claims cost nothing"
         );
     }
 
@@ -731,7 +1047,7 @@ mod tests {
             None,
             "not served before the cache is in sync"
         );
-        cache.synced.store(true, Ordering::Release);
+        cache.serving.store(true, Ordering::Release);
         let values: Vec<u32> = cache
             .in_namespace("a")
             .expect("synced")

@@ -35,7 +35,15 @@ struct Inner {
     lookup_errors: Family<ResourceLabels, Counter>,
     watch_errors: Family<ResourceLabels, Counter>,
     cached_objects: Family<ResourceLabels, Gauge>,
+    cache_synced: Family<ResourceLabels, Gauge>,
+    undecodable: Family<ResourceLabels, Counter>,
+    confirmations: Family<OutcomeLabels, Counter>,
     malformed: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
 }
 
 /// Cheap to clone: every clone records into the same registry.
@@ -91,6 +99,24 @@ impl Metrics {
             "Objects held in the caches, by resource",
             cached_objects.clone(),
         );
+        let cache_synced = Family::<ResourceLabels, Gauge>::default();
+        registry.register(
+            "cache_synced",
+            "1 while a cache is served from its watch, 0 while lookups of that resource go to the API server (never listed yet, or its watch failed and has not delivered an event since)",
+            cache_synced.clone(),
+        );
+        let undecodable = Family::<ResourceLabels, Counter>::default();
+        registry.register(
+            "watch_undecodable_objects",
+            "Objects a watch delivered that could not be read (skipped, the watch goes on), by resource",
+            undecodable.clone(),
+        );
+        let confirmations = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "denial_confirmations",
+            "Denials based on cached facts, re-checked against the API server: confirmed, or overturned (the cache lagged)",
+            confirmations.clone(),
+        );
         let malformed = Counter::default();
         registry.register(
             "malformed_reviews",
@@ -105,6 +131,9 @@ impl Metrics {
             lookup_errors,
             watch_errors,
             cached_objects,
+            cache_synced,
+            undecodable,
+            confirmations,
             malformed,
         }))
     }
@@ -143,6 +172,28 @@ impl Metrics {
             .cached_objects
             .get_or_create(&ResourceLabels { resource })
             .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    pub fn set_cache_synced(&self, resource: &'static str, synced: bool) {
+        self.0
+            .cache_synced
+            .get_or_create(&ResourceLabels { resource })
+            .set(i64::from(synced));
+    }
+
+    pub fn record_undecodable(&self, resource: &'static str) {
+        self.0
+            .undecodable
+            .get_or_create(&ResourceLabels { resource })
+            .inc();
+    }
+
+    /// `confirmed` or `overturned`.
+    pub fn record_confirmation(&self, outcome: &'static str) {
+        self.0
+            .confirmations
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
     }
 
     pub fn record_malformed(&self) {

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 
 use crate::config::{FailureMode, Policy};
-use crate::facts::{FactSource, LookupError};
+use crate::facts::{FactSource, Freshness, LookupError};
 use crate::metrics::Metrics;
 use crate::rules::{self, CloneRequest, SourceReference, Verdict};
 
@@ -253,6 +253,12 @@ impl OutcomeKind {
     }
 }
 
+/// A review that parsed, waiting to be judged.
+pub struct ParsedReview {
+    request: AdmissionRequest<ReviewedClaim>,
+    started: Instant,
+}
+
 /// Judges reviews: the one place where parsing, facts and rules meet.
 pub struct Reviewer<F> {
     policy: Policy,
@@ -279,19 +285,29 @@ impl<F: FactSource> Reviewer<F> {
 
     /// Answers one review body. `Err` means the body could not be parsed (HTTP 400).
     pub async fn review(&self, body: &[u8]) -> Result<AdmissionResponse, ReviewError> {
+        let parsed = self.parse(body)?;
+        Ok(self.answer(parsed).await)
+    }
+
+    /// The first half of [`Reviewer::review`]: the body is no longer needed afterwards, so
+    /// the server can free it (and let another body in) before the facts are gathered.
+    pub fn parse(&self, body: &[u8]) -> Result<ParsedReview, ReviewError> {
         let started = Instant::now();
-        let request = match parse(body) {
-            Ok(request) => request,
+        match parse(body) {
+            Ok(request) => Ok(ParsedReview { request, started }),
             Err(error) => {
                 self.metrics.record_malformed();
                 tracing::warn!(%error, "refused a review that does not parse");
-                return Err(error);
+                Err(error)
             }
-        };
-        let outcome = self.judge(&request).await;
-        let elapsed = started.elapsed();
-        self.record(&request, &outcome, elapsed);
-        Ok(outcome.response)
+        }
+    }
+
+    /// The second half of [`Reviewer::review`]: judge, record, respond.
+    pub async fn answer(&self, parsed: ParsedReview) -> AdmissionResponse {
+        let outcome = self.judge(&parsed.request).await;
+        self.record(&parsed.request, &outcome, parsed.started.elapsed());
+        outcome.response
     }
 
     /// Decides a parsed review.
@@ -307,26 +323,37 @@ impl<F: FactSource> Reviewer<F> {
             }
             Triage::Clone(clone) => clone,
         };
-        let facts = if clone.needs_facts(&self.policy) {
-            let gathered = tokio::time::timeout(
-                self.policy.lookup_timeout,
-                self.facts.gather(&clone, &self.policy),
-            )
-            .await;
-            match gathered {
-                Ok(Ok(facts)) => Some(facts),
-                Ok(Err(error)) => {
-                    return self.lookup_failed(response, &error.to_string(), Some(&error));
-                }
-                Err(_) => {
-                    let cause = LookupError::Timeout(self.policy.lookup_timeout).to_string();
-                    return self.lookup_failed(response, &cause, None);
-                }
+        let verdict = if clone.needs_facts(&self.policy) {
+            // One deadline for the whole lookup, confirmation included: shorter than the
+            // webhook's timeoutSeconds, so the failure mode, not the API server, decides.
+            let deadline = tokio::time::Instant::now() + self.policy.lookup_timeout;
+            let facts = match self.gather(&clone, Freshness::Cached, deadline).await {
+                Ok(facts) => facts,
+                Err((cause, error)) => return self.lookup_failed(response, &cause, error.as_ref()),
+            };
+            let verdict = rules::decide(&clone, Some(&facts), &self.policy);
+            if verdict.allowed() {
+                verdict
+            } else {
+                // A denial is never based on a cache alone: the facts are read again from
+                // the API server, and the rules decide on those.
+                let live = match self.gather(&clone, Freshness::Live, deadline).await {
+                    Ok(live) => live,
+                    Err((cause, error)) => {
+                        return self.lookup_failed(response, &cause, error.as_ref());
+                    }
+                };
+                let confirmed = rules::decide(&clone, Some(&live), &self.policy);
+                self.metrics.record_confirmation(if confirmed.allowed() {
+                    "overturned"
+                } else {
+                    "confirmed"
+                });
+                confirmed
             }
         } else {
-            None
+            rules::decide(&clone, None, &self.policy)
         };
-        let verdict = rules::decide(&clone, facts.as_ref(), &self.policy);
         let mut response = response;
         if !verdict.warnings.is_empty() {
             response.warnings = Some(verdict.warning_lines());
@@ -343,6 +370,25 @@ impl<F: FactSource> Reviewer<F> {
             response,
             kind,
             verdict: Some(verdict),
+        }
+    }
+
+    /// Gathers facts before `deadline`; `Err` carries the cause for the failure mode.
+    async fn gather(
+        &self,
+        clone: &CloneRequest,
+        freshness: Freshness,
+        deadline: tokio::time::Instant,
+    ) -> Result<rules::Facts, (String, Option<LookupError>)> {
+        match tokio::time::timeout_at(deadline, self.facts.gather(clone, &self.policy, freshness))
+            .await
+        {
+            Ok(Ok(facts)) => Ok(facts),
+            Ok(Err(error)) => Err((error.to_string(), Some(error))),
+            Err(_) => Err((
+                LookupError::Timeout(self.policy.lookup_timeout).to_string(),
+                None,
+            )),
         }
     }
 

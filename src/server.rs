@@ -15,7 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -51,6 +51,32 @@ impl Default for Timeouts {
     }
 }
 
+/// How much of the review port a client can take at once. The defaults keep the worst
+/// case (every connection open, every body at the 4 MiB limit) well under the Deployment's
+/// 128 Mi memory limit: 8 bodies are at most 32 MiB, 256 connections about 20 MiB of TLS
+/// and HTTP buffers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Open connections; past it, new ones wait in the listen backlog until one closes.
+    pub max_connections: usize,
+    /// Review bodies read and parsed at once (the memory-heavy part of a review); more
+    /// wait their turn, within the body-read timeout. Lookups are not counted: a slow API
+    /// server must not hold up plain claims.
+    pub max_inflight_reviews: usize,
+    /// Concurrent HTTP/2 streams per connection.
+    pub max_h2_streams: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 256,
+            max_inflight_reviews: 8,
+            max_h2_streams: 32,
+        }
+    }
+}
+
 /// Readiness: certificates loaded, caches synced, not shutting down.
 #[derive(Debug, Default)]
 pub struct Health {
@@ -69,31 +95,38 @@ impl Health {
 
 /// The review endpoint: `POST /validate`.
 pub fn router<F: FactSource>(reviewer: Arc<Reviewer<F>>) -> Router {
-    router_with(reviewer, Timeouts::default())
+    router_with(reviewer, Timeouts::default(), Limits::default())
 }
 
 struct ReviewState<F> {
     reviewer: Arc<Reviewer<F>>,
     body_read_timeout: Duration,
+    bodies: Arc<Semaphore>,
 }
 
-// Not derived: a derive would demand `F: Clone`, and only the Arc is cloned.
+// Not derived: a derive would demand `F: Clone`, and only the Arcs are cloned.
 impl<F> Clone for ReviewState<F> {
     fn clone(&self) -> Self {
         ReviewState {
             reviewer: Arc::clone(&self.reviewer),
             body_read_timeout: self.body_read_timeout,
+            bodies: Arc::clone(&self.bodies),
         }
     }
 }
 
-/// The review endpoint with explicit client timeouts.
-pub fn router_with<F: FactSource>(reviewer: Arc<Reviewer<F>>, timeouts: Timeouts) -> Router {
+/// The review endpoint with explicit client timeouts and limits.
+pub fn router_with<F: FactSource>(
+    reviewer: Arc<Reviewer<F>>,
+    timeouts: Timeouts,
+    limits: Limits,
+) -> Router {
     Router::new()
         .route("/validate", post(validate::<F>))
         .with_state(ReviewState {
             reviewer,
             body_read_timeout: timeouts.body_read,
+            bodies: Arc::new(Semaphore::new(limits.max_inflight_reviews.max(1))),
         })
 }
 
@@ -109,20 +142,34 @@ async fn validate<F: FactSource>(
         )
             .into_response();
     }
+    if declared_length(&headers).is_some_and(|length| length > MAX_REVIEW_BYTES as u64) {
+        return body_too_large();
+    }
     // The header-read timeout stops at the headers: a body trickled byte by byte is cut
-    // off here, and a body over the limit is refused without reading the rest.
-    let body = match tokio::time::timeout(
-        state.body_read_timeout,
-        axum::body::to_bytes(body, MAX_REVIEW_BYTES),
-    )
-    .await
-    {
+    // off here, and a body over the limit is refused without reading the rest. Waiting for
+    // a turn to read (at most `max_inflight_reviews` bodies at once) counts in that time.
+    let mut permit = None;
+    let read = async {
+        permit = Some(state.bodies.acquire().await);
+        axum::body::to_bytes(body, MAX_REVIEW_BYTES).await
+    };
+    let body = match tokio::time::timeout(state.body_read_timeout, read).await {
         Ok(Ok(body)) => body,
         Ok(Err(error)) if is_length_limit(&error) => return body_too_large(),
         Ok(Err(error)) => {
             return (
                 StatusCode::BAD_REQUEST,
                 format!("cannot read the body: {error}\n"),
+            )
+                .into_response();
+        }
+        Err(_) if permit.is_none() => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "too many reviews in flight: no turn to read the body within {}\n",
+                    humantime::format_duration(state.body_read_timeout)
+                ),
             )
                 .into_response();
         }
@@ -137,14 +184,27 @@ async fn validate<F: FactSource>(
                 .into_response();
         }
     };
-    match state.reviewer.review(&body).await {
-        Ok(response) => (
+    let parsed = state.reviewer.parse(&body);
+    // The body (up to 4 MiB) and its turn are given back before the facts are gathered.
+    drop(body);
+    drop(permit);
+    match parsed {
+        Ok(parsed) => (
             [(header::CONTENT_TYPE, "application/json")],
-            review::to_body(response),
+            review::to_body(state.reviewer.answer(parsed).await),
         )
             .into_response(),
         Err(error) => (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response(),
     }
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// Whether reading stopped at [`MAX_REVIEW_BYTES`] (the error is wrapped by axum).
@@ -209,7 +269,7 @@ async fn readyz<F: FactSource>(State(state): State<AdminState<F>>) -> Response {
     if !state.reviewer.facts().ready() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            "caches not in sync with the API server\n",
+            "waiting for the first sync of the caches (bounded by --cache-sync-timeout)\n",
         )
             .into_response();
     }
@@ -236,6 +296,7 @@ pub async fn serve_tls(
     tls: Arc<rustls::ServerConfig>,
     app: Router,
     timeouts: Timeouts,
+    limits: Limits,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
@@ -248,11 +309,21 @@ pub async fn serve_tls(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(250);
+        .max_concurrent_streams(limits.max_h2_streams);
     let builder = Arc::new(builder);
     let connections = TaskTracker::new();
     let close = CancellationToken::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     loop {
+        // At the limit, stop accepting: new connections wait in the listen backlog (and
+        // the client's own timeout applies) instead of costing memory here.
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            () = stopped(&mut shutdown) => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -266,7 +337,7 @@ pub async fn serve_tls(
             () = stopped(&mut shutdown) => break,
         };
         let _ = stream.set_nodelay(true);
-        connections.spawn(serve_connection(
+        let connection = serve_connection(
             stream,
             peer,
             acceptor.clone(),
@@ -274,7 +345,11 @@ pub async fn serve_tls(
             Arc::clone(&builder),
             timeouts.header_read,
             close.clone(),
-        ));
+        );
+        connections.spawn(async move {
+            connection.await;
+            drop(slot);
+        });
     }
     drop(listener);
     connections.close();

@@ -39,6 +39,7 @@ async fn start(dir: &Path) -> Running {
         tls,
         app,
         server::Timeouts::default(),
+        server::Limits::default(),
         stopped,
     ));
     Running {
