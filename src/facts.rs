@@ -468,9 +468,14 @@ impl ClusterFacts {
             return Ok(names);
         }
         let api = Api::<Pod>::namespaced(self.client.clone(), namespace);
-        // resourceVersion=0: served from the API server's watch cache, not from etcd.
+        // resourceVersion=0 is served from the API server's watch cache, not from etcd; a
+        // confirmation reads the current state.
+        let params = match freshness {
+            Freshness::Cached => ListParams::default().match_any(),
+            Freshness::Live => ListParams::default(),
+        };
         let pods = api
-            .list(&ListParams::default().match_any())
+            .list(&params)
             .await
             .map_err(|e| LookupError::api("pods", e))?;
         let mut names: Vec<String> = pods

@@ -1,0 +1,657 @@
+//! The fact gathering in-process, against a fake API server: kube's own `Client` over a
+//! tower service that answers lists, gets and watches from a table of objects, records
+//! every request, and can be told to lag, fail or forbid. Each test names the behaviour it
+//! proves and asserts its exact outcome (facts, requests made, metrics, readiness).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::{Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use pvc_clone_guard::config::{Action, Policy, RuleId};
+use pvc_clone_guard::facts::{ClusterFacts, FactSource, Freshness, WatchOptions};
+use pvc_clone_guard::metrics::Metrics;
+use pvc_clone_guard::review::Reviewer;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+type Body = BoxBody<Bytes, Infallible>;
+/// One open watch: its events are written as lines of the response body.
+type WatchSender = mpsc::UnboundedSender<Result<Frame<Bytes>, Infallible>>;
+
+/// The fake API server's state: objects by collection path, the requests seen, the open
+/// watches, and the faults to inject.
+#[derive(Default)]
+struct FakeApi {
+    /// Collection path (e.g. `/api/v1/persistentvolumeclaims`) -> object name -> object.
+    /// Namespaced objects are keyed `namespace/name`.
+    objects: BTreeMap<String, BTreeMap<String, Value>>,
+    /// `GET path?query` of every request, in order.
+    requests: Vec<String>,
+    /// Open watch streams by collection path.
+    watches: BTreeMap<String, Vec<WatchSender>>,
+    /// Collections whose every request is refused with 403.
+    forbidden: Vec<String>,
+    /// Raw items (already JSON text) appended to a collection's list, e.g. undecodable ones.
+    raw_list_items: BTreeMap<String, Vec<String>>,
+    resource_version: u64,
+}
+
+#[derive(Clone, Default)]
+struct Fake(Arc<Mutex<FakeApi>>);
+
+const CLAIMS: &str = "/api/v1/persistentvolumeclaims";
+const VOLUMES: &str = "/api/v1/persistentvolumes";
+const CLASSES: &str = "/apis/storage.k8s.io/v1/storageclasses";
+const PODS: &str = "/api/v1/pods";
+
+impl Fake {
+    fn state(&self) -> std::sync::MutexGuard<'_, FakeApi> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stores an object without telling the watches (the cache does not see it).
+    fn put_quietly(&self, collection: &str, key: &str, mut object: Value) -> Value {
+        let mut state = self.state();
+        state.resource_version += 1;
+        object["metadata"]["resourceVersion"] = json!(state.resource_version.to_string());
+        state
+            .objects
+            .entry(collection.to_owned())
+            .or_default()
+            .insert(key.to_owned(), object.clone());
+        object
+    }
+
+    /// Stores an object and sends it to the open watches.
+    fn put(&self, collection: &str, key: &str, object: Value) {
+        let object = self.put_quietly(collection, key, object);
+        self.send(collection, json!({"type": "MODIFIED", "object": object}));
+    }
+
+    fn send(&self, collection: &str, event: Value) {
+        let mut state = self.state();
+        let line = Bytes::from(format!("{event}\n"));
+        if let Some(watches) = state.watches.get_mut(collection) {
+            watches.retain(|watch| watch.send(Ok(Frame::data(line.clone()))).is_ok());
+        }
+    }
+
+    /// Ends every open watch of a collection, as an API server restart does.
+    fn drop_watches(&self, collection: &str) {
+        self.state().watches.remove(collection);
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.state().requests.clone()
+    }
+
+    fn clear_requests(&self) {
+        self.state().requests.clear();
+    }
+
+    fn client(&self) -> kube::Client {
+        let fake = self.clone();
+        let service = tower::service_fn(move |request: Request<kube::client::Body>| {
+            let fake = fake.clone();
+            async move { Ok::<_, Infallible>(fake.answer(&request)) }
+        });
+        kube::Client::new(service, "default")
+    }
+
+    fn answer<B>(&self, request: &Request<B>) -> Response<Body> {
+        let path = request.uri().path().to_owned();
+        let query = request.uri().query().unwrap_or("").to_owned();
+        let mut state = self.state();
+        state.requests.push(format!("GET {path}?{query}"));
+        let (collection, key) = split(&path);
+        if state.forbidden.contains(&collection) {
+            let resource = collection.rsplit('/').next().unwrap_or("");
+            return status(
+                StatusCode::FORBIDDEN,
+                &format!(
+                    "{resource} is forbidden: User \"pvc-clone-guard\" cannot list resource \"{resource}\""
+                ),
+                "Forbidden",
+            );
+        }
+        if query.contains("watch=true") {
+            let (sender, receiver) = mpsc::unbounded_channel();
+            state.watches.entry(collection).or_default().push(sender);
+            let stream = futures::stream::unfold(receiver, |mut receiver| async move {
+                receiver.recv().await.map(|frame| (frame, receiver))
+            });
+            return Response::new(StreamBody::new(stream).boxed());
+        }
+        let objects = state.objects.get(&collection).cloned().unwrap_or_default();
+        match key {
+            Some(key) => match objects.get(&key) {
+                Some(object) => json_response(StatusCode::OK, object.to_string()),
+                None => status(
+                    StatusCode::NOT_FOUND,
+                    &format!("\"{}\" not found", key.rsplit('/').next().unwrap_or("")),
+                    "NotFound",
+                ),
+            },
+            None => {
+                // A list: of one namespace if the path names one.
+                let mut items: Vec<String> = objects
+                    .iter()
+                    .filter(|(key, _)| match namespace_of(&path) {
+                        Some(namespace) => key.starts_with(&format!("{namespace}/")),
+                        None => true,
+                    })
+                    .map(|(_, object)| object.to_string())
+                    .collect();
+                items.extend(
+                    state
+                        .raw_list_items
+                        .get(&collection)
+                        .cloned()
+                        .unwrap_or_default(),
+                );
+                json_response(
+                    StatusCode::OK,
+                    format!(
+                        r#"{{"kind":"List","apiVersion":"v1","metadata":{{"resourceVersion":"{}"}},"items":[{}]}}"#,
+                        state.resource_version.max(1),
+                        items.join(",")
+                    ),
+                )
+            }
+        }
+    }
+}
+
+/// `/api/v1/namespaces/dev/persistentvolumeclaims/data` -> (`/api/v1/persistentvolumeclaims`,
+/// `Some("dev/data")`); `/api/v1/persistentvolumes` -> (that, `None`).
+fn split(path: &str) -> (String, Option<String>) {
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let prefix_len = if parts.first() == Some(&"api") { 2 } else { 3 };
+    let prefix = parts[..prefix_len.min(parts.len())].join("/");
+    let rest = &parts[prefix_len.min(parts.len())..];
+    match rest {
+        ["namespaces", _, resource] => (format!("/{prefix}/{resource}"), None),
+        ["namespaces", namespace, resource, name] => (
+            format!("/{prefix}/{resource}"),
+            Some(format!("{namespace}/{name}")),
+        ),
+        [resource] => (format!("/{prefix}/{resource}"), None),
+        [resource, name] => (format!("/{prefix}/{resource}"), Some((*name).to_owned())),
+        _ => (path.to_owned(), None),
+    }
+}
+
+fn namespace_of(path: &str) -> Option<&str> {
+    let mut parts = path.split('/');
+    parts.find(|p| *p == "namespaces")?;
+    parts.next()
+}
+
+fn json_response(code: StatusCode, body: String) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(body)).boxed());
+    *response.status_mut() = code;
+    response
+        .headers_mut()
+        .insert("content-type", "application/json".parse().expect("header"));
+    response
+}
+
+fn status(code: StatusCode, message: &str, reason: &str) -> Response<Body> {
+    json_response(
+        code,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+               "message": message, "reason": reason, "code": code.as_u16()})
+        .to_string(),
+    )
+}
+
+// ---- objects ------------------------------------------------------------------------------
+
+fn source_claim(phase: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "data", "namespace": "dev", "uid": "uid-1"},
+        "spec": {"storageClassName": "gp3", "volumeName": "pv-1", "volumeMode": "Filesystem",
+                 "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "10Gi"}}},
+        "status": {"phase": phase, "capacity": {"storage": "10Gi"}}
+    })
+}
+
+fn source_volume() -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": "pv-1"},
+        "spec": {"csi": {"driver": "ebs.csi.aws.com", "volumeHandle": "vol-1"},
+                 "capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteOnce"],
+                 "storageClassName": "gp3", "volumeMode": "Filesystem",
+                 "claimRef": {"namespace": "dev", "name": "data", "uid": "uid-1"}},
+        "status": {"phase": "Bound"}
+    })
+}
+
+fn class(name: &str) -> Value {
+    json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+           "metadata": {"name": name}, "provisioner": "ebs.csi.aws.com"})
+}
+
+fn pod(name: &str, claim: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": name, "namespace": "dev"},
+           "spec": {"containers": [{"name": "c", "image": "busybox"}],
+                    "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": claim}}]},
+           "status": {"phase": "Running"}})
+}
+
+/// A cluster with a healthy source "dev/data" on pv-1 and the class gp3.
+fn healthy_cluster() -> Fake {
+    let fake = Fake::default();
+    fake.put_quietly(CLAIMS, "dev/data", source_claim("Bound"));
+    fake.put_quietly(VOLUMES, "pv-1", source_volume());
+    fake.put_quietly(CLASSES, "gp3", class("gp3"));
+    fake
+}
+
+fn start(fake: &Fake, policy: &Policy) -> (ClusterFacts, Metrics) {
+    let metrics = Metrics::new();
+    let facts = ClusterFacts::start(
+        fake.client(),
+        metrics.clone(),
+        policy,
+        WatchOptions {
+            page_size: 2,
+            sync_wait: Duration::from_secs(2),
+        },
+    );
+    (facts, metrics)
+}
+
+fn clone_review(source: &str) -> Value {
+    let mut review = common::create(common::claim(
+        "clone",
+        Some(common::claim_source(source)),
+        "10Gi",
+    ));
+    review["request"]["namespace"] = json!("dev");
+    review
+}
+
+fn clone_request(source: &str) -> pvc_clone_guard::rules::CloneRequest {
+    let body = serde_json::to_vec(&clone_review(source)).expect("json");
+    let request = pvc_clone_guard::review::parse(&body).expect("parses");
+    match pvc_clone_guard::review::triage(&request) {
+        pvc_clone_guard::review::Triage::Clone(clone) => clone,
+        other => panic!("not a clone: {other:?}"),
+    }
+}
+
+async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if condition() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+fn metric(metrics: &Metrics, line_start: &str) -> Option<String> {
+    metrics
+        .encode()
+        .lines()
+        .find(|line| line.starts_with(line_start))
+        .map(|line| line[line_start.len()..].trim().to_owned())
+}
+
+fn lookups(requests: &[String]) -> Vec<String> {
+    requests
+        .iter()
+        .filter(|r| !r.contains("watch=true"))
+        .cloned()
+        .collect()
+}
+
+// ---- tests --------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_synced_cache_answers_a_clone_review_without_an_api_request() {
+    let fake = healthy_cluster();
+    let policy = Policy::default();
+    let (facts, _) = start(&fake, &policy);
+    assert!(!facts.ready(), "not ready before the first sync");
+    eventually("ready", || facts.ready()).await;
+    // Lists are paged (page size 2 here) and every watch is open.
+    let requests = fake.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.contains("/api/v1/persistentvolumeclaims?") && r.contains("limit=2")),
+        "{requests:?}"
+    );
+    eventually("the watches are open", || {
+        fake.requests()
+            .iter()
+            .filter(|r| r.contains("watch=true"))
+            .count()
+            == 4
+    })
+    .await;
+    fake.clear_requests();
+
+    let gathered = facts
+        .gather(&clone_request("data"), &policy, Freshness::Cached)
+        .await
+        .expect("facts");
+    let source = gathered.source.expect("source found");
+    assert_eq!(source.phase.as_deref(), Some("Bound"));
+    assert_eq!(
+        gathered.volume.and_then(|v| v.csi_driver).as_deref(),
+        Some("ebs.csi.aws.com")
+    );
+    assert_eq!(fake.requests(), Vec::<String>::new(), "no API request");
+}
+
+#[tokio::test]
+async fn a_cache_miss_reads_the_api_server() {
+    let fake = healthy_cluster();
+    let policy = Policy::default();
+    let (facts, _) = start(&fake, &policy);
+    eventually("ready", || facts.ready()).await;
+    // Created after the list, and its watch event not delivered yet.
+    let mut young = source_claim("Bound");
+    young["metadata"]["name"] = json!("young");
+    fake.put_quietly(CLAIMS, "dev/young", young);
+    fake.clear_requests();
+    let gathered = facts
+        .gather(&clone_request("young"), &policy, Freshness::Cached)
+        .await
+        .expect("facts");
+    assert!(gathered.source.is_some(), "found through a GET");
+    assert_eq!(
+        lookups(&fake.requests()),
+        ["GET /api/v1/namespaces/dev/persistentvolumeclaims/young?"]
+    );
+}
+
+#[tokio::test]
+async fn live_freshness_reads_everything_from_the_api_server() {
+    let fake = healthy_cluster();
+    let policy = Policy::default();
+    let (facts, _) = start(&fake, &policy);
+    eventually("ready", || facts.ready()).await;
+    fake.clear_requests();
+    facts
+        .gather(&clone_request("data"), &policy, Freshness::Live)
+        .await
+        .expect("facts");
+    assert_eq!(
+        lookups(&fake.requests()),
+        [
+            "GET /api/v1/namespaces/dev/persistentvolumeclaims/data?",
+            "GET /api/v1/persistentvolumes/pv-1?",
+            "GET /apis/storage.k8s.io/v1/storageclasses?",
+            "GET /api/v1/namespaces/dev/pods?",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_denial_from_a_lagging_cache_is_confirmed_and_overturned() {
+    let fake = Fake::default();
+    fake.put_quietly(CLAIMS, "dev/data", source_claim("Pending"));
+    fake.put_quietly(VOLUMES, "pv-1", source_volume());
+    fake.put_quietly(CLASSES, "gp3", class("gp3"));
+    let policy = Policy::default();
+    let (facts, metrics) = start(&fake, &policy);
+    eventually("ready", || facts.ready()).await;
+    // Bound on the API server; the watch event has not reached the cache.
+    fake.put_quietly(CLAIMS, "dev/data", source_claim("Bound"));
+    let reviewer = Reviewer::new(policy, facts, metrics.clone());
+    let body = serde_json::to_vec(&clone_review("data")).expect("json");
+    let response = reviewer.review(&body).await.expect("answered");
+    assert!(response.allowed, "{:?}", response.result.message);
+    assert_eq!(
+        metric(
+            &metrics,
+            "pvc_clone_guard_denial_confirmations_total{outcome=\"overturned\"}"
+        )
+        .as_deref(),
+        Some("1")
+    );
+}
+
+#[tokio::test]
+async fn a_true_denial_is_confirmed_and_given() {
+    let fake = healthy_cluster();
+    let policy = Policy::default();
+    let (facts, metrics) = start(&fake, &policy);
+    eventually("ready", || facts.ready()).await;
+    let reviewer = Reviewer::new(policy, facts, metrics.clone());
+    let body = serde_json::to_vec(&clone_review("ghost")).expect("json");
+    let response = reviewer.review(&body).await.expect("answered");
+    assert!(!response.allowed);
+    assert_eq!(
+        response.result.message,
+        "[source-exists] source claim \"ghost\" does not exist in namespace \"dev\"; create it first, or fix spec.dataSource.name"
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "pvc_clone_guard_denial_confirmations_total{outcome=\"confirmed\"}"
+        )
+        .as_deref(),
+        Some("1")
+    );
+}
+
+#[tokio::test]
+async fn watch_events_update_the_cache() {
+    let fake = healthy_cluster();
+    let policy = Policy::default();
+    let (facts, metrics) = start(&fake, &policy);
+    eventually("ready", || facts.ready()).await;
+    eventually("the claims watch is open", || {
+        fake.state().watches.contains_key(CLAIMS)
+    })
+    .await;
+    fake.put(CLAIMS, "dev/data", source_claim("Lost"));
+    let mut phase = None;
+    for _ in 0..200 {
+        let gathered = facts
+            .gather(&clone_request("data"), &policy, Freshness::Cached)
+            .await
+            .expect("facts");
+        phase = gathered.source.and_then(|s| s.phase);
+        if phase.as_deref() == Some("Lost") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        phase.as_deref(),
+        Some("Lost"),
+        "the event reached the cache"
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "pvc_clone_guard_cached_objects{resource=\"persistentvolumeclaims\"}"
+        )
+        .as_deref(),
+        Some("1")
+    );
+}
+
+#[tokio::test]
+async fn a_failed_watch_keeps_the_webhook_ready_and_sends_lookups_to_the_api_server() {
+    let fake = healthy_cluster();
+    let policy = Policy::default();
+    let (facts, metrics) = start(&fake, &policy);
+    eventually("ready", || facts.ready()).await;
+    eventually("the claims watch is open", || {
+        fake.state().watches.contains_key(CLAIMS)
+    })
+    .await;
+    // The watch ends with an error event (the API server no longer has our version).
+    fake.send(
+        CLAIMS,
+        json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+               "message": "too old resource version", "reason": "Expired", "code": 410}}),
+    );
+    eventually("the watch error is counted", || {
+        metric(
+            &metrics,
+            "pvc_clone_guard_watch_errors_total{resource=\"persistentvolumeclaims\"}",
+        )
+        .is_some()
+    })
+    .await;
+    assert!(
+        facts.ready(),
+        "a failed watch does not make the webhook unready"
+    );
+    // kube's watcher relists (with its backoff) and the cache is served again.
+    eventually("relisted", || {
+        metric(
+            &metrics,
+            "pvc_clone_guard_cache_synced{resource=\"persistentvolumeclaims\"}",
+        )
+        .as_deref()
+            == Some("1")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_cache_whose_watch_failed_is_not_served_until_it_delivers_again() {
+    let fake = healthy_cluster();
+    let policy = Policy::default();
+    let (facts, metrics) = start(&fake, &policy);
+    eventually("ready", || facts.ready()).await;
+    eventually("the claims watch is open", || {
+        fake.state().watches.contains_key(CLAIMS)
+    })
+    .await;
+    // Every later request for claims is refused: the watch cannot resume.
+    fake.state().forbidden.push(CLAIMS.to_owned());
+    fake.drop_watches(CLAIMS);
+    eventually("the cache is no longer served", || {
+        metric(
+            &metrics,
+            "pvc_clone_guard_cache_synced{resource=\"persistentvolumeclaims\"}",
+        )
+        .as_deref()
+            == Some("0")
+    })
+    .await;
+    fake.clear_requests();
+    let error = facts
+        .gather(&clone_request("data"), &policy, Freshness::Cached)
+        .await
+        .expect_err("the lookup goes to the API server, which refuses it");
+    assert_eq!(
+        error.to_string(),
+        "reading persistentvolumeclaims from the API server failed: persistentvolumeclaims is forbidden: User \"pvc-clone-guard\" cannot list resource \"persistentvolumeclaims\""
+    );
+    assert!(facts.ready(), "still ready");
+}
+
+#[tokio::test]
+async fn readiness_gives_up_on_a_cache_that_never_syncs() {
+    let fake = healthy_cluster();
+    fake.state().forbidden.push(PODS.to_owned());
+    let policy = Policy::default();
+    let (facts, metrics) = start(&fake, &policy);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !facts.ready(),
+        "the pods cache has not synced, and the wait is not over"
+    );
+    eventually("ready after the bounded wait", || facts.ready()).await;
+    assert_eq!(
+        metric(&metrics, "pvc_clone_guard_cache_synced{resource=\"pods\"}").as_deref(),
+        Some("0")
+    );
+    assert!(
+        metric(
+            &metrics,
+            "pvc_clone_guard_watch_errors_total{resource=\"pods\"}"
+        )
+        .is_some()
+    );
+}
+
+#[tokio::test]
+async fn pods_are_not_watched_while_source_in_use_is_off() {
+    let fake = healthy_cluster();
+    let mut policy = Policy::default();
+    policy.set_action(RuleId::SourceInUse, Action::Off);
+    let (facts, _) = start(&fake, &policy);
+    eventually("ready", || facts.ready()).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let requests = fake.requests();
+    assert!(
+        !requests.iter().any(|r| r.contains("/pods")),
+        "no pod request: {requests:?}"
+    );
+}
+
+#[tokio::test]
+async fn pods_that_mount_the_source_are_found_in_the_cache() {
+    let fake = healthy_cluster();
+    fake.put_quietly(PODS, "dev/web-0", pod("web-0", "data"));
+    fake.put_quietly(PODS, "dev/other", pod("other", "logs"));
+    let policy = Policy::default();
+    let (facts, _) = start(&fake, &policy);
+    eventually("ready", || facts.ready()).await;
+    let gathered = facts
+        .gather(&clone_request("data"), &policy, Freshness::Cached)
+        .await
+        .expect("facts");
+    assert_eq!(gathered.pods_using_source, ["web-0"]);
+}
+
+#[tokio::test]
+async fn an_object_that_does_not_decode_is_skipped_and_counted() {
+    let fake = healthy_cluster();
+    // A volume whose capacity is not a string: k8s-openapi cannot read it.
+    fake.state().raw_list_items.insert(
+        VOLUMES.to_owned(),
+        vec![r#"{"apiVersion":"v1","kind":"PersistentVolume","metadata":{"name":"odd","resourceVersion":"1"},"spec":{"capacity":{"storage":{"not":"a quantity"}}}}"#.to_owned()],
+    );
+    let policy = Policy::default();
+    let (facts, metrics) = start(&fake, &policy);
+    eventually("ready", || facts.ready()).await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "pvc_clone_guard_watch_undecodable_objects_total{resource=\"persistentvolumes\"}"
+        )
+        .as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "pvc_clone_guard_cached_objects{resource=\"persistentvolumes\"}"
+        )
+        .as_deref(),
+        Some("1"),
+        "the other volume is cached"
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "pvc_clone_guard_cache_synced{resource=\"persistentvolumes\"}"
+        )
+        .as_deref(),
+        Some("1")
+    );
+}
