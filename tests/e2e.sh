@@ -3,7 +3,8 @@
 # (tests/cluster/dev-env.sh). Two suites, each on a control plane of its own, each torn
 # down afterwards whatever happens:
 #   tests/e2e.rs     every rule through kubectl, in parallel
-#   tests/faults.rs  API-server faults (RBAC revoked, stopped, hung), one at a time
+#   tests/faults.rs and tests/resilience.rs  API-server faults (RBAC revoked, stopped, hung,
+#                    restarted under load), a lagging view, no pods RBAC; one at a time
 #   E2E_KEEP=1 tests/e2e.sh   keeps the environments (and prints where) for debugging.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,16 +29,20 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# suite TEST THREADS: a fresh control plane, the ignored tests of tests/TEST.rs, teardown.
+# suite THREADS TEST...: a fresh control plane, the ignored tests of each tests/TEST.rs in
+# turn, teardown.
 suite() {
-  local test=$1 threads=$2 dir
-  dir="$(mktemp -d "${TMPDIR:-/tmp}/pvc-clone-guard-$test.XXXXXX")"
+  local threads=$1 dir test
+  shift
+  dir="$(mktemp -d "${TMPDIR:-/tmp}/pvc-clone-guard-$1.XXXXXX")"
   DIRS+=("$dir")
   tests/cluster/dev-env.sh up "$dir" tests/cluster/e2e-config.yaml
-  PVC_CLONE_GUARD_E2E_DIR="$dir" cargo test --release --test "$test" -- --ignored --test-threads="$threads"
+  for test in "$@"; do
+    PVC_CLONE_GUARD_E2E_DIR="$dir" cargo test --release --test "$test" -- --ignored --test-threads="$threads"
+  done
   tests/cluster/dev-env.sh down "$dir" >/dev/null 2>&1
 }
 
 cargo build --release --quiet
-suite faults 1
-suite e2e 4
+suite 1 faults resilience
+suite 4 e2e

@@ -15,6 +15,8 @@
 #   dev-env.sh down DIR            stop the webhook, then the control plane (by recorded pid)
 #   dev-env.sh stop-webhook DIR    SIGTERM the webhook and wait for it to exit
 #   dev-env.sh start-webhook DIR   start it again with the same flags, wait until ready
+#     (WEBHOOK_KUBECONFIG=FILE: another kubeconfig for the webhook, e.g. through a proxy;
+#      WEBHOOK_EXTRA_ARGS="--flag=value ...": flags added to the recorded ones)
 #
 # After `up`, DIR/webhook.env holds WEBHOOK_URL, WEBHOOK_ADMIN_URL, WEBHOOK_CA, WEBHOOK_NAME
 # next to DIR/cluster.env (KUBECONFIG etc.).
@@ -69,10 +71,12 @@ wait_webhook_ready() {
 start_webhook() {
   # shellcheck disable=SC1091
   source "$DIR/webhook.env"
-  local args
+  local args extra
   mapfile -t args <"$DIR/webhook.args"
+  read -r -a extra <<<"${WEBHOOK_EXTRA_ARGS:-}"
+  args+=("${extra[@]}")
   # The identity is the webhook's own user, bound only to the shipped ClusterRole.
-  KUBECONFIG="$DIR/webhook.kubeconfig" RUST_LOG="${RUST_LOG:-info}" \
+  KUBECONFIG="${WEBHOOK_KUBECONFIG:-$DIR/webhook.kubeconfig}" RUST_LOG="${RUST_LOG:-info}" \
     setsid "$(binary)" "${args[@]}" >>"$DIR/webhook.log" 2>&1 </dev/null &
   echo $! >"$DIR/webhook.pid"
   local started=$SECONDS

@@ -288,3 +288,46 @@ pub fn metric(series: &str) -> Option<f64> {
         .lines()
         .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
 }
+
+/// Runs `tests/cluster/dev-env.sh COMMAND DIR` with extra environment variables.
+pub fn dev_env(command: &str, env: &[(&str, &str)]) {
+    let output = Command::new(ENV.repo.join("tests/cluster/dev-env.sh"))
+        .args([command, ENV.dir.to_str().expect("utf-8 dir")])
+        .envs(env.iter().copied())
+        .output()
+        .expect("dev-env.sh runs");
+    assert!(
+        output.status.success(),
+        "dev-env.sh {command}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Restarts the webhook (SIGTERM, then start and wait until ready) with extra environment
+/// for dev-env.sh (`WEBHOOK_KUBECONFIG`, `WEBHOOK_EXTRA_ARGS`); no environment restores the
+/// recorded setup.
+pub fn restart_webhook(env: &[(&str, &str)]) {
+    dev_env("stop-webhook", &[]);
+    dev_env("start-webhook", env);
+}
+
+/// The pid of the running webhook, as dev-env.sh recorded it.
+pub fn webhook_pid() -> String {
+    std::fs::read_to_string(&ENV.vars["WEBHOOK_PID_FILE"])
+        .expect("webhook pid file")
+        .trim()
+        .to_owned()
+}
+
+/// A kube client with the admin's identity, for tests that need many fast API calls.
+pub async fn admin_client() -> kube::Client {
+    let kubeconfig = kube::config::Kubeconfig::read_from(ENV.dir.join("admin.kubeconfig"))
+        .expect("admin kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .expect("admin config");
+    kube::Client::try_from(config).expect("admin client")
+}

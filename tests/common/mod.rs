@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod delay_proxy;
 
 use std::path::Path;
 use std::sync::Arc;
