@@ -88,11 +88,14 @@ pub struct ServeArgs {
     #[arg(long, env = "PVC_CLONE_GUARD_LIST_PAGE_SIZE", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
     list_page_size: u32,
     /// Open connections on the review port; more wait in the listen backlog.
-    #[arg(long, env = "PVC_CLONE_GUARD_MAX_CONNECTIONS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "PVC_CLONE_GUARD_MAX_CONNECTIONS", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
-    /// Review bodies (up to 4 MiB each) read and parsed at once; more wait their turn.
-    #[arg(long, env = "PVC_CLONE_GUARD_MAX_INFLIGHT_REVIEWS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Reviews of ordinary size (up to 64 KiB) read and parsed at once; more wait their turn.
+    #[arg(long, env = "PVC_CLONE_GUARD_MAX_INFLIGHT_REVIEWS", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
     max_inflight_reviews: u32,
+    /// Larger reviews (up to 4 MiB) read and parsed at once; more wait their turn.
+    #[arg(long, env = "PVC_CLONE_GUARD_MAX_INFLIGHT_LARGE_REVIEWS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    max_inflight_large_reviews: u32,
     /// Concurrent HTTP/2 streams per connection.
     #[arg(long, env = "PVC_CLONE_GUARD_MAX_H2_STREAMS", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
     max_h2_streams: u32,
@@ -258,6 +261,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let limits = server::Limits {
         max_connections: args.max_connections as usize,
         max_inflight_reviews: args.max_inflight_reviews as usize,
+        max_inflight_large_reviews: args.max_inflight_large_reviews as usize,
         max_h2_streams: args.max_h2_streams,
     };
     let reviews = tokio::spawn(server::serve_tls(

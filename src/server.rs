@@ -11,6 +11,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use futures::StreamExt;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -51,18 +52,26 @@ impl Default for Timeouts {
     }
 }
 
-/// How much of the review port a client can take at once. The defaults keep the worst
-/// case (every connection open, every body at the 4 MiB limit) well under the Deployment's
-/// 128 Mi memory limit: 8 bodies are at most 32 MiB, 256 connections about 20 MiB of TLS
-/// and HTTP buffers.
+/// A review body up to this size is "ordinary": a claim with its managedFields and
+/// last-applied annotation is 5-15 KiB. Larger ones (or ones of undeclared length) wait in
+/// a queue of their own, so a flood of large bodies never holds up ordinary reviews.
+pub const ORDINARY_REVIEW_BYTES: usize = 64 * 1024;
+
+/// How much of the review port clients can take at once. Every limit waits rather than
+/// refuses, within the client's own timeouts. With the defaults, what clients can make the
+/// server hold is bounded, whatever they send: 128 ordinary bodies (8 MiB) and 4 large
+/// ones (16 MiB) being read and parsed, and per connection at most 64 KiB of HTTP/1.1
+/// buffer or 256 KiB of HTTP/2 flow-control window (128 connections: 8 or 32 MiB), well
+/// under the Deployment's 128 Mi limit with the caches of a large cluster beside them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Open connections; past it, new ones wait in the listen backlog until one closes.
     pub max_connections: usize,
-    /// Review bodies read and parsed at once (the memory-heavy part of a review); more
-    /// wait their turn, within the body-read timeout. Lookups are not counted: a slow API
-    /// server must not hold up plain claims.
+    /// Ordinary reviews (up to [`ORDINARY_REVIEW_BYTES`]) read and parsed at once. Lookups
+    /// are not counted: a slow API server must not hold up plain claims.
     pub max_inflight_reviews: usize,
+    /// Larger reviews (up to the 4 MiB limit) read and parsed at once.
+    pub max_inflight_large_reviews: usize,
     /// Concurrent HTTP/2 streams per connection.
     pub max_h2_streams: u32,
 }
@@ -70,8 +79,9 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_connections: 256,
-            max_inflight_reviews: 8,
+            max_connections: 128,
+            max_inflight_reviews: 128,
+            max_inflight_large_reviews: 4,
             max_h2_streams: 32,
         }
     }
@@ -101,7 +111,8 @@ pub fn router<F: FactSource>(reviewer: Arc<Reviewer<F>>) -> Router {
 struct ReviewState<F> {
     reviewer: Arc<Reviewer<F>>,
     body_read_timeout: Duration,
-    bodies: Arc<Semaphore>,
+    ordinary_bodies: Arc<Semaphore>,
+    large_bodies: Arc<Semaphore>,
 }
 
 // Not derived: a derive would demand `F: Clone`, and only the Arcs are cloned.
@@ -110,7 +121,8 @@ impl<F> Clone for ReviewState<F> {
         ReviewState {
             reviewer: Arc::clone(&self.reviewer),
             body_read_timeout: self.body_read_timeout,
-            bodies: Arc::clone(&self.bodies),
+            ordinary_bodies: Arc::clone(&self.ordinary_bodies),
+            large_bodies: Arc::clone(&self.large_bodies),
         }
     }
 }
@@ -126,7 +138,8 @@ pub fn router_with<F: FactSource>(
         .with_state(ReviewState {
             reviewer,
             body_read_timeout: timeouts.body_read,
-            bodies: Arc::new(Semaphore::new(limits.max_inflight_reviews.max(1))),
+            ordinary_bodies: Arc::new(Semaphore::new(limits.max_inflight_reviews.max(1))),
+            large_bodies: Arc::new(Semaphore::new(limits.max_inflight_large_reviews.max(1))),
         })
 }
 
@@ -142,28 +155,35 @@ async fn validate<F: FactSource>(
         )
             .into_response();
     }
-    if declared_length(&headers).is_some_and(|length| length > MAX_REVIEW_BYTES as u64) {
+    let declared = declared_length(&headers);
+    if declared.is_some_and(|length| length > MAX_REVIEW_BYTES) {
         return body_too_large();
     }
+    let ordinary = declared.is_some_and(|length| length <= ORDINARY_REVIEW_BYTES);
+    let turns = if ordinary {
+        &state.ordinary_bodies
+    } else {
+        &state.large_bodies
+    };
     // The header-read timeout stops at the headers: a body trickled byte by byte is cut
     // off here, and a body over the limit is refused without reading the rest. Waiting for
-    // a turn to read (at most `max_inflight_reviews` bodies at once) counts in that time.
-    let mut permit = None;
+    // a turn to read counts in that time.
+    let mut turn = None;
     let read = async {
-        permit = Some(state.bodies.acquire().await);
-        axum::body::to_bytes(body, MAX_REVIEW_BYTES).await
+        turn = Some(turns.acquire().await);
+        read_body(body, declared).await
     };
     let body = match tokio::time::timeout(state.body_read_timeout, read).await {
         Ok(Ok(body)) => body,
-        Ok(Err(error)) if is_length_limit(&error) => return body_too_large(),
-        Ok(Err(error)) => {
+        Ok(Err(BodyError::TooLarge)) => return body_too_large(),
+        Ok(Err(BodyError::Read(error))) => {
             return (
                 StatusCode::BAD_REQUEST,
                 format!("cannot read the body: {error}\n"),
             )
                 .into_response();
         }
-        Err(_) if permit.is_none() => {
+        Err(_) if turn.is_none() => {
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(
@@ -187,7 +207,7 @@ async fn validate<F: FactSource>(
     let parsed = state.reviewer.parse(&body);
     // The body (up to 4 MiB) and its turn are given back before the facts are gathered.
     drop(body);
-    drop(permit);
+    drop(turn);
     match parsed {
         Ok(parsed) => (
             [(header::CONTENT_TYPE, "application/json")],
@@ -198,7 +218,7 @@ async fn validate<F: FactSource>(
     }
 }
 
-fn declared_length(headers: &HeaderMap) -> Option<u64> {
+fn declared_length(headers: &HeaderMap) -> Option<usize> {
     headers
         .get(header::CONTENT_LENGTH)?
         .to_str()
@@ -207,16 +227,24 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
-/// Whether reading stopped at [`MAX_REVIEW_BYTES`] (the error is wrapped by axum).
-fn is_length_limit(error: &axum::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(current) = source {
-        if current.is::<http_body_util::LengthLimitError>() {
-            return true;
+enum BodyError {
+    TooLarge,
+    Read(axum::Error),
+}
+
+/// Reads the body into one buffer of the declared size (no second copy, as collecting
+/// chunks and joining them would make), stopping at [`MAX_REVIEW_BYTES`].
+async fn read_body(body: Body, declared: Option<usize>) -> Result<Vec<u8>, BodyError> {
+    let mut body = body.into_data_stream();
+    let mut buffer = Vec::with_capacity(declared.unwrap_or(ORDINARY_REVIEW_BYTES));
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(BodyError::Read)?;
+        if buffer.len() + chunk.len() > MAX_REVIEW_BYTES {
+            return Err(BodyError::TooLarge);
         }
-        source = current.source();
+        buffer.extend_from_slice(&chunk);
     }
-    false
+    Ok(buffer)
 }
 
 fn body_too_large() -> Response {
@@ -305,11 +333,18 @@ pub async fn serve_tls(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(timeouts.header_read)
+        // Headers must fit (they are small); the body is read by the handler in chunks.
+        .max_buf_size(ORDINARY_REVIEW_BYTES)
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(limits.max_h2_streams);
+        .max_concurrent_streams(limits.max_h2_streams)
+        // What a client may send ahead of our reading it: one ordinary review per stream,
+        // four per connection (the default would be 1 MiB each).
+        .initial_stream_window_size(ORDINARY_REVIEW_BYTES as u32)
+        .initial_connection_window_size(4 * ORDINARY_REVIEW_BYTES as u32)
+        .max_header_list_size(ORDINARY_REVIEW_BYTES as u32);
     let builder = Arc::new(builder);
     let connections = TaskTracker::new();
     let close = CancellationToken::new();

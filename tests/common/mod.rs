@@ -1,6 +1,7 @@
 //! Shared fixtures: reviews shaped like the ones kube-apiserver sends, and facts.
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod cluster;
 pub mod delay_proxy;
 

@@ -1,0 +1,133 @@
+//! The real binary of the package, started on free loopback ports with fresh certificates
+//! and a kubeconfig that points at a closed port: plain reviews need no API server.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::*;
+
+/// The real binary, serving on free loopback ports; killed when dropped.
+pub struct Webhook {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub addr: String,
+    pub admin: String,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl Webhook {
+    pub async fn start(extra: &[&str]) -> Webhook {
+        let dir = tempfile::tempdir().expect("tempdir");
+        issue_certs(dir.path());
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            "apiVersion: v1\nkind: Config\nclusters: [{name: none, cluster: {server: 'https://127.0.0.1:1', insecure-skip-tls-verify: true}}]\n\
+             users: [{name: none, user: {token: none}}]\ncontexts: [{name: none, context: {cluster: none, user: none}}]\ncurrent-context: none\n",
+        )
+        .expect("kubeconfig");
+        let (port, admin_port) = (free_port(), free_port());
+        let addr = format!("127.0.0.1:{port}");
+        let admin = format!("127.0.0.1:{admin_port}");
+        let child = Command::new(env!("CARGO_BIN_EXE_pvc-clone-guard"))
+            .arg("serve")
+            .arg("--tls-cert")
+            .arg(dir.path().join("tls.crt"))
+            .arg("--tls-key")
+            .arg(dir.path().join("tls.key"))
+            .args([
+                "--listen",
+                &addr,
+                "--admin-listen",
+                &admin,
+                "--log-format",
+                "text",
+            ])
+            .args(extra)
+            .env("KUBECONFIG", &kubeconfig)
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("pvc-clone-guard starts");
+        let webhook = Webhook {
+            child,
+            dir,
+            addr,
+            admin,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while admin_get(&webhook.admin, "/livez").await.0 != 200 {
+            assert!(Instant::now() < deadline, "the webhook did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        webhook
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    pub async fn post(&self, body: &[u8]) -> (u16, String) {
+        https_post(&self.addr, &self.ca(), body).await
+    }
+
+    /// A plain claim is allowed: the server is up and answering.
+    pub async fn assert_answers(&self) {
+        let (status, body) = self
+            .post(&serde_json::to_vec(&create(claim("plain", None, "1Gi"))).expect("json"))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("\"allowed\":true"), "{body}");
+    }
+
+    pub fn terminate(&self) {
+        // SAFETY-free: kill(2) through the kill command keeps the test free of libc.
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+}
+
+impl Drop for Webhook {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub async fn admin_get(admin: &str, path: &str) -> (u16, String) {
+    let Ok(mut stream) = TcpStream::connect(admin).await else {
+        return (0, String::new());
+    };
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return (0, String::new());
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response).await;
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (
+        status,
+        response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default(),
+    )
+}
