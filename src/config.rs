@@ -1,92 +1,19 @@
 //! The policy: what each rule does when it is violated, and the options around the rules.
 //! Read from the YAML file given with `--config`; every field is optional.
 
-use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-/// The rules of the specification, in the order their violations are reported.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum RuleId {
-    SameNamespace,
-    SourceExists,
-    SourceBound,
-    SourceDeleting,
-    SourceVolume,
-    CsiSource,
-    DynamicProvisioning,
-    SameDriver,
-    VolumeMode,
-    Size,
-    SizeCapacity,
-    SourceInUse,
-    CloneCapableDriver,
-    SourceApiGroup,
-}
-
-impl RuleId {
-    pub const ALL: [RuleId; 14] = [
-        RuleId::SameNamespace,
-        RuleId::SourceExists,
-        RuleId::SourceBound,
-        RuleId::SourceDeleting,
-        RuleId::SourceVolume,
-        RuleId::CsiSource,
-        RuleId::DynamicProvisioning,
-        RuleId::SameDriver,
-        RuleId::VolumeMode,
-        RuleId::Size,
-        RuleId::SizeCapacity,
-        RuleId::SourceInUse,
-        RuleId::CloneCapableDriver,
-        RuleId::SourceApiGroup,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RuleId::SameNamespace => "same-namespace",
-            RuleId::SourceExists => "source-exists",
-            RuleId::SourceBound => "source-bound",
-            RuleId::SourceDeleting => "source-deleting",
-            RuleId::SourceVolume => "source-volume",
-            RuleId::CsiSource => "csi-source",
-            RuleId::DynamicProvisioning => "dynamic-provisioning",
-            RuleId::SameDriver => "same-driver",
-            RuleId::VolumeMode => "volume-mode",
-            RuleId::Size => "size",
-            RuleId::SizeCapacity => "size-capacity",
-            RuleId::SourceInUse => "source-in-use",
-            RuleId::CloneCapableDriver => "clone-capable-driver",
-            RuleId::SourceApiGroup => "source-api-group",
-        }
-    }
-
-    /// The action a rule takes when the configuration does not name it.
-    pub fn default_action(self) -> Action {
-        match self {
-            RuleId::SizeCapacity | RuleId::SourceInUse => Action::Warn,
-            _ => Action::Deny,
-        }
-    }
-}
-
-impl fmt::Display for RuleId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::rules::RuleId;
 
 impl FromStr for RuleId {
     type Err = ConfigError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        RuleId::ALL
-            .into_iter()
-            .find(|rule| rule.as_str() == text)
-            .ok_or_else(|| ConfigError::UnknownRule(text.to_owned()))
+        RuleId::from_name(text).ok_or_else(|| ConfigError::UnknownRule(text.to_owned()))
     }
 }
 
@@ -124,7 +51,7 @@ pub enum FailureMode {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("unknown rule {0:?} (known rules: {known})", known = RuleId::ALL.map(RuleId::as_str).join(", "))]
+    #[error("unknown rule {0:?} (known rules: {known})", known = RuleId::known())]
     UnknownRule(String),
     #[error("cannot read {path}: {source}")]
     Read {
@@ -235,9 +162,8 @@ mod tests {
         let policy = Policy::default();
         for rule in RuleId::ALL {
             let expected = match rule {
-                RuleId::SizeCapacity | RuleId::SourceInUse => Action::Warn,
                 RuleId::CloneCapableDriver => Action::Off,
-                _ => Action::Deny,
+                _ => rule.rule().default,
             };
             assert_eq!(policy.action(rule), expected, "{rule}");
         }

@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use crate::config::{Action, Policy, RuleId};
+use crate::config::{Action, Policy};
 
 mod clone;
 
@@ -218,24 +218,122 @@ impl<'a> Input<'a> {
 
 type Check = fn(&Input) -> Option<String>;
 
-/// The rules in table order. Rules after `source-exists` need the source claim and return
-/// `None` when it is unknown; rules about the volume return `None` when it is unknown.
-const RULES: [(RuleId, Check); 14] = [
-    (RuleId::SameNamespace, same_namespace),
-    (RuleId::SourceExists, source_exists),
-    (RuleId::SourceBound, source_bound),
-    (RuleId::SourceDeleting, source_deleting),
-    (RuleId::SourceVolume, source_volume),
-    (RuleId::CsiSource, csi_source),
-    (RuleId::DynamicProvisioning, dynamic_provisioning),
-    (RuleId::SameDriver, same_driver),
-    (RuleId::VolumeMode, volume_mode),
-    (RuleId::Size, size),
-    (RuleId::SizeCapacity, size_capacity),
-    (RuleId::SourceInUse, source_in_use),
-    (RuleId::CloneCapableDriver, clone_capable_driver),
-    (RuleId::SourceApiGroup, source_api_group),
-];
+/// Which requests a rule judges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applies {
+    Clone,
+    Restore,
+    Both,
+}
+
+/// A row of [`RULES`].
+pub struct Rule {
+    pub id: RuleId,
+    /// The id users see in messages, the configuration and the metrics.
+    pub name: &'static str,
+    /// The action when the configuration does not name the rule.
+    pub default: Action,
+    pub applies: Applies,
+    check: Check,
+    /// What a user reads when the rule is violated (without the `[id]` prefix); the tests
+    /// hold it equal to what the rule says, and the README shows it.
+    pub example: &'static str,
+}
+
+/// Declares [`RuleId`] and [`RULES`] from one list, so that an id, its default, its order,
+/// its function and its example cannot drift apart.
+macro_rules! rule_table {
+    ($($variant:ident => $name:literal, $default:ident, $applies:ident, $check:path, $example:expr;)+) => {
+        /// A rule, by its position in [`RULES`] (the order violations are reported in).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum RuleId {
+            $($variant),+
+        }
+
+        impl RuleId {
+            pub const ALL: [RuleId; [$(RuleId::$variant),+].len()] = [$(RuleId::$variant),+];
+        }
+
+        /// The one table of rules, in report order. Adding a rule is a row here and its function.
+        pub const RULES: &[Rule] = &[$(Rule {
+            id: RuleId::$variant,
+            name: $name,
+            default: Action::$default,
+            applies: Applies::$applies,
+            check: $check,
+            example: $example,
+        }),+];
+    };
+}
+
+rule_table! {
+    SameNamespace => "same-namespace", Deny, Both, same_namespace,
+        "dataSourceRef names claim \"data\" in namespace \"prod\", but this claim is in namespace \"dev\"; a clone must be created in its source's namespace: create this claim in namespace \"prod\"";
+    SourceExists => "source-exists", Deny, Clone, source_exists,
+        "source claim \"nope\" does not exist in namespace \"dev\"; create it first, or fix spec.dataSource.name";
+    SourceBound => "source-bound", Deny, Clone, source_bound,
+        "source claim \"data\" is Pending, not Bound; wait until it is Bound, then create the clone";
+    SourceDeleting => "source-deleting", Deny, Clone, source_deleting,
+        "source claim \"data\" is being deleted (since 2026-11-21T10:00:00Z); clone a claim that is not being deleted";
+    SourceVolume => "source-volume", Deny, Clone, source_volume,
+        "PersistentVolume \"pv-1\" is bound to claim \"dev/other\", not to source claim \"dev/data\"; repair the volume's binding or clone another claim";
+    CsiSource => "csi-source", Deny, Clone, csi_source,
+        "source volume \"pv-1\" is not a CSI volume (it uses hostPath), and only CSI volumes can be cloned; copy the data into a claim of a CSI StorageClass instead";
+    DynamicProvisioning => "dynamic-provisioning", Deny, Both, dynamic_provisioning,
+        "StorageClass \"local-disks\" has provisioner kubernetes.io/no-provisioner, which cannot provision a clone; set spec.storageClassName to a class provisioned by ebs.csi.aws.com, e.g. \"gp3\" or \"gp3-encrypted\"";
+    SameDriver => "same-driver", Deny, Clone, same_driver,
+        "StorageClass \"standard-rwo\" is provisioned by pd.csi.storage.gke.io but source volume \"pv-1\" belongs to CSI driver ebs.csi.aws.com; set spec.storageClassName to a class provisioned by ebs.csi.aws.com, e.g. \"gp3\" or \"gp3-encrypted\"";
+    VolumeMode => "volume-mode", Deny, Clone, volume_mode,
+        "source claim \"data\" is Block but this claim asks for Filesystem; set spec.volumeMode: Block";
+    Size => "size", Deny, Clone, size,
+        "this claim requests 1000Mi but source claim \"data\" requests 1Gi; request at least 1Gi";
+    SizeCapacity => "size-capacity", Warn, Clone, size_capacity,
+        "source claim \"data\" holds 10Gi (its request: 8Gi); some drivers refuse a smaller clone: request 10Gi";
+    SourceInUse => "source-in-use", Warn, Clone, source_in_use,
+        "source claim \"data\" is mounted by pod \"web-0\"; the clone is only crash-consistent";
+    CloneCapableDriver => "clone-capable-driver", Deny, Clone, clone_capable_driver,
+        "CSI driver nfs.csi.k8s.io is not in the configured list of clone-capable drivers (ebs.csi.aws.com, pd.csi.storage.gke.io); clone a volume of one of those drivers, or ask an administrator to add nfs.csi.k8s.io to the list";
+    SourceApiGroup => "source-api-group", Deny, Clone, source_api_group,
+        "spec.dataSource names kind PersistentVolumeClaim with apiGroup \"example.com\", but claims belong to the core API group; remove apiGroup to clone claim \"data\"";
+}
+
+impl RuleId {
+    pub fn rule(self) -> &'static Rule {
+        &RULES[self as usize]
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.rule().name
+    }
+
+    /// The action a rule takes when the configuration does not name it.
+    pub fn default_action(self) -> Action {
+        self.rule().default
+    }
+
+    /// The rule named `name`, or `None`.
+    pub fn from_name(name: &str) -> Option<RuleId> {
+        RULES
+            .iter()
+            .find(|rule| rule.name == name)
+            .map(|rule| rule.id)
+    }
+
+    /// Every rule id, comma-separated, for messages.
+    pub fn known() -> String {
+        RULES
+            .iter()
+            .map(|rule| rule.name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl fmt::Display for RuleId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Decides a clone request. `facts` is `None` when the request needs none
 /// ([`CloneRequest::needs_facts`] is false).
@@ -246,7 +344,10 @@ pub fn decide(request: &CloneRequest, facts: Option<&Facts>, policy: &Policy) ->
         policy,
     };
     let mut verdict = Verdict::default();
-    for (rule, check) in RULES {
+    for &Rule {
+        id: rule, check, ..
+    } in RULES
+    {
         let action = policy.action(rule);
         if action == Action::Off {
             continue;

@@ -689,3 +689,163 @@ fn rules_that_need_the_source_are_skipped_without_it() {
     );
     assert!(verdict.warnings.is_empty());
 }
+
+// ---- The one table: its examples and the README ------------------------------------------
+
+/// A request, facts and policy under which `rule` says exactly its table example. The match
+/// is exhaustive, so a new rule cannot be added without a case that proves its example.
+fn example_case(rule: RuleId) -> (CloneRequest, Option<Facts>, Policy) {
+    let mut r = request();
+    let mut f = facts();
+    let mut policy = Policy::default();
+    match rule {
+        RuleId::SameNamespace => {
+            r.source.field = "dataSourceRef";
+            r.source.namespace = Some("prod".into());
+            return (r, None, policy);
+        }
+        RuleId::SourceExists => {
+            r.source.name = "nope".into();
+            f.source = None;
+        }
+        RuleId::SourceBound => {
+            source(&mut f).phase = Some("Pending".into());
+            source(&mut f).volume_name = None;
+        }
+        RuleId::SourceDeleting => {
+            source(&mut f).deletion_timestamp = Some("2026-11-21T10:00:00Z".into());
+        }
+        RuleId::SourceVolume => {
+            volume(&mut f).claim_ref.as_mut().expect("claimRef").name = Some("other".into());
+        }
+        RuleId::CsiSource => {
+            volume(&mut f).csi_driver = None;
+            volume(&mut f).plugin = "hostPath".into();
+        }
+        RuleId::DynamicProvisioning => {
+            f.class = ClassFact::Found {
+                name: "local-disks".into(),
+                provisioner: NO_PROVISIONER.into(),
+                is_default: false,
+            };
+            f.classes_for_source_driver = vec!["gp3".into(), "gp3-encrypted".into()];
+        }
+        RuleId::SameDriver => {
+            f.class = ClassFact::Found {
+                name: "standard-rwo".into(),
+                provisioner: "pd.csi.storage.gke.io".into(),
+                is_default: false,
+            };
+            f.classes_for_source_driver = vec!["gp3".into(), "gp3-encrypted".into()];
+        }
+        RuleId::VolumeMode => {
+            volume(&mut f).volume_mode = Some("Block".into());
+        }
+        RuleId::Size => {
+            r.requested_storage = Some("1000Mi".into());
+            source(&mut f).requested_storage = Some("1Gi".into());
+            source(&mut f).capacity = Some("1Gi".into());
+        }
+        RuleId::SizeCapacity => {
+            r.requested_storage = Some("8Gi".into());
+            source(&mut f).requested_storage = Some("8Gi".into());
+        }
+        RuleId::SourceInUse => {
+            f.pods_using_source = vec!["web-0".into()];
+        }
+        RuleId::CloneCapableDriver => {
+            policy.clone_capable_drivers =
+                vec!["ebs.csi.aws.com".into(), "pd.csi.storage.gke.io".into()];
+            volume(&mut f).csi_driver = Some("nfs.csi.k8s.io".into());
+            f.class = ClassFact::Found {
+                name: "nfs".into(),
+                provisioner: "nfs.csi.k8s.io".into(),
+                is_default: false,
+            };
+        }
+        RuleId::SourceApiGroup => {
+            r.source.api_group = Some("example.com".into());
+            return (r, None, policy);
+        }
+    }
+    (r, Some(f), policy)
+}
+
+#[test]
+fn every_table_example_is_what_its_rule_says() {
+    for rule in RULES {
+        let (r, f, policy) = example_case(rule.id);
+        let verdict = decide(&r, f.as_ref(), &policy);
+        let said: Vec<&str> = verdict
+            .denials
+            .iter()
+            .chain(&verdict.warnings)
+            .filter(|finding| finding.rule == rule.id)
+            .map(|finding| finding.message.as_str())
+            .collect();
+        assert_eq!(said, [rule.example], "{}", rule.name);
+    }
+}
+
+#[test]
+fn the_table_is_in_id_order_and_names_are_unique() {
+    for (position, rule) in RULES.iter().enumerate() {
+        assert_eq!(rule.id as usize, position, "{}", rule.name);
+        assert_eq!(RuleId::from_name(rule.name), Some(rule.id));
+    }
+}
+
+/// The README's section `## The rules`, up to the next `## ` heading.
+fn readme_rules_section() -> &'static str {
+    let readme = include_str!("../../README.md");
+    let start = readme
+        .find("\n## The rules\n")
+        .expect("README has a rules section");
+    let section = &readme[start + 1..];
+    let end = section[3..].find("\n## ").map_or(section.len(), |i| i + 3);
+    &section[..end]
+}
+
+#[test]
+fn the_readme_rules_tables_list_every_rule_in_order_with_its_default() {
+    let rows: Vec<(String, String)> = readme_rules_section()
+        .lines()
+        .filter(|line| line.starts_with("| `"))
+        .map(|line| {
+            let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+            let id = cells[0].trim_matches('`').to_owned();
+            // "deny once a list is configured": the first word is the table's default.
+            let default = cells[cells.len() - 1]
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            (id, default)
+        })
+        .collect();
+    let expected: Vec<(String, String)> = RULES
+        .iter()
+        .map(|rule| (rule.name.to_owned(), rule.default.as_str().to_owned()))
+        .collect();
+    assert_eq!(rows, expected);
+}
+
+#[test]
+fn the_readme_examples_are_the_table_examples_in_order() {
+    let section = readme_rules_section();
+    let start = section.find("```\n").expect("an examples block") + 4;
+    let end = start + section[start..].find("```").expect("the block ends");
+    let shown: Vec<&str> = section[start..end].lines().collect();
+    let expected: Vec<String> = RULES
+        .iter()
+        .map(|rule| {
+            let warning = if rule.default == Action::Warn {
+                "Warning: "
+            } else {
+                ""
+            };
+            format!("{warning}[{}] {}", rule.name, rule.example)
+        })
+        .collect();
+    assert_eq!(shown, expected);
+}
