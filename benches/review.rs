@@ -51,6 +51,7 @@ fn good_facts() -> Facts {
             volume_mode: Some("Filesystem".into()),
             requested_storage: Some("10Gi".into()),
             capacity: Some("10Gi".into()),
+            storage_class: Some("gp3".into()),
         }),
         volume: Some(SourceVolume {
             name: "pv-data".into(),

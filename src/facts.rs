@@ -473,6 +473,7 @@ pub fn slim_claim(claim: PersistentVolumeClaim) -> SourceClaim {
             .capacity
             .and_then(|mut c| c.remove("storage"))
             .map(|q| q.0),
+        storage_class: spec.storage_class_name,
     }
 }
 
@@ -667,6 +668,7 @@ mod tests {
                 volume_mode: Some("Block".into()),
                 requested_storage: Some("8Gi".into()),
                 capacity: Some("10Gi".into()),
+                storage_class: None,
             }
         );
         let volume: PersistentVolume = serde_json::from_value(serde_json::json!({

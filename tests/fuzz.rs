@@ -153,7 +153,7 @@ proptest! {
     fn the_rules_never_panic_and_respect_the_policy(
         request in clone_request(),
         facts in facts(),
-        actions in prop::collection::vec(prop::sample::select(vec![Action::Deny, Action::Warn, Action::Off]), 14),
+        actions in prop::collection::vec(prop::sample::select(vec![Action::Deny, Action::Warn, Action::Off]), RuleId::ALL.len()),
         drivers in prop::collection::vec(small_string(), 0..3),
     ) {
         let mut policy = Policy::default();
@@ -241,6 +241,7 @@ fn facts() -> impl Strategy<Value = Facts> {
             maybe(),
             maybe(),
             maybe(),
+            maybe(),
         )
             .prop_map(
                 |(
@@ -251,6 +252,7 @@ fn facts() -> impl Strategy<Value = Facts> {
                     volume_mode,
                     requested_storage,
                     capacity,
+                    storage_class,
                 )| SourceClaim {
                     uid,
                     phase,
@@ -259,6 +261,7 @@ fn facts() -> impl Strategy<Value = Facts> {
                     volume_mode,
                     requested_storage,
                     capacity,
+                    storage_class,
                 },
             ),
     );

@@ -1,7 +1,5 @@
 //! The rules of a clone: the source claim, its volume, the class of the clone.
 
-use std::cmp::Ordering;
-
 use super::{ClassFact, Input, NO_PROVISIONER};
 use crate::quantity::{self, Quantity};
 
@@ -90,13 +88,23 @@ pub(super) fn source_volume(input: &Input) -> Option<String> {
              repair the volume's binding or clone another claim"
         ));
     }
-    if let (Some(ref_uid), Some(uid)) = (claim_ref.uid.as_deref(), source.uid.as_deref())
-        && ref_uid != uid
-    {
-        return Some(format!(
-            "PersistentVolume {volume_name:?} belongs to an earlier claim {expected:?} (uid {ref_uid}), \
-             not to the current one (uid {uid}); repair the volume's binding or clone another claim"
-        ));
+    // The provisioner requires the claimRef's uid to be the source's: a claimRef without a
+    // uid does not point back (it is a reservation, not a binding).
+    let uid = source.uid.as_deref().unwrap_or("none");
+    match claim_ref.uid.as_deref().filter(|u| !u.is_empty()) {
+        None => {
+            return Some(format!(
+                "PersistentVolume {volume_name:?} has a claimRef to {expected:?} without a uid, so it is not bound back \
+                 to source claim {expected:?} (uid {uid}); repair the volume's binding or clone another claim"
+            ));
+        }
+        Some(ref_uid) if Some(ref_uid) != source.uid.as_deref() => {
+            return Some(format!(
+                "PersistentVolume {volume_name:?} belongs to an earlier claim {expected:?} (uid {ref_uid}), \
+                 not to the current one (uid {uid}); repair the volume's binding or clone another claim"
+            ));
+        }
+        Some(_) => {}
     }
     let phase = volume.phase.as_deref().unwrap_or("");
     (phase != "Bound").then(|| {
@@ -108,6 +116,17 @@ pub(super) fn source_volume(input: &Input) -> Option<String> {
         format!(
             "PersistentVolume {volume_name:?} of source claim {name:?} is {state}, not Bound; \
              repair the volume or clone another claim"
+        )
+    })
+}
+
+pub(super) fn source_class(input: &Input) -> Option<String> {
+    let source = input.source()?;
+    source.storage_class.is_none().then(|| {
+        format!(
+            "source claim {name:?} has no storageClassName, and the CSI provisioner refuses to clone such a claim; \
+             clone a claim that has a StorageClass",
+            name = input.source_name(),
         )
     })
 }
@@ -191,10 +210,15 @@ pub(super) fn volume_mode(input: &Input) -> Option<String> {
     })
 }
 
-/// The source's request, parsed; `Err` carries the message when it cannot be compared.
-fn source_request<'a>(input: &Input<'a>) -> Option<Result<(Quantity, &'a str), String>> {
+/// A size as the provisioner compares it: `Quantity.Value()`, whole bytes rounded up.
+fn bytes(text: &str) -> Result<i128, quantity::QuantityError> {
+    quantity::parse(text).map(Quantity::whole_units)
+}
+
+/// The source's request in bytes; `Err` carries the message when it cannot be compared.
+fn source_request<'a>(input: &Input<'a>) -> Option<Result<(i128, &'a str), String>> {
     let text = input.source()?.requested_storage.as_deref()?;
-    Some(quantity::parse(text).map(|q| (q, text)).map_err(|e| {
+    Some(bytes(text).map(|b| (b, text)).map_err(|e| {
         format!(
             "source claim {:?} requests {text:?}, which is not a valid quantity ({e})",
             input.source_name()
@@ -219,7 +243,7 @@ pub(super) fn size(input: &Input) -> Option<String> {
              requests {source_text}; {fix}"
         ));
     };
-    match quantity::parse(text) {
+    match bytes(text) {
         Err(e) => Some(format!(
             "this claim requests {text:?}, which is not a valid quantity ({e}); {fix}"
         )),
@@ -233,9 +257,9 @@ pub(super) fn size(input: &Input) -> Option<String> {
 pub(super) fn size_capacity(input: &Input) -> Option<String> {
     let (source_size, source_text) = source_request(input)?.ok()?;
     let capacity_text = input.source()?.capacity.as_deref()?;
-    let capacity = quantity::parse(capacity_text).ok()?;
-    let requested = quantity::parse(input.request.requested_storage.as_deref()?).ok()?;
-    (requested >= source_size && requested.cmp(&capacity) == Ordering::Less).then(|| {
+    let capacity = bytes(capacity_text).ok()?;
+    let requested = bytes(input.request.requested_storage.as_deref()?).ok()?;
+    (requested >= source_size && requested < capacity).then(|| {
         format!(
             "source claim {name:?} holds {capacity_text} (its request: {source_text}); \
              some drivers refuse a smaller clone: request {capacity_text}",

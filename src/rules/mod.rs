@@ -77,6 +77,8 @@ pub struct SourceClaim {
     pub volume_mode: Option<String>,
     pub requested_storage: Option<String>,
     pub capacity: Option<String>,
+    /// `spec.storageClassName`; `None` (nil) cannot be cloned by the provisioner.
+    pub storage_class: Option<String>,
 }
 
 /// What the rules read about the source claim's PersistentVolume.
@@ -277,6 +279,8 @@ rule_table! {
         "source claim \"data\" is being deleted (since 2026-11-21T10:00:00Z); clone a claim that is not being deleted";
     SourceVolume => "source-volume", Deny, Clone, source_volume,
         "PersistentVolume \"pv-1\" is bound to claim \"dev/other\", not to source claim \"dev/data\"; repair the volume's binding or clone another claim";
+    SourceClass => "source-class", Deny, Clone, source_class,
+        "source claim \"data\" has no storageClassName, and the CSI provisioner refuses to clone such a claim; clone a claim that has a StorageClass";
     CsiSource => "csi-source", Deny, Clone, csi_source,
         "source volume \"pv-1\" is not a CSI volume (it uses hostPath), and only CSI volumes can be cloned; copy the data into a claim of a CSI StorageClass instead";
     DynamicProvisioning => "dynamic-provisioning", Deny, Both, dynamic_provisioning,

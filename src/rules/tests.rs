@@ -30,6 +30,7 @@ fn facts() -> Facts {
             volume_mode: Some("Filesystem".into()),
             requested_storage: Some("10Gi".into()),
             capacity: Some("10Gi".into()),
+            storage_class: Some("gp3".into()),
         }),
         volume: Some(SourceVolume {
             name: "pv-1".into(),
@@ -273,6 +274,47 @@ fn source_volume_a_volume_of_an_earlier_claim_with_the_same_name() {
 }
 
 #[test]
+fn source_volume_a_claim_ref_without_uid_does_not_point_back() {
+    for uid in [None, Some(String::new())] {
+        let mut f = facts();
+        volume(&mut f).claim_ref.as_mut().expect("claimRef").uid = uid;
+        assert_eq!(
+            denied(&request(), &f),
+            [
+                "[source-volume] PersistentVolume \"pv-1\" has a claimRef to \"dev/data\" without a uid, so it is not bound back to source claim \"dev/data\" (uid uid-1); repair the volume's binding or clone another claim"
+            ]
+        );
+    }
+}
+
+#[test]
+fn source_volume_a_source_without_uid_is_not_the_claim_ref_s() {
+    let mut f = facts();
+    source(&mut f).uid = None;
+    assert_eq!(
+        denied(&request(), &f),
+        [
+            "[source-volume] PersistentVolume \"pv-1\" belongs to an earlier claim \"dev/data\" (uid uid-1), not to the current one (uid none); repair the volume's binding or clone another claim"
+        ]
+    );
+}
+
+#[test]
+fn source_class_refuses_a_source_without_storage_class_name() {
+    let mut f = facts();
+    source(&mut f).storage_class = None;
+    assert_eq!(
+        denied(&request(), &f),
+        [
+            "[source-class] source claim \"data\" has no storageClassName, and the CSI provisioner refuses to clone such a claim; clone a claim that has a StorageClass"
+        ]
+    );
+    // An empty class is a class (static binding): the provisioner only refuses nil.
+    source(&mut f).storage_class = Some(String::new());
+    assert_eq!(denied(&request(), &f), Vec::<String>::new());
+}
+
+#[test]
 fn source_volume_a_volume_that_is_not_bound() {
     for (phase, shown) in [(Some("Released"), "Released"), (None, "without a phase")] {
         let mut f = facts();
@@ -467,6 +509,11 @@ fn size_compares_exact_bytes_in_the_units_written() {
         ("1Gi", "1G"),
         ("0.5Gi", "512Mi"),
         ("1.5Ti", "1536Gi"),
+        // Whole bytes rounded up, as Quantity.Value(): 1500m is 2 bytes, 0.5 is 1 byte.
+        ("2", "1500m"),
+        ("1500m", "2"),
+        ("1", "0.5"),
+        ("0.5", "1"),
     ] {
         let mut r = request();
         r.requested_storage = Some(asked.into());
@@ -717,6 +764,9 @@ fn example_case(rule: RuleId) -> (CloneRequest, Option<Facts>, Policy) {
         }
         RuleId::SourceVolume => {
             volume(&mut f).claim_ref.as_mut().expect("claimRef").name = Some("other".into());
+        }
+        RuleId::SourceClass => {
+            source(&mut f).storage_class = None;
         }
         RuleId::CsiSource => {
             volume(&mut f).csi_driver = None;
