@@ -25,7 +25,9 @@ use serde::de::DeserializeOwned;
 
 use crate::config::{Action, Policy, RuleId};
 use crate::metrics::Metrics;
-use crate::rules::{ClaimRef, ClassFact, CloneRequest, Facts, SourceClaim, SourceVolume};
+use crate::rules::{
+    ClaimRef, ClassFact, DataSourceRequest, Facts, PodsFact, SourceClaim, SourceVolume,
+};
 
 const DEFAULT_CLASS_ANNOTATIONS: [&str; 2] = [
     "storageclass.kubernetes.io/is-default-class",
@@ -81,7 +83,7 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 pub trait FactSource: Send + Sync + 'static {
     fn gather(
         &self,
-        request: &CloneRequest,
+        request: &DataSourceRequest,
         policy: &Policy,
     ) -> impl Future<Output = Result<Facts, LookupError>> + Send;
 
@@ -96,7 +98,7 @@ pub struct StaticFacts {
 }
 
 impl FactSource for StaticFacts {
-    async fn gather(&self, _: &CloneRequest, _: &Policy) -> Result<Facts, LookupError> {
+    async fn gather(&self, _: &DataSourceRequest, _: &Policy) -> Result<Facts, LookupError> {
         self.facts.clone().map_err(|message| LookupError::Api {
             resource: "persistentvolumeclaims",
             message,
@@ -298,6 +300,8 @@ impl ClusterFacts {
             name: c.name.clone(),
             provisioner: c.provisioner.clone(),
             is_default: c.is_default && requested.is_none(),
+            allowed_topologies: Vec::new(),
+            parameters: BTreeMap::new(),
         };
         match requested {
             Some("") => Ok(ClassFact::Disabled),
@@ -348,19 +352,17 @@ impl ClusterFacts {
 }
 
 impl FactSource for ClusterFacts {
-    async fn gather(&self, request: &CloneRequest, policy: &Policy) -> Result<Facts, LookupError> {
+    async fn gather(
+        &self,
+        request: &DataSourceRequest,
+        policy: &Policy,
+    ) -> Result<Facts, LookupError> {
         let namespace = request
             .source_namespace(policy)
             .unwrap_or(&request.namespace);
         let name = &request.source.name;
         let Some(source) = self.claim(namespace, name).await? else {
-            return Ok(Facts {
-                source: None,
-                volume: None,
-                class: ClassFact::NoDefault,
-                pods_using_source: Vec::new(),
-                classes_for_source_driver: Vec::new(),
-            });
+            return Ok(Facts::default());
         };
         let volume = match source.volume_name.as_deref().filter(|v| !v.is_empty()) {
             Some(volume_name) => self.volume(volume_name).await?,
@@ -386,8 +388,9 @@ impl FactSource for ClusterFacts {
             source: Some(SourceClaim::clone(&source)),
             volume: volume.map(|v| SourceVolume::clone(&v)),
             class,
-            pods_using_source,
+            pods: PodsFact::Known(pods_using_source),
             classes_for_source_driver,
+            ..Facts::default()
         })
     }
 
@@ -491,6 +494,8 @@ pub fn slim_volume(volume: PersistentVolume) -> SourceVolume {
         }),
         csi_driver: spec.csi.map(|csi| csi.driver),
         volume_mode: spec.volume_mode,
+        storage_class: spec.storage_class_name,
+        node_affinity: Vec::new(),
     }
 }
 

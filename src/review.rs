@@ -18,7 +18,7 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use crate::config::{FailureMode, Policy};
 use crate::facts::{FactSource, LookupError};
 use crate::metrics::Metrics;
-use crate::rules::{self, CloneRequest, SourceReference, Verdict};
+use crate::rules::{self, DataSourceRequest, SNAPSHOT_GROUP, SourceKind, SourceReference, Verdict};
 
 pub const ADMISSION_API_VERSION: &str = "admission.k8s.io/v1";
 const PVC_KIND: &str = "PersistentVolumeClaim";
@@ -148,8 +148,9 @@ fn header_error(body: &[u8]) -> Option<ReviewError> {
 pub enum Triage {
     /// Allowed at once; the reason is logged and counted.
     Skip(SkipReason),
-    /// A PersistentVolumeClaim-kind data source: the rules apply.
-    Clone(CloneRequest),
+    /// A clone (PersistentVolumeClaim) or restore (VolumeSnapshot) data source: the rules
+    /// apply.
+    Judge(DataSourceRequest),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,6 +158,7 @@ pub enum SkipReason {
     NotCreate,
     NotAClaim,
     NoObject,
+    /// Neither a clone nor a restore.
     NotAClone,
 }
 
@@ -171,8 +173,20 @@ impl SkipReason {
     }
 }
 
-/// Decides whether the clone rules apply (SPEC §2): only CREATE of a core/v1 claim whose
-/// `dataSource` (read first) or `dataSourceRef` has kind PersistentVolumeClaim.
+/// The kind of source a data source reference names, if the rules judge it: a claim (any
+/// API group: `source-api-group` refuses a non-empty one) or a VolumeSnapshot of
+/// `snapshot.storage.k8s.io`.
+fn source_kind(reference: &TypedReference) -> Option<SourceKind> {
+    match (reference.kind.as_deref(), reference.api_group.as_deref()) {
+        (Some(PVC_KIND), _) => Some(SourceKind::Claim),
+        (Some("VolumeSnapshot"), Some(SNAPSHOT_GROUP)) => Some(SourceKind::Snapshot),
+        _ => None,
+    }
+}
+
+/// Decides whether the rules apply (SPEC §2): only CREATE of a core/v1 claim whose
+/// `dataSource` (read first) or `dataSourceRef` names a claim (a clone) or a VolumeSnapshot
+/// (a restore).
 pub fn triage(request: &AdmissionRequest<ReviewedClaim>) -> Triage {
     if request.operation != Operation::Create {
         return Triage::Skip(SkipReason::NotCreate);
@@ -187,11 +201,17 @@ pub fn triage(request: &AdmissionRequest<ReviewedClaim>) -> Triage {
         return Triage::Skip(SkipReason::NoObject);
     };
     let spec = &claim.spec;
-    let is_claim = |r: &&TypedReference| r.kind.as_deref() == Some(PVC_KIND);
-    let (reference, field) = match (spec.data_source.as_ref(), spec.data_source_ref.as_ref()) {
-        (Some(source), _) if is_claim(&source) => (source, "dataSource"),
-        (None, Some(source)) if is_claim(&source) => (source, "dataSourceRef"),
-        _ => return Triage::Skip(SkipReason::NotAClone),
+    let (reference, kind, field) = match (spec.data_source.as_ref(), spec.data_source_ref.as_ref())
+    {
+        (Some(source), _) => match source_kind(source) {
+            Some(kind) => (source, kind, "dataSource"),
+            None => return Triage::Skip(SkipReason::NotAClone),
+        },
+        (None, Some(source)) => match source_kind(source) {
+            Some(kind) => (source, kind, "dataSourceRef"),
+            None => return Triage::Skip(SkipReason::NotAClone),
+        },
+        (None, None) => return Triage::Skip(SkipReason::NotAClone),
     };
     let namespace = request
         .namespace
@@ -202,11 +222,12 @@ pub fn triage(request: &AdmissionRequest<ReviewedClaim>) -> Triage {
     let source_namespace = spec
         .data_source_ref
         .as_ref()
-        .filter(|r| is_claim(r) && r.name == reference.name)
+        .filter(|r| source_kind(r) == Some(kind) && r.name == reference.name)
         .and_then(|r| r.namespace.clone());
-    Triage::Clone(CloneRequest {
+    Triage::Judge(DataSourceRequest {
         namespace,
         source: SourceReference {
+            kind,
             name: reference.name.clone().unwrap_or_default(),
             namespace: source_namespace,
             api_group: reference.api_group.clone(),
@@ -297,7 +318,7 @@ impl<F: FactSource> Reviewer<F> {
     /// Decides a parsed review.
     pub async fn judge(&self, request: &AdmissionRequest<ReviewedClaim>) -> Outcome {
         let response = AdmissionResponse::from(request);
-        let clone = match triage(request) {
+        let judged = match triage(request) {
             Triage::Skip(reason) => {
                 return Outcome {
                     response,
@@ -305,28 +326,33 @@ impl<F: FactSource> Reviewer<F> {
                     verdict: None,
                 };
             }
-            Triage::Clone(clone) => clone,
+            Triage::Judge(judged) => judged,
         };
-        let facts = if clone.needs_facts(&self.policy) {
+        let what = if judged.is_restore() {
+            "restore"
+        } else {
+            "clone"
+        };
+        let facts = if judged.needs_facts(&self.policy) {
             let gathered = tokio::time::timeout(
                 self.policy.lookup_timeout,
-                self.facts.gather(&clone, &self.policy),
+                self.facts.gather(&judged, &self.policy),
             )
             .await;
             match gathered {
                 Ok(Ok(facts)) => Some(facts),
                 Ok(Err(error)) => {
-                    return self.lookup_failed(response, &error.to_string(), Some(&error));
+                    return self.lookup_failed(response, what, &error.to_string(), Some(&error));
                 }
                 Err(_) => {
                     let cause = LookupError::Timeout(self.policy.lookup_timeout).to_string();
-                    return self.lookup_failed(response, &cause, None);
+                    return self.lookup_failed(response, what, &cause, None);
                 }
             }
         } else {
             None
         };
-        let verdict = rules::decide(&clone, facts.as_ref(), &self.policy);
+        let verdict = rules::decide(&judged, facts.as_ref(), &self.policy);
         let mut response = response;
         if !verdict.warnings.is_empty() {
             response.warnings = Some(verdict.warning_lines());
@@ -349,6 +375,7 @@ impl<F: FactSource> Reviewer<F> {
     fn lookup_failed(
         &self,
         response: AdmissionResponse,
+        what: &str,
         cause: &str,
         error: Option<&LookupError>,
     ) -> Outcome {
@@ -359,7 +386,7 @@ impl<F: FactSource> Reviewer<F> {
                 deny(
                     response,
                     format!(
-                        "pvc-clone-guard could not check this clone: {cause}; \
+                        "pvc-clone-guard could not check this {what}: {cause}; \
                          the webhook fails closed, so retry in a moment or ask an administrator to check pvc-clone-guard"
                     ),
                 ),
@@ -368,7 +395,7 @@ impl<F: FactSource> Reviewer<F> {
             FailureMode::FailOpen => {
                 let mut response = response;
                 response.warnings = Some(vec![format!(
-                    "pvc-clone-guard could not check this clone ({cause}); admitted unchecked"
+                    "pvc-clone-guard could not check this {what} ({cause}); admitted unchecked"
                 )]);
                 (response, true)
             }

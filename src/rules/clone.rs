@@ -1,20 +1,33 @@
 //! The rules of a clone: the source claim, its volume, the class of the clone.
 
-use super::{ClassFact, Input, NO_PROVISIONER};
+use super::{ClassFact, CrossNamespaceMode, GrantFact, Input, NO_PROVISIONER, PodsFact};
 use crate::quantity::{self, Quantity};
 
 pub(super) fn same_namespace(input: &Input) -> Option<String> {
     let request = input.request;
-    let other = request.source.namespace.as_deref()?;
-    (other != request.namespace).then(|| {
-        format!(
-            "{field} names claim {name:?} in namespace {other:?}, but this claim is in namespace {own:?}; \
-             a clone must be created in its source's namespace: create this claim in namespace {other:?}",
-            field = request.source.field,
-            name = request.source.name,
-            own = request.namespace,
-        )
-    })
+    let other = request.other_namespace()?;
+    let source = &request.source;
+    let (field, name, own) = (source.field, &source.name, &request.namespace);
+    let noun = source.kind.noun();
+    match request.cross_namespace_mode(input.policy) {
+        CrossNamespaceMode::Open => None,
+        CrossNamespaceMode::Grant => match input.facts.map(|f| &f.grant) {
+            Some(GrantFact::Allowed { .. }) => None,
+            _ => Some(format!(
+                "{field} names {kind} {name:?} in namespace {other:?}, but no ReferenceGrant in namespace {other:?} \
+                 allows PersistentVolumeClaims in namespace {own:?} to use {kind} {name:?}; create one: \
+                 ReferenceGrant in {other:?} with from {{group: \"\", kind: PersistentVolumeClaim, namespace: {own}}} \
+                 and to {{group: {group:?}, kind: {kind}, name: {name}}}",
+                kind = source.kind.kind(),
+                group = source.kind.group(),
+            )),
+        },
+        CrossNamespaceMode::Closed => Some(format!(
+            "{field} names {noun} {name:?} in namespace {other:?}, but this claim is in namespace {own:?}; \
+             a {what} must be created in its source's namespace: create this claim in namespace {other:?}",
+            what = source.kind.request_noun(),
+        )),
+    }
 }
 
 pub(super) fn source_exists(input: &Input) -> Option<String> {
@@ -148,19 +161,22 @@ pub(super) fn csi_source(input: &Input) -> Option<String> {
 }
 
 pub(super) fn dynamic_provisioning(input: &Input) -> Option<String> {
-    input.source()?;
+    input.source_exists()?;
+    let what = input.request.source.kind.request_noun();
     let problem = match &input.facts?.class {
         ClassFact::Found { provisioner, .. } if provisioner != NO_PROVISIONER => return None,
         ClassFact::Found { name, .. } => format!(
-            "StorageClass {name:?} has provisioner {NO_PROVISIONER}, which cannot provision a clone"
+            "StorageClass {name:?} has provisioner {NO_PROVISIONER}, which cannot provision a {what}"
         ),
         ClassFact::Missing(name) => format!("StorageClass {name:?} does not exist"),
         ClassFact::NoDefault => {
-            "this claim names no StorageClass and the cluster has no default StorageClass".to_owned()
+            "this claim names no StorageClass and the cluster has no default StorageClass"
+                .to_owned()
         }
         ClassFact::Disabled => {
-            "storageClassName is \"\", which turns off dynamic provisioning, and a clone must be provisioned"
-                .to_owned()
+            format!(
+                "storageClassName is \"\", which turns off dynamic provisioning, and a {what} must be provisioned"
+            )
         }
     };
     Some(format!("{problem}; {hint}", hint = input.class_hint()))
@@ -172,6 +188,7 @@ pub(super) fn same_driver(input: &Input) -> Option<String> {
         name,
         provisioner,
         is_default,
+        ..
     } = &input.facts?.class
     else {
         return None;
@@ -270,15 +287,23 @@ pub(super) fn size_capacity(input: &Input) -> Option<String> {
 
 pub(super) fn source_in_use(input: &Input) -> Option<String> {
     input.source()?;
-    let pods = &input.facts?.pods_using_source;
+    let name = input.source_name();
+    let pods = match &input.facts?.pods {
+        PodsFact::Known(pods) => pods,
+        PodsFact::Unknown(cause) => {
+            return Some(format!(
+                "source claim {name:?} could not be checked for pods that mount it ({cause}); \
+                 if one does, the clone is only crash-consistent"
+            ));
+        }
+    };
     let first = pods.first()?;
     let more = match pods.len() {
         1 => String::new(),
         n => format!(" (+{} more)", n - 1),
     };
     Some(format!(
-        "source claim {name:?} is mounted by pod {first:?}{more}; the clone is only crash-consistent",
-        name = input.source_name(),
+        "source claim {name:?} is mounted by pod {first:?}{more}; the clone is only crash-consistent"
     ))
 }
 

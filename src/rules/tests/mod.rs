@@ -1,14 +1,21 @@
 //! Every rule, every branch, with the exact text the user reads.
 
+mod cross_namespace;
+mod placement;
+mod snapshot;
+
+use std::collections::BTreeMap;
+
 use super::*;
 use crate::config::{Action, Policy, RuleId};
 
 const DRIVER: &str = "ebs.csi.aws.com";
 
-fn request() -> CloneRequest {
-    CloneRequest {
+fn request() -> DataSourceRequest {
+    DataSourceRequest {
         namespace: "dev".into(),
         source: SourceReference {
+            kind: SourceKind::Claim,
             name: "data".into(),
             namespace: None,
             api_group: None,
@@ -43,14 +50,19 @@ fn facts() -> Facts {
             csi_driver: Some(DRIVER.into()),
             plugin: "csi".into(),
             volume_mode: Some("Filesystem".into()),
+            storage_class: Some("gp3".into()),
+            node_affinity: vec![],
         }),
         class: ClassFact::Found {
             name: "gp3".into(),
             provisioner: DRIVER.into(),
             is_default: false,
+            allowed_topologies: vec![],
+            parameters: BTreeMap::new(),
         },
-        pods_using_source: vec![],
+        pods: PodsFact::default(),
         classes_for_source_driver: vec!["gp3".into()],
+        ..Facts::default()
     }
 }
 
@@ -63,12 +75,12 @@ fn volume(f: &mut Facts) -> &mut SourceVolume {
 }
 
 /// The denial lines and warning lines of a decision under the default policy.
-fn judge(request: &CloneRequest, facts: &Facts) -> (Vec<String>, Vec<String>) {
+fn judge(request: &DataSourceRequest, facts: &Facts) -> (Vec<String>, Vec<String>) {
     judge_with(request, facts, &Policy::default())
 }
 
 fn judge_with(
-    request: &CloneRequest,
+    request: &DataSourceRequest,
     facts: &Facts,
     policy: &Policy,
 ) -> (Vec<String>, Vec<String>) {
@@ -77,7 +89,7 @@ fn judge_with(
     (denials, verdict.warning_lines())
 }
 
-fn denied(request: &CloneRequest, facts: &Facts) -> Vec<String> {
+fn denied(request: &DataSourceRequest, facts: &Facts) -> Vec<String> {
     let (denials, warnings) = judge(request, facts);
     assert!(warnings.is_empty(), "unexpected warnings: {warnings:?}");
     denials
@@ -100,6 +112,8 @@ fn a_bigger_clone_with_another_class_of_the_same_driver_is_allowed() {
         name: "gp3-encrypted".into(),
         provisioner: DRIVER.into(),
         is_default: false,
+        allowed_topologies: vec![],
+        parameters: BTreeMap::new(),
     };
     assert_eq!(judge(&r, &f), (vec![], vec![]));
 }
@@ -372,6 +386,8 @@ fn dynamic_provisioning_every_way_to_have_no_provisioner() {
                 name: "local".into(),
                 provisioner: NO_PROVISIONER.into(),
                 is_default: false,
+                allowed_topologies: vec![],
+                parameters: BTreeMap::new(),
             },
             "StorageClass \"local\" has provisioner kubernetes.io/no-provisioner, which cannot provision a clone",
         ),
@@ -421,6 +437,8 @@ fn same_driver_refuses_a_class_of_another_driver() {
         name: "standard".into(),
         provisioner: "pd.csi.storage.gke.io".into(),
         is_default: false,
+        allowed_topologies: vec![],
+        parameters: BTreeMap::new(),
     };
     assert_eq!(
         denied(&request(), &f),
@@ -432,6 +450,8 @@ fn same_driver_refuses_a_class_of_another_driver() {
         name: "standard".into(),
         provisioner: "pd.csi.storage.gke.io".into(),
         is_default: true,
+        allowed_topologies: vec![],
+        parameters: BTreeMap::new(),
     };
     let mut r = request();
     r.storage_class = None;
@@ -452,6 +472,8 @@ fn the_default_class_of_the_same_driver_is_accepted() {
         name: "gp3".into(),
         provisioner: DRIVER.into(),
         is_default: true,
+        allowed_topologies: vec![],
+        parameters: BTreeMap::new(),
     };
     assert_eq!(judge(&r, &f), (vec![], vec![]));
 }
@@ -593,10 +615,10 @@ fn size_capacity_warns_when_the_backend_rounded_the_source_up() {
 #[test]
 fn source_in_use_warns_with_the_first_pod_and_a_count() {
     let mut f = facts();
-    f.pods_using_source = vec!["web-0".into()];
+    f.pods = PodsFact::Known(vec!["web-0".into()]);
     let one = "[source-in-use] source claim \"data\" is mounted by pod \"web-0\"; the clone is only crash-consistent";
     assert_eq!(judge(&request(), &f), (vec![], vec![one.to_owned()]));
-    f.pods_using_source = vec!["web-0".into(), "web-1".into(), "web-2".into()];
+    f.pods = PodsFact::Known(vec!["web-0".into(), "web-1".into(), "web-2".into()]);
     let (_, warnings) = judge(&request(), &f);
     assert_eq!(
         warnings,
@@ -669,8 +691,10 @@ fn all_violations_are_reported_together_in_table_order() {
         name: "other".into(),
         provisioner: "other.csi.example.com".into(),
         is_default: false,
+        allowed_topologies: vec![],
+        parameters: BTreeMap::new(),
     };
-    f.pods_using_source = vec!["web-0".into()];
+    f.pods = PodsFact::Known(vec!["web-0".into()]);
     let verdict = decide(&r, Some(&f), &Policy::default());
     let rules: Vec<RuleId> = verdict.denials.iter().map(|d| d.rule).collect();
     assert_eq!(
@@ -728,7 +752,7 @@ fn rules_that_need_the_source_are_skipped_without_it() {
     f.source = None;
     f.volume = None;
     f.class = ClassFact::Disabled;
-    f.pods_using_source = vec!["web-0".into()];
+    f.pods = PodsFact::Known(vec!["web-0".into()]);
     let verdict = decide(&r, Some(&f), &Policy::default());
     assert_eq!(
         verdict.denials.iter().map(|d| d.rule).collect::<Vec<_>>(),
@@ -741,7 +765,7 @@ fn rules_that_need_the_source_are_skipped_without_it() {
 
 /// A request, facts and policy under which `rule` says exactly its table example. The match
 /// is exhaustive, so a new rule cannot be added without a case that proves its example.
-fn example_case(rule: RuleId) -> (CloneRequest, Option<Facts>, Policy) {
+fn example_case(rule: RuleId) -> (DataSourceRequest, Option<Facts>, Policy) {
     let mut r = request();
     let mut f = facts();
     let mut policy = Policy::default();
@@ -777,6 +801,8 @@ fn example_case(rule: RuleId) -> (CloneRequest, Option<Facts>, Policy) {
                 name: "local-disks".into(),
                 provisioner: NO_PROVISIONER.into(),
                 is_default: false,
+                allowed_topologies: vec![],
+                parameters: BTreeMap::new(),
             };
             f.classes_for_source_driver = vec!["gp3".into(), "gp3-encrypted".into()];
         }
@@ -785,6 +811,8 @@ fn example_case(rule: RuleId) -> (CloneRequest, Option<Facts>, Policy) {
                 name: "standard-rwo".into(),
                 provisioner: "pd.csi.storage.gke.io".into(),
                 is_default: false,
+                allowed_topologies: vec![],
+                parameters: BTreeMap::new(),
             };
             f.classes_for_source_driver = vec!["gp3".into(), "gp3-encrypted".into()];
         }
@@ -801,7 +829,7 @@ fn example_case(rule: RuleId) -> (CloneRequest, Option<Facts>, Policy) {
             source(&mut f).requested_storage = Some("8Gi".into());
         }
         RuleId::SourceInUse => {
-            f.pods_using_source = vec!["web-0".into()];
+            f.pods = PodsFact::Known(vec!["web-0".into()]);
         }
         RuleId::CloneCapableDriver => {
             policy.clone_capable_drivers =
@@ -811,11 +839,88 @@ fn example_case(rule: RuleId) -> (CloneRequest, Option<Facts>, Policy) {
                 name: "nfs".into(),
                 provisioner: "nfs.csi.k8s.io".into(),
                 is_default: false,
+                allowed_topologies: vec![],
+                parameters: BTreeMap::new(),
             };
         }
         RuleId::SourceApiGroup => {
             r.source.api_group = Some("example.com".into());
             return (r, None, policy);
+        }
+        RuleId::SnapshotExists
+        | RuleId::SnapshotDeleting
+        | RuleId::SnapshotBound
+        | RuleId::SnapshotDriver
+        | RuleId::SnapshotReady
+        | RuleId::RestoreSize
+        | RuleId::SnapshotVolumeMode => {
+            let mut r = snapshot::restore_request();
+            let mut f = snapshot::restore_facts();
+            match rule {
+                RuleId::SnapshotExists => f.snapshot = SnapshotFact::Missing,
+                RuleId::SnapshotDeleting => {
+                    snapshot::snapshot(&mut f).deletion_timestamp =
+                        Some("2026-11-21T10:00:00Z".into());
+                }
+                RuleId::SnapshotBound => {
+                    snapshot::snapshot(&mut f).bound_content_name = None;
+                    *snapshot::content(&mut f) = None;
+                }
+                RuleId::SnapshotDriver => {
+                    f.class = ClassFact::Found {
+                        name: "standard-rwo".into(),
+                        provisioner: "pd.csi.storage.gke.io".into(),
+                        is_default: false,
+                        allowed_topologies: vec![],
+                        parameters: BTreeMap::new(),
+                    };
+                }
+                RuleId::SnapshotReady => snapshot::snapshot(&mut f).ready_to_use = Some(false),
+                RuleId::RestoreSize => {
+                    r.requested_storage = Some("100Mi".into());
+                    snapshot::snapshot(&mut f).restore_size = Some("1Gi".into());
+                }
+                _ => {
+                    if let Some(content) = snapshot::content(&mut f) {
+                        content.source_volume_mode = Some("Block".into());
+                    }
+                }
+            }
+            return (r, Some(f), policy);
+        }
+        RuleId::Topology => {
+            let zone = |z: &str| {
+                TopologyTerm::from([("topology.kubernetes.io/zone".to_owned(), vec![z.to_owned()])])
+            };
+            volume(&mut f).node_affinity = vec![zone("us-east-1a")];
+            f.class = ClassFact::Found {
+                name: "gp3-west".into(),
+                provisioner: DRIVER.into(),
+                is_default: false,
+                allowed_topologies: vec![zone("us-west-2a")],
+                parameters: BTreeMap::new(),
+            };
+        }
+        RuleId::ClassParameters => {
+            let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+                pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect()
+            };
+            volume(&mut f).storage_class = Some("gp3-encrypted".into());
+            f.source_class_parameters = Some(map(&[
+                ("type", "gp3"),
+                ("encrypted", "true"),
+                ("kmsKeyId", "key-1"),
+            ]));
+            f.class = ClassFact::Found {
+                name: "gp3".into(),
+                provisioner: DRIVER.into(),
+                is_default: false,
+                allowed_topologies: vec![],
+                parameters: map(&[("type", "gp3")]),
+            };
         }
     }
     (r, Some(f), policy)
@@ -847,7 +952,7 @@ fn the_table_is_in_id_order_and_names_are_unique() {
 
 /// The README's section `## The rules`, up to the next `## ` heading.
 fn readme_rules_section() -> &'static str {
-    let readme = include_str!("../../README.md");
+    let readme = include_str!("../../../README.md");
     let start = readme
         .find("\n## The rules\n")
         .expect("README has a rules section");
