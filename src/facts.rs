@@ -357,6 +357,20 @@ impl FactSource for ClusterFacts {
         request: &DataSourceRequest,
         policy: &Policy,
     ) -> Result<Facts, LookupError> {
+        // Until snapshot and ReferenceGrant facts are gathered, such reviews fail in the
+        // configured direction instead of being judged on facts that were never read.
+        if request.is_restore() {
+            return Err(LookupError::Api {
+                resource: "volumesnapshots",
+                message: "VolumeSnapshot facts are not gathered yet".to_owned(),
+            });
+        }
+        if request.needs_grant(policy) {
+            return Err(LookupError::Api {
+                resource: "referencegrants",
+                message: "ReferenceGrant facts are not gathered yet".to_owned(),
+            });
+        }
         let namespace = request
             .source_namespace(policy)
             .unwrap_or(&request.namespace);
