@@ -30,7 +30,7 @@ use pvc_clone_guard::facts::StaticFacts;
 use pvc_clone_guard::metrics::Metrics;
 use pvc_clone_guard::review::{self, Reviewer, Triage};
 use pvc_clone_guard::rules::{
-    self, ClaimRef, ClassFact, CloneRequest, Facts, SourceClaim, SourceVolume,
+    self, ClaimRef, ClassFact, DataSourceRequest, Facts, PodsFact, SourceClaim, SourceVolume,
 };
 use serde::Deserialize;
 
@@ -51,6 +51,7 @@ fn good_facts() -> Facts {
             volume_mode: Some("Filesystem".into()),
             requested_storage: Some("10Gi".into()),
             capacity: Some("10Gi".into()),
+            storage_class: Some("gp3".into()),
         }),
         volume: Some(SourceVolume {
             name: "pv-data".into(),
@@ -63,14 +64,19 @@ fn good_facts() -> Facts {
             csi_driver: Some("ebs.csi.aws.com".into()),
             plugin: "csi".into(),
             volume_mode: Some("Filesystem".into()),
+            storage_class: Some("gp3".into()),
+            node_affinity: vec![],
         }),
         class: ClassFact::Found {
             name: "gp3".into(),
             provisioner: "ebs.csi.aws.com".into(),
             is_default: false,
+            allowed_topologies: vec![],
+            parameters: Default::default(),
         },
-        pods_using_source: vec![],
+        pods: PodsFact::default(),
         classes_for_source_driver: vec!["gp3".into(), "gp3-encrypted".into()],
+        ..Facts::default()
     }
 }
 
@@ -107,10 +113,10 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-fn clone_request(body: &[u8]) -> CloneRequest {
+fn clone_request(body: &[u8]) -> DataSourceRequest {
     let request = review::parse(body).expect("review parses");
     match review::triage(&request) {
-        Triage::Clone(clone) => clone,
+        Triage::Judge(request) => request,
         Triage::Skip(reason) => panic!("not a clone: {reason:?}"),
     }
 }

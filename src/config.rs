@@ -1,92 +1,19 @@
 //! The policy: what each rule does when it is violated, and the options around the rules.
 //! Read from the YAML file given with `--config`; every field is optional.
 
-use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-/// The rules of the specification, in the order their violations are reported.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum RuleId {
-    SameNamespace,
-    SourceExists,
-    SourceBound,
-    SourceDeleting,
-    SourceVolume,
-    CsiSource,
-    DynamicProvisioning,
-    SameDriver,
-    VolumeMode,
-    Size,
-    SizeCapacity,
-    SourceInUse,
-    CloneCapableDriver,
-    SourceApiGroup,
-}
-
-impl RuleId {
-    pub const ALL: [RuleId; 14] = [
-        RuleId::SameNamespace,
-        RuleId::SourceExists,
-        RuleId::SourceBound,
-        RuleId::SourceDeleting,
-        RuleId::SourceVolume,
-        RuleId::CsiSource,
-        RuleId::DynamicProvisioning,
-        RuleId::SameDriver,
-        RuleId::VolumeMode,
-        RuleId::Size,
-        RuleId::SizeCapacity,
-        RuleId::SourceInUse,
-        RuleId::CloneCapableDriver,
-        RuleId::SourceApiGroup,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RuleId::SameNamespace => "same-namespace",
-            RuleId::SourceExists => "source-exists",
-            RuleId::SourceBound => "source-bound",
-            RuleId::SourceDeleting => "source-deleting",
-            RuleId::SourceVolume => "source-volume",
-            RuleId::CsiSource => "csi-source",
-            RuleId::DynamicProvisioning => "dynamic-provisioning",
-            RuleId::SameDriver => "same-driver",
-            RuleId::VolumeMode => "volume-mode",
-            RuleId::Size => "size",
-            RuleId::SizeCapacity => "size-capacity",
-            RuleId::SourceInUse => "source-in-use",
-            RuleId::CloneCapableDriver => "clone-capable-driver",
-            RuleId::SourceApiGroup => "source-api-group",
-        }
-    }
-
-    /// The action a rule takes when the configuration does not name it.
-    pub fn default_action(self) -> Action {
-        match self {
-            RuleId::SizeCapacity | RuleId::SourceInUse => Action::Warn,
-            _ => Action::Deny,
-        }
-    }
-}
-
-impl fmt::Display for RuleId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::rules::RuleId;
 
 impl FromStr for RuleId {
     type Err = ConfigError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        RuleId::ALL
-            .into_iter()
-            .find(|rule| rule.as_str() == text)
-            .ok_or_else(|| ConfigError::UnknownRule(text.to_owned()))
+        RuleId::from_name(text).ok_or_else(|| ConfigError::UnknownRule(text.to_owned()))
     }
 }
 
@@ -112,6 +39,19 @@ impl Action {
     }
 }
 
+/// How a data source in another namespace (`dataSourceRef.namespace`) is treated.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CrossNamespace {
+    /// Refused by `same-namespace`; nothing of the other namespace is read.
+    #[default]
+    Deny,
+    /// Allowed when a ReferenceGrant in the source's namespace allows it.
+    ReferenceGrant,
+    /// Allowed without a check (the provisioner checks); the same as `same-namespace: off`.
+    Allow,
+}
+
 /// What a clone review answers when the API server cannot be asked in time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -124,7 +64,7 @@ pub enum FailureMode {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("unknown rule {0:?} (known rules: {known})", known = RuleId::ALL.map(RuleId::as_str).join(", "))]
+    #[error("unknown rule {0:?} (known rules: {known})", known = RuleId::known())]
     UnknownRule(String),
     #[error("cannot read {path}: {source}")]
     Read {
@@ -147,6 +87,7 @@ pub struct Policy {
     /// CSI drivers known to support CLONE_VOLUME; empty turns `clone-capable-driver` off.
     pub clone_capable_drivers: Vec<String>,
     pub failure_mode: FailureMode,
+    pub cross_namespace: CrossNamespace,
     /// Deadline for gathering facts from the API server; shorter than the webhook's
     /// `timeoutSeconds` so that the configured failure mode, not the API server's, applies.
     pub lookup_timeout: Duration,
@@ -158,6 +99,7 @@ impl Default for Policy {
             actions: RuleId::ALL.map(RuleId::default_action),
             clone_capable_drivers: Vec::new(),
             failure_mode: FailureMode::FailClosed,
+            cross_namespace: CrossNamespace::Deny,
             lookup_timeout: Duration::from_secs(3),
         }
     }
@@ -172,6 +114,7 @@ struct ConfigFile {
     #[serde(default)]
     clone_capable_drivers: Vec<String>,
     failure_mode: Option<FailureMode>,
+    cross_namespace: Option<CrossNamespace>,
     #[serde(default, with = "humantime_serde")]
     lookup_timeout: Option<Duration>,
 }
@@ -207,6 +150,9 @@ impl Policy {
         if let Some(mode) = file.failure_mode {
             policy.failure_mode = mode;
         }
+        if let Some(mode) = file.cross_namespace {
+            policy.cross_namespace = mode;
+        }
         if let Some(timeout) = file.lookup_timeout {
             if !(Duration::from_millis(100)..=Duration::from_secs(25)).contains(&timeout) {
                 return Err(ConfigError::LookupTimeout(timeout));
@@ -235,13 +181,13 @@ mod tests {
         let policy = Policy::default();
         for rule in RuleId::ALL {
             let expected = match rule {
-                RuleId::SizeCapacity | RuleId::SourceInUse => Action::Warn,
                 RuleId::CloneCapableDriver => Action::Off,
-                _ => Action::Deny,
+                _ => rule.rule().default,
             };
             assert_eq!(policy.action(rule), expected, "{rule}");
         }
         assert_eq!(policy.failure_mode, FailureMode::FailClosed);
+        assert_eq!(policy.cross_namespace, CrossNamespace::Deny);
         assert_eq!(policy.lookup_timeout, Duration::from_secs(3));
     }
 
@@ -256,7 +202,8 @@ mod tests {
     fn a_full_file_sets_every_option() {
         let policy = Policy::from_yaml(
             "rules:\n  size-capacity: deny\n  source-in-use: off\n  same-driver: warn\n\
-             cloneCapableDrivers: [ebs.csi.aws.com]\nfailureMode: fail-open\nlookupTimeout: 1500ms\n",
+             cloneCapableDrivers: [ebs.csi.aws.com]\nfailureMode: fail-open\nlookupTimeout: 1500ms\n\
+             crossNamespace: reference-grant\n",
             "test.yaml",
         )
         .expect("valid config");
@@ -267,6 +214,21 @@ mod tests {
         assert_eq!(policy.clone_capable_drivers, ["ebs.csi.aws.com"]);
         assert_eq!(policy.failure_mode, FailureMode::FailOpen);
         assert_eq!(policy.lookup_timeout, Duration::from_millis(1500));
+        assert_eq!(policy.cross_namespace, CrossNamespace::ReferenceGrant);
+    }
+
+    #[test]
+    fn cross_namespace_modes_parse() {
+        for (text, mode) in [
+            ("deny", CrossNamespace::Deny),
+            ("reference-grant", CrossNamespace::ReferenceGrant),
+            ("allow", CrossNamespace::Allow),
+        ] {
+            let policy = Policy::from_yaml(&format!("crossNamespace: {text}\n"), "c.yaml");
+            assert_eq!(policy.ok().map(|p| p.cross_namespace), Some(mode));
+        }
+        let err = Policy::from_yaml("crossNamespace: grant\n", "c.yaml").unwrap_err();
+        assert!(err.to_string().contains("unknown variant `grant`"), "{err}");
     }
 
     #[test]

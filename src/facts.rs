@@ -35,7 +35,9 @@ use serde::de::DeserializeOwned;
 
 use crate::config::{Action, Policy, RuleId};
 use crate::metrics::Metrics;
-use crate::rules::{ClaimRef, ClassFact, CloneRequest, Facts, SourceClaim, SourceVolume};
+use crate::rules::{
+    ClaimRef, ClassFact, DataSourceRequest, Facts, PodsFact, SourceClaim, SourceVolume,
+};
 
 const DEFAULT_CLASS_ANNOTATIONS: [&str; 2] = [
     "storageclass.kubernetes.io/is-default-class",
@@ -101,7 +103,7 @@ pub enum Freshness {
 pub trait FactSource: Send + Sync + 'static {
     fn gather(
         &self,
-        request: &CloneRequest,
+        request: &DataSourceRequest,
         policy: &Policy,
         freshness: Freshness,
     ) -> impl Future<Output = Result<Facts, LookupError>> + Send;
@@ -121,7 +123,7 @@ pub struct StaticFacts {
 impl FactSource for StaticFacts {
     async fn gather(
         &self,
-        _: &CloneRequest,
+        _: &DataSourceRequest,
         _: &Policy,
         _: Freshness,
     ) -> Result<Facts, LookupError> {
@@ -425,6 +427,8 @@ impl ClusterFacts {
             name: c.name.clone(),
             provisioner: c.provisioner.clone(),
             is_default: c.is_default && requested.is_none(),
+            allowed_topologies: Vec::new(),
+            parameters: BTreeMap::new(),
         };
         match requested {
             Some("") => Ok(ClassFact::Disabled),
@@ -492,22 +496,30 @@ impl ClusterFacts {
 impl FactSource for ClusterFacts {
     async fn gather(
         &self,
-        request: &CloneRequest,
+        request: &DataSourceRequest,
         policy: &Policy,
         freshness: Freshness,
     ) -> Result<Facts, LookupError> {
+        // Until snapshot and ReferenceGrant facts are gathered, such reviews fail in the
+        // configured direction instead of being judged on facts that were never read.
+        if request.is_restore() {
+            return Err(LookupError::Api {
+                resource: "volumesnapshots",
+                message: "VolumeSnapshot facts are not gathered yet".to_owned(),
+            });
+        }
+        if request.needs_grant(policy) {
+            return Err(LookupError::Api {
+                resource: "referencegrants",
+                message: "ReferenceGrant facts are not gathered yet".to_owned(),
+            });
+        }
         let namespace = request
             .source_namespace(policy)
             .unwrap_or(&request.namespace);
         let name = &request.source.name;
         let Some(source) = self.claim(namespace, name, freshness).await? else {
-            return Ok(Facts {
-                source: None,
-                volume: None,
-                class: ClassFact::NoDefault,
-                pods_using_source: Vec::new(),
-                classes_for_source_driver: Vec::new(),
-            });
+            return Ok(Facts::default());
         };
         let volume = match source.volume_name.as_deref().filter(|v| !v.is_empty()) {
             Some(volume_name) => self.volume(volume_name, freshness).await?,
@@ -533,8 +545,9 @@ impl FactSource for ClusterFacts {
             source: Some(SourceClaim::clone(&source)),
             volume: volume.map(|v| SourceVolume::clone(&v)),
             class,
-            pods_using_source,
+            pods: PodsFact::Known(pods_using_source),
             classes_for_source_driver,
+            ..Facts::default()
         })
     }
 
@@ -688,6 +701,7 @@ pub fn slim_claim(claim: PersistentVolumeClaim) -> SourceClaim {
             .capacity
             .and_then(|mut c| c.remove("storage"))
             .map(|q| q.0),
+        storage_class: spec.storage_class_name,
     }
 }
 
@@ -705,6 +719,8 @@ pub fn slim_volume(volume: PersistentVolume) -> SourceVolume {
         }),
         csi_driver: spec.csi.map(|csi| csi.driver),
         volume_mode: spec.volume_mode,
+        storage_class: spec.storage_class_name,
+        node_affinity: Vec::new(),
     }
 }
 
@@ -970,6 +986,7 @@ mod tests {
                 volume_mode: Some("Block".into()),
                 requested_storage: Some("8Gi".into()),
                 capacity: Some("10Gi".into()),
+                storage_class: None,
             }
         );
         let volume: PersistentVolume = serde_json::from_value(serde_json::json!({

@@ -41,7 +41,10 @@ const MAX_LEN: usize = 64;
 const MAX_MILLIS: i128 = (i64::MAX as i128) * 1000;
 
 impl Quantity {
-    /// The value in whole units, rounded up (bytes, for storage).
+    /// The value in whole units, rounded up (bytes, for storage): what Go's
+    /// `Quantity.Value()` returns, and so what the CSI provisioner compares sizes with
+    /// (`0.5` is 1 byte, `1500m` is 2 bytes). Written here because k8s-openapi's `Quantity`
+    /// is only the string: it has no parser and no arithmetic.
     pub fn whole_units(self) -> i128 {
         self.millis.div_euclid(1000) + i128::from(self.millis.rem_euclid(1000) != 0)
     }
@@ -211,6 +214,16 @@ mod tests {
         parse(text)
             .unwrap_or_else(|e| panic!("{text}: {e}"))
             .whole_units()
+    }
+
+    #[test]
+    fn whole_units_round_up_as_value_does() {
+        assert_eq!(bytes("0.5"), 1);
+        assert_eq!(bytes("1500m"), 2);
+        assert_eq!(bytes("2"), 2);
+        assert_eq!(bytes("1001m"), 2);
+        assert_eq!(bytes("1000m"), 1);
+        assert_eq!(bytes("0"), 0);
     }
 
     #[test]

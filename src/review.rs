@@ -18,7 +18,7 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use crate::config::{FailureMode, Policy};
 use crate::facts::{FactSource, Freshness, LookupError};
 use crate::metrics::Metrics;
-use crate::rules::{self, CloneRequest, SourceReference, Verdict};
+use crate::rules::{self, DataSourceRequest, SNAPSHOT_GROUP, SourceKind, SourceReference, Verdict};
 
 pub const ADMISSION_API_VERSION: &str = "admission.k8s.io/v1";
 const PVC_KIND: &str = "PersistentVolumeClaim";
@@ -148,8 +148,9 @@ fn header_error(body: &[u8]) -> Option<ReviewError> {
 pub enum Triage {
     /// Allowed at once; the reason is logged and counted.
     Skip(SkipReason),
-    /// A PersistentVolumeClaim-kind data source: the rules apply.
-    Clone(CloneRequest),
+    /// A clone (PersistentVolumeClaim) or restore (VolumeSnapshot) data source: the rules
+    /// apply.
+    Judge(DataSourceRequest),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,6 +158,7 @@ pub enum SkipReason {
     NotCreate,
     NotAClaim,
     NoObject,
+    /// Neither a clone nor a restore.
     NotAClone,
 }
 
@@ -171,8 +173,20 @@ impl SkipReason {
     }
 }
 
-/// Decides whether the clone rules apply (SPEC §2): only CREATE of a core/v1 claim whose
-/// `dataSource` (read first) or `dataSourceRef` has kind PersistentVolumeClaim.
+/// The kind of source a data source reference names, if the rules judge it: a claim (any
+/// API group: `source-api-group` refuses a non-empty one) or a VolumeSnapshot of
+/// `snapshot.storage.k8s.io`.
+fn source_kind(reference: &TypedReference) -> Option<SourceKind> {
+    match (reference.kind.as_deref(), reference.api_group.as_deref()) {
+        (Some(PVC_KIND), _) => Some(SourceKind::Claim),
+        (Some("VolumeSnapshot"), Some(SNAPSHOT_GROUP)) => Some(SourceKind::Snapshot),
+        _ => None,
+    }
+}
+
+/// Decides whether the rules apply (SPEC §2): only CREATE of a core/v1 claim whose
+/// `dataSource` (read first) or `dataSourceRef` names a claim (a clone) or a VolumeSnapshot
+/// (a restore).
 pub fn triage(request: &AdmissionRequest<ReviewedClaim>) -> Triage {
     if request.operation != Operation::Create {
         return Triage::Skip(SkipReason::NotCreate);
@@ -187,11 +201,17 @@ pub fn triage(request: &AdmissionRequest<ReviewedClaim>) -> Triage {
         return Triage::Skip(SkipReason::NoObject);
     };
     let spec = &claim.spec;
-    let is_claim = |r: &&TypedReference| r.kind.as_deref() == Some(PVC_KIND);
-    let (reference, field) = match (spec.data_source.as_ref(), spec.data_source_ref.as_ref()) {
-        (Some(source), _) if is_claim(&source) => (source, "dataSource"),
-        (None, Some(source)) if is_claim(&source) => (source, "dataSourceRef"),
-        _ => return Triage::Skip(SkipReason::NotAClone),
+    let (reference, kind, field) = match (spec.data_source.as_ref(), spec.data_source_ref.as_ref())
+    {
+        (Some(source), _) => match source_kind(source) {
+            Some(kind) => (source, kind, "dataSource"),
+            None => return Triage::Skip(SkipReason::NotAClone),
+        },
+        (None, Some(source)) => match source_kind(source) {
+            Some(kind) => (source, kind, "dataSourceRef"),
+            None => return Triage::Skip(SkipReason::NotAClone),
+        },
+        (None, None) => return Triage::Skip(SkipReason::NotAClone),
     };
     let namespace = request
         .namespace
@@ -202,11 +222,12 @@ pub fn triage(request: &AdmissionRequest<ReviewedClaim>) -> Triage {
     let source_namespace = spec
         .data_source_ref
         .as_ref()
-        .filter(|r| is_claim(r) && r.name == reference.name)
+        .filter(|r| source_kind(r) == Some(kind) && r.name == reference.name)
         .and_then(|r| r.namespace.clone());
-    Triage::Clone(CloneRequest {
+    Triage::Judge(DataSourceRequest {
         namespace,
         source: SourceReference {
+            kind,
             name: reference.name.clone().unwrap_or_default(),
             namespace: source_namespace,
             api_group: reference.api_group.clone(),
@@ -313,7 +334,7 @@ impl<F: FactSource> Reviewer<F> {
     /// Decides a parsed review.
     pub async fn judge(&self, request: &AdmissionRequest<ReviewedClaim>) -> Outcome {
         let response = AdmissionResponse::from(request);
-        let clone = match triage(request) {
+        let judged = match triage(request) {
             Triage::Skip(reason) => {
                 return Outcome {
                     response,
@@ -321,29 +342,36 @@ impl<F: FactSource> Reviewer<F> {
                     verdict: None,
                 };
             }
-            Triage::Clone(clone) => clone,
+            Triage::Judge(judged) => judged,
         };
-        let verdict = if clone.needs_facts(&self.policy) {
+        let what = if judged.is_restore() {
+            "restore"
+        } else {
+            "clone"
+        };
+        let verdict = if judged.needs_facts(&self.policy) {
             // One deadline for the whole lookup, confirmation included: shorter than the
             // webhook's timeoutSeconds, so the failure mode, not the API server, decides.
             let deadline = tokio::time::Instant::now() + self.policy.lookup_timeout;
-            let facts = match self.gather(&clone, Freshness::Cached, deadline).await {
+            let facts = match self.gather(&judged, Freshness::Cached, deadline).await {
                 Ok(facts) => facts,
-                Err((cause, error)) => return self.lookup_failed(response, &cause, error.as_ref()),
+                Err((cause, error)) => {
+                    return self.lookup_failed(response, what, &cause, error.as_ref());
+                }
             };
-            let verdict = rules::decide(&clone, Some(&facts), &self.policy);
+            let verdict = rules::decide(&judged, Some(&facts), &self.policy);
             if verdict.allowed() {
                 verdict
             } else {
                 // A denial is never based on a cache alone: the facts are read again from
                 // the API server, and the rules decide on those.
-                let live = match self.gather(&clone, Freshness::Live, deadline).await {
+                let live = match self.gather(&judged, Freshness::Live, deadline).await {
                     Ok(live) => live,
                     Err((cause, error)) => {
-                        return self.lookup_failed(response, &cause, error.as_ref());
+                        return self.lookup_failed(response, what, &cause, error.as_ref());
                     }
                 };
-                let confirmed = rules::decide(&clone, Some(&live), &self.policy);
+                let confirmed = rules::decide(&judged, Some(&live), &self.policy);
                 self.metrics.record_confirmation(if confirmed.allowed() {
                     "overturned"
                 } else {
@@ -352,7 +380,7 @@ impl<F: FactSource> Reviewer<F> {
                 confirmed
             }
         } else {
-            rules::decide(&clone, None, &self.policy)
+            rules::decide(&judged, None, &self.policy)
         };
         let mut response = response;
         if !verdict.warnings.is_empty() {
@@ -376,12 +404,15 @@ impl<F: FactSource> Reviewer<F> {
     /// Gathers facts before `deadline`; `Err` carries the cause for the failure mode.
     async fn gather(
         &self,
-        clone: &CloneRequest,
+        request: &DataSourceRequest,
         freshness: Freshness,
         deadline: tokio::time::Instant,
     ) -> Result<rules::Facts, (String, Option<LookupError>)> {
-        match tokio::time::timeout_at(deadline, self.facts.gather(clone, &self.policy, freshness))
-            .await
+        match tokio::time::timeout_at(
+            deadline,
+            self.facts.gather(request, &self.policy, freshness),
+        )
+        .await
         {
             Ok(Ok(facts)) => Ok(facts),
             Ok(Err(error)) => Err((error.to_string(), Some(error))),
@@ -395,6 +426,7 @@ impl<F: FactSource> Reviewer<F> {
     fn lookup_failed(
         &self,
         response: AdmissionResponse,
+        what: &str,
         cause: &str,
         error: Option<&LookupError>,
     ) -> Outcome {
@@ -405,7 +437,7 @@ impl<F: FactSource> Reviewer<F> {
                 deny(
                     response,
                     format!(
-                        "pvc-clone-guard could not check this clone: {cause}; \
+                        "pvc-clone-guard could not check this {what}: {cause}; \
                          the webhook fails closed, so retry in a moment or ask an administrator to check pvc-clone-guard"
                     ),
                 ),
@@ -414,7 +446,7 @@ impl<F: FactSource> Reviewer<F> {
             FailureMode::FailOpen => {
                 let mut response = response;
                 response.warnings = Some(vec![format!(
-                    "pvc-clone-guard could not check this clone ({cause}); admitted unchecked"
+                    "pvc-clone-guard could not check this {what} ({cause}); admitted unchecked"
                 )]);
                 (response, true)
             }

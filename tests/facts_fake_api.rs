@@ -19,6 +19,7 @@ use pvc_clone_guard::config::{Action, Policy, RuleId};
 use pvc_clone_guard::facts::{ClusterFacts, FactSource, Freshness, WatchOptions};
 use pvc_clone_guard::metrics::Metrics;
 use pvc_clone_guard::review::Reviewer;
+use pvc_clone_guard::rules::PodsFact;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -283,11 +284,11 @@ fn clone_review(source: &str) -> Value {
     review
 }
 
-fn clone_request(source: &str) -> pvc_clone_guard::rules::CloneRequest {
+fn clone_request(source: &str) -> pvc_clone_guard::rules::DataSourceRequest {
     let body = serde_json::to_vec(&clone_review(source)).expect("json");
     let request = pvc_clone_guard::review::parse(&body).expect("parses");
     match pvc_clone_guard::review::triage(&request) {
-        pvc_clone_guard::review::Triage::Clone(clone) => clone,
+        pvc_clone_guard::review::Triage::Judge(clone) => clone,
         other => panic!("not a clone: {other:?}"),
     }
 }
@@ -615,7 +616,7 @@ async fn pods_that_mount_the_source_are_found_in_the_cache() {
         .gather(&clone_request("data"), &policy, Freshness::Cached)
         .await
         .expect("facts");
-    assert_eq!(gathered.pods_using_source, ["web-0"]);
+    assert_eq!(gathered.pods, PodsFact::Known(vec!["web-0".into()]));
 }
 
 #[tokio::test]

@@ -9,7 +9,8 @@ use pvc_clone_guard::config::{Action, Policy, RuleId};
 use pvc_clone_guard::quantity;
 use pvc_clone_guard::review;
 use pvc_clone_guard::rules::{
-    self, ClaimRef, ClassFact, CloneRequest, Facts, SourceClaim, SourceReference, SourceVolume,
+    self, ClaimRef, ClassFact, DataSourceRequest, Facts, PodsFact, SourceClaim, SourceKind,
+    SourceReference, SourceVolume,
 };
 use serde_json::{Value, json};
 
@@ -153,7 +154,7 @@ proptest! {
     fn the_rules_never_panic_and_respect_the_policy(
         request in clone_request(),
         facts in facts(),
-        actions in prop::collection::vec(prop::sample::select(vec![Action::Deny, Action::Warn, Action::Off]), 14),
+        actions in prop::collection::vec(prop::sample::select(vec![Action::Deny, Action::Warn, Action::Off]), RuleId::ALL.len()),
         drivers in prop::collection::vec(small_string(), 0..3),
     ) {
         let mut policy = Policy::default();
@@ -197,7 +198,7 @@ fn maybe() -> impl Strategy<Value = Option<String>> {
     prop::option::of(small_string())
 }
 
-fn clone_request() -> impl Strategy<Value = CloneRequest> {
+fn clone_request() -> impl Strategy<Value = DataSourceRequest> {
     (
         small_string(),
         small_string(),
@@ -216,9 +217,10 @@ fn clone_request() -> impl Strategy<Value = CloneRequest> {
                 volume_mode,
                 storage_class,
                 requested_storage,
-            )| CloneRequest {
+            )| DataSourceRequest {
                 namespace,
                 source: SourceReference {
+                    kind: SourceKind::Claim,
                     name,
                     namespace: source_namespace,
                     api_group,
@@ -241,6 +243,7 @@ fn facts() -> impl Strategy<Value = Facts> {
             maybe(),
             maybe(),
             maybe(),
+            maybe(),
         )
             .prop_map(
                 |(
@@ -251,6 +254,7 @@ fn facts() -> impl Strategy<Value = Facts> {
                     volume_mode,
                     requested_storage,
                     capacity,
+                    storage_class,
                 )| SourceClaim {
                     uid,
                     phase,
@@ -259,6 +263,7 @@ fn facts() -> impl Strategy<Value = Facts> {
                     volume_mode,
                     requested_storage,
                     capacity,
+                    storage_class,
                 },
             ),
     );
@@ -283,6 +288,7 @@ fn facts() -> impl Strategy<Value = Facts> {
                     csi_driver,
                     plugin,
                     volume_mode,
+                    ..SourceVolume::default()
                 },
             ),
     );
@@ -291,7 +297,9 @@ fn facts() -> impl Strategy<Value = Facts> {
             |(name, provisioner, is_default)| ClassFact::Found {
                 name,
                 provisioner,
-                is_default
+                is_default,
+                allowed_topologies: vec![],
+                parameters: Default::default(),
             }
         ),
         small_string().prop_map(ClassFact::Missing),
@@ -306,12 +314,13 @@ fn facts() -> impl Strategy<Value = Facts> {
         prop::collection::vec(small_string(), 0..3),
     )
         .prop_map(
-            |(source, volume, class, pods_using_source, classes_for_source_driver)| Facts {
+            |(source, volume, class, pods, classes_for_source_driver)| Facts {
                 source,
                 volume,
                 class,
-                pods_using_source,
+                pods: PodsFact::Known(pods),
                 classes_for_source_driver,
+                ..Facts::default()
             },
         )
 }

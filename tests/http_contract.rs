@@ -128,6 +128,8 @@ async fn each_kind_of_violation_reaches_the_response() {
                     name: "other".into(),
                     provisioner: "other.csi.example.com".into(),
                     is_default: false,
+                    allowed_topologies: vec![],
+                    parameters: Default::default(),
                 }
             },
             "[same-driver] ",
@@ -197,13 +199,67 @@ async fn a_data_source_ref_alone_is_read() {
     );
 }
 
-#[tokio::test]
-async fn a_snapshot_source_is_out_of_scope() {
-    let object = claim(
+fn restore_claim(storage: &str) -> Value {
+    claim(
         "restore",
         Some(
-            json!({"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": "snap"}),
+            json!({"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": "snap-1"}),
         ),
+        storage,
+    )
+}
+
+#[tokio::test]
+async fn a_valid_restore_is_allowed() {
+    let (status, body) = post(
+        app(Ok(good_restore_facts()), Policy::default()),
+        &create(restore_claim("10Gi")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["response"]["uid"], UID);
+    assert_eq!(body["response"]["allowed"], true, "{body}");
+}
+
+#[tokio::test]
+async fn a_restore_smaller_than_its_snapshot_is_refused_with_403_forbidden() {
+    let (status, body) = post(
+        app(Ok(good_restore_facts()), Policy::default()),
+        &create(restore_claim("100Mi")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["response"]["uid"], UID);
+    assert_eq!(body["response"]["allowed"], false);
+    assert_eq!(body["response"]["status"]["code"], 403);
+    assert_eq!(body["response"]["status"]["reason"], "Forbidden");
+    assert_eq!(
+        body["response"]["status"]["message"],
+        "[restore-size] this claim requests 100Mi but snapshot \"snap-1\" needs at least 10Gi (its restoreSize); request at least 10Gi"
+    );
+}
+
+#[tokio::test]
+async fn a_restore_names_the_restore_when_facts_are_unavailable() {
+    let (_, body) = post(
+        app(Err("connection refused".into()), Policy::default()),
+        &create(restore_claim("10Gi")),
+    )
+    .await;
+    assert_eq!(body["response"]["allowed"], false);
+    assert!(
+        body["response"]["status"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("pvc-clone-guard could not check this restore: ")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_snapshot_of_another_api_group_is_out_of_scope() {
+    let object = claim(
+        "restore",
+        Some(json!({"apiGroup": "example.com", "kind": "VolumeSnapshot", "name": "snap"})),
         "1Gi",
     );
     let (_, body) = post(
@@ -217,7 +273,7 @@ async fn a_snapshot_source_is_out_of_scope() {
 #[tokio::test]
 async fn warnings_admit_the_claim_with_warning_lines() {
     let mut facts = good_facts();
-    facts.pods_using_source = vec!["web-0".into()];
+    facts.pods = pvc_clone_guard::rules::PodsFact::Known(vec!["web-0".into()]);
     let (_, body) = post(
         app(Ok(facts), Policy::default()),
         &create(claim("clone", Some(claim_source("data")), "10Gi")),

@@ -12,7 +12,10 @@ use pvc_clone_guard::config::Policy;
 use pvc_clone_guard::facts::StaticFacts;
 use pvc_clone_guard::metrics::Metrics;
 use pvc_clone_guard::review::Reviewer;
-use pvc_clone_guard::rules::{ClaimRef, ClassFact, Facts, SourceClaim, SourceVolume};
+use pvc_clone_guard::rules::{
+    ClaimRef, ClassFact, ContentInfo, Facts, PodsFact, SnapshotFact, SnapshotInfo, SourceClaim,
+    SourceVolume,
+};
 use serde_json::{Value, json};
 
 pub const UID: &str = "705ab4f5-6393-11e8-b7cc-42010a800002";
@@ -113,6 +116,7 @@ pub fn good_facts() -> Facts {
             volume_mode: Some("Filesystem".into()),
             requested_storage: Some("10Gi".into()),
             capacity: Some("10Gi".into()),
+            storage_class: Some("gp3".into()),
         }),
         volume: Some(SourceVolume {
             name: "pv-1".into(),
@@ -125,14 +129,56 @@ pub fn good_facts() -> Facts {
             csi_driver: Some("ebs.csi.aws.com".into()),
             plugin: "csi".into(),
             volume_mode: Some("Filesystem".into()),
+            storage_class: Some("gp3".into()),
+            node_affinity: vec![],
         }),
         class: ClassFact::Found {
             name: "gp3".into(),
             provisioner: "ebs.csi.aws.com".into(),
             is_default: false,
+            allowed_topologies: vec![],
+            parameters: Default::default(),
         },
-        pods_using_source: vec![],
+        pods: PodsFact::default(),
         classes_for_source_driver: vec!["gp3".into()],
+        ..Facts::default()
+    }
+}
+
+/// The facts of a healthy restore: VolumeSnapshot "snap-1" in "dev" of 10Gi, ready, bound
+/// to content "snapcontent-1" of the gp3 class's driver.
+pub fn good_restore_facts() -> Facts {
+    Facts {
+        class: ClassFact::Found {
+            name: "gp3".into(),
+            provisioner: "ebs.csi.aws.com".into(),
+            is_default: false,
+            allowed_topologies: vec![],
+            parameters: Default::default(),
+        },
+        classes_for_source_driver: vec!["gp3".into()],
+        snapshot: SnapshotFact::Found {
+            snapshot: SnapshotInfo {
+                uid: Some("snap-uid".into()),
+                deletion_timestamp: None,
+                bound_content_name: Some("snapcontent-1".into()),
+                ready_to_use: Some(true),
+                restore_size: Some("10Gi".into()),
+            },
+            content: Some(ContentInfo {
+                name: "snapcontent-1".into(),
+                driver: "ebs.csi.aws.com".into(),
+                snapshot_handle: Some("snap-0abc".into()),
+                source_volume_mode: Some("Filesystem".into()),
+                allow_volume_mode_change: false,
+                snapshot_ref: ClaimRef {
+                    namespace: Some("dev".into()),
+                    name: Some("snap-1".into()),
+                    uid: Some("snap-uid".into()),
+                },
+            }),
+        },
+        ..Facts::default()
     }
 }
 

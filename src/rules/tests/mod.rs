@@ -1,14 +1,21 @@
 //! Every rule, every branch, with the exact text the user reads.
 
+mod cross_namespace;
+mod placement;
+mod snapshot;
+
+use std::collections::BTreeMap;
+
 use super::*;
 use crate::config::{Action, Policy, RuleId};
 
 const DRIVER: &str = "ebs.csi.aws.com";
 
-fn request() -> CloneRequest {
-    CloneRequest {
+fn request() -> DataSourceRequest {
+    DataSourceRequest {
         namespace: "dev".into(),
         source: SourceReference {
+            kind: SourceKind::Claim,
             name: "data".into(),
             namespace: None,
             api_group: None,
@@ -30,6 +37,7 @@ fn facts() -> Facts {
             volume_mode: Some("Filesystem".into()),
             requested_storage: Some("10Gi".into()),
             capacity: Some("10Gi".into()),
+            storage_class: Some("gp3".into()),
         }),
         volume: Some(SourceVolume {
             name: "pv-1".into(),
@@ -42,14 +50,19 @@ fn facts() -> Facts {
             csi_driver: Some(DRIVER.into()),
             plugin: "csi".into(),
             volume_mode: Some("Filesystem".into()),
+            storage_class: Some("gp3".into()),
+            node_affinity: vec![],
         }),
         class: ClassFact::Found {
             name: "gp3".into(),
             provisioner: DRIVER.into(),
             is_default: false,
+            allowed_topologies: vec![],
+            parameters: BTreeMap::new(),
         },
-        pods_using_source: vec![],
+        pods: PodsFact::default(),
         classes_for_source_driver: vec!["gp3".into()],
+        ..Facts::default()
     }
 }
 
@@ -62,12 +75,12 @@ fn volume(f: &mut Facts) -> &mut SourceVolume {
 }
 
 /// The denial lines and warning lines of a decision under the default policy.
-fn judge(request: &CloneRequest, facts: &Facts) -> (Vec<String>, Vec<String>) {
+fn judge(request: &DataSourceRequest, facts: &Facts) -> (Vec<String>, Vec<String>) {
     judge_with(request, facts, &Policy::default())
 }
 
 fn judge_with(
-    request: &CloneRequest,
+    request: &DataSourceRequest,
     facts: &Facts,
     policy: &Policy,
 ) -> (Vec<String>, Vec<String>) {
@@ -76,7 +89,7 @@ fn judge_with(
     (denials, verdict.warning_lines())
 }
 
-fn denied(request: &CloneRequest, facts: &Facts) -> Vec<String> {
+fn denied(request: &DataSourceRequest, facts: &Facts) -> Vec<String> {
     let (denials, warnings) = judge(request, facts);
     assert!(warnings.is_empty(), "unexpected warnings: {warnings:?}");
     denials
@@ -99,6 +112,8 @@ fn a_bigger_clone_with_another_class_of_the_same_driver_is_allowed() {
         name: "gp3-encrypted".into(),
         provisioner: DRIVER.into(),
         is_default: false,
+        allowed_topologies: vec![],
+        parameters: BTreeMap::new(),
     };
     assert_eq!(judge(&r, &f), (vec![], vec![]));
 }
@@ -273,6 +288,47 @@ fn source_volume_a_volume_of_an_earlier_claim_with_the_same_name() {
 }
 
 #[test]
+fn source_volume_a_claim_ref_without_uid_does_not_point_back() {
+    for uid in [None, Some(String::new())] {
+        let mut f = facts();
+        volume(&mut f).claim_ref.as_mut().expect("claimRef").uid = uid;
+        assert_eq!(
+            denied(&request(), &f),
+            [
+                "[source-volume] PersistentVolume \"pv-1\" has a claimRef to \"dev/data\" without a uid, so it is not bound back to source claim \"dev/data\" (uid uid-1); repair the volume's binding or clone another claim"
+            ]
+        );
+    }
+}
+
+#[test]
+fn source_volume_a_source_without_uid_is_not_the_claim_ref_s() {
+    let mut f = facts();
+    source(&mut f).uid = None;
+    assert_eq!(
+        denied(&request(), &f),
+        [
+            "[source-volume] PersistentVolume \"pv-1\" belongs to an earlier claim \"dev/data\" (uid uid-1), not to the current one (uid none); repair the volume's binding or clone another claim"
+        ]
+    );
+}
+
+#[test]
+fn source_class_refuses_a_source_without_storage_class_name() {
+    let mut f = facts();
+    source(&mut f).storage_class = None;
+    assert_eq!(
+        denied(&request(), &f),
+        [
+            "[source-class] source claim \"data\" has no storageClassName, and the CSI provisioner refuses to clone such a claim; clone a claim that has a StorageClass"
+        ]
+    );
+    // An empty class is a class (static binding): the provisioner only refuses nil.
+    source(&mut f).storage_class = Some(String::new());
+    assert_eq!(denied(&request(), &f), Vec::<String>::new());
+}
+
+#[test]
 fn source_volume_a_volume_that_is_not_bound() {
     for (phase, shown) in [(Some("Released"), "Released"), (None, "without a phase")] {
         let mut f = facts();
@@ -330,6 +386,8 @@ fn dynamic_provisioning_every_way_to_have_no_provisioner() {
                 name: "local".into(),
                 provisioner: NO_PROVISIONER.into(),
                 is_default: false,
+                allowed_topologies: vec![],
+                parameters: BTreeMap::new(),
             },
             "StorageClass \"local\" has provisioner kubernetes.io/no-provisioner, which cannot provision a clone",
         ),
@@ -379,6 +437,8 @@ fn same_driver_refuses_a_class_of_another_driver() {
         name: "standard".into(),
         provisioner: "pd.csi.storage.gke.io".into(),
         is_default: false,
+        allowed_topologies: vec![],
+        parameters: BTreeMap::new(),
     };
     assert_eq!(
         denied(&request(), &f),
@@ -390,6 +450,8 @@ fn same_driver_refuses_a_class_of_another_driver() {
         name: "standard".into(),
         provisioner: "pd.csi.storage.gke.io".into(),
         is_default: true,
+        allowed_topologies: vec![],
+        parameters: BTreeMap::new(),
     };
     let mut r = request();
     r.storage_class = None;
@@ -410,6 +472,8 @@ fn the_default_class_of_the_same_driver_is_accepted() {
         name: "gp3".into(),
         provisioner: DRIVER.into(),
         is_default: true,
+        allowed_topologies: vec![],
+        parameters: BTreeMap::new(),
     };
     assert_eq!(judge(&r, &f), (vec![], vec![]));
 }
@@ -467,6 +531,11 @@ fn size_compares_exact_bytes_in_the_units_written() {
         ("1Gi", "1G"),
         ("0.5Gi", "512Mi"),
         ("1.5Ti", "1536Gi"),
+        // Whole bytes rounded up, as Quantity.Value(): 1500m is 2 bytes, 0.5 is 1 byte.
+        ("2", "1500m"),
+        ("1500m", "2"),
+        ("1", "0.5"),
+        ("0.5", "1"),
     ] {
         let mut r = request();
         r.requested_storage = Some(asked.into());
@@ -546,10 +615,10 @@ fn size_capacity_warns_when_the_backend_rounded_the_source_up() {
 #[test]
 fn source_in_use_warns_with_the_first_pod_and_a_count() {
     let mut f = facts();
-    f.pods_using_source = vec!["web-0".into()];
+    f.pods = PodsFact::Known(vec!["web-0".into()]);
     let one = "[source-in-use] source claim \"data\" is mounted by pod \"web-0\"; the clone is only crash-consistent";
     assert_eq!(judge(&request(), &f), (vec![], vec![one.to_owned()]));
-    f.pods_using_source = vec!["web-0".into(), "web-1".into(), "web-2".into()];
+    f.pods = PodsFact::Known(vec!["web-0".into(), "web-1".into(), "web-2".into()]);
     let (_, warnings) = judge(&request(), &f);
     assert_eq!(
         warnings,
@@ -622,8 +691,10 @@ fn all_violations_are_reported_together_in_table_order() {
         name: "other".into(),
         provisioner: "other.csi.example.com".into(),
         is_default: false,
+        allowed_topologies: vec![],
+        parameters: BTreeMap::new(),
     };
-    f.pods_using_source = vec!["web-0".into()];
+    f.pods = PodsFact::Known(vec!["web-0".into()]);
     let verdict = decide(&r, Some(&f), &Policy::default());
     let rules: Vec<RuleId> = verdict.denials.iter().map(|d| d.rule).collect();
     assert_eq!(
@@ -681,11 +752,255 @@ fn rules_that_need_the_source_are_skipped_without_it() {
     f.source = None;
     f.volume = None;
     f.class = ClassFact::Disabled;
-    f.pods_using_source = vec!["web-0".into()];
+    f.pods = PodsFact::Known(vec!["web-0".into()]);
     let verdict = decide(&r, Some(&f), &Policy::default());
     assert_eq!(
         verdict.denials.iter().map(|d| d.rule).collect::<Vec<_>>(),
         [RuleId::SourceExists]
     );
     assert!(verdict.warnings.is_empty());
+}
+
+// ---- The one table: its examples and the README ------------------------------------------
+
+/// A request, facts and policy under which `rule` says exactly its table example. The match
+/// is exhaustive, so a new rule cannot be added without a case that proves its example.
+fn example_case(rule: RuleId) -> (DataSourceRequest, Option<Facts>, Policy) {
+    let mut r = request();
+    let mut f = facts();
+    let mut policy = Policy::default();
+    match rule {
+        RuleId::SameNamespace => {
+            r.source.field = "dataSourceRef";
+            r.source.namespace = Some("prod".into());
+            return (r, None, policy);
+        }
+        RuleId::SourceExists => {
+            r.source.name = "nope".into();
+            f.source = None;
+        }
+        RuleId::SourceBound => {
+            source(&mut f).phase = Some("Pending".into());
+            source(&mut f).volume_name = None;
+        }
+        RuleId::SourceDeleting => {
+            source(&mut f).deletion_timestamp = Some("2026-11-21T10:00:00Z".into());
+        }
+        RuleId::SourceVolume => {
+            volume(&mut f).claim_ref.as_mut().expect("claimRef").name = Some("other".into());
+        }
+        RuleId::SourceClass => {
+            source(&mut f).storage_class = None;
+        }
+        RuleId::CsiSource => {
+            volume(&mut f).csi_driver = None;
+            volume(&mut f).plugin = "hostPath".into();
+        }
+        RuleId::DynamicProvisioning => {
+            f.class = ClassFact::Found {
+                name: "local-disks".into(),
+                provisioner: NO_PROVISIONER.into(),
+                is_default: false,
+                allowed_topologies: vec![],
+                parameters: BTreeMap::new(),
+            };
+            f.classes_for_source_driver = vec!["gp3".into(), "gp3-encrypted".into()];
+        }
+        RuleId::SameDriver => {
+            f.class = ClassFact::Found {
+                name: "standard-rwo".into(),
+                provisioner: "pd.csi.storage.gke.io".into(),
+                is_default: false,
+                allowed_topologies: vec![],
+                parameters: BTreeMap::new(),
+            };
+            f.classes_for_source_driver = vec!["gp3".into(), "gp3-encrypted".into()];
+        }
+        RuleId::VolumeMode => {
+            volume(&mut f).volume_mode = Some("Block".into());
+        }
+        RuleId::Size => {
+            r.requested_storage = Some("1000Mi".into());
+            source(&mut f).requested_storage = Some("1Gi".into());
+            source(&mut f).capacity = Some("1Gi".into());
+        }
+        RuleId::SizeCapacity => {
+            r.requested_storage = Some("8Gi".into());
+            source(&mut f).requested_storage = Some("8Gi".into());
+        }
+        RuleId::SourceInUse => {
+            f.pods = PodsFact::Known(vec!["web-0".into()]);
+        }
+        RuleId::CloneCapableDriver => {
+            policy.clone_capable_drivers =
+                vec!["ebs.csi.aws.com".into(), "pd.csi.storage.gke.io".into()];
+            volume(&mut f).csi_driver = Some("nfs.csi.k8s.io".into());
+            f.class = ClassFact::Found {
+                name: "nfs".into(),
+                provisioner: "nfs.csi.k8s.io".into(),
+                is_default: false,
+                allowed_topologies: vec![],
+                parameters: BTreeMap::new(),
+            };
+        }
+        RuleId::SourceApiGroup => {
+            r.source.api_group = Some("example.com".into());
+            return (r, None, policy);
+        }
+        RuleId::SnapshotExists
+        | RuleId::SnapshotDeleting
+        | RuleId::SnapshotBound
+        | RuleId::SnapshotDriver
+        | RuleId::SnapshotReady
+        | RuleId::RestoreSize
+        | RuleId::SnapshotVolumeMode => {
+            let mut r = snapshot::restore_request();
+            let mut f = snapshot::restore_facts();
+            match rule {
+                RuleId::SnapshotExists => f.snapshot = SnapshotFact::Missing,
+                RuleId::SnapshotDeleting => {
+                    snapshot::snapshot(&mut f).deletion_timestamp =
+                        Some("2026-11-21T10:00:00Z".into());
+                }
+                RuleId::SnapshotBound => {
+                    snapshot::snapshot(&mut f).bound_content_name = None;
+                    *snapshot::content(&mut f) = None;
+                }
+                RuleId::SnapshotDriver => {
+                    f.class = ClassFact::Found {
+                        name: "standard-rwo".into(),
+                        provisioner: "pd.csi.storage.gke.io".into(),
+                        is_default: false,
+                        allowed_topologies: vec![],
+                        parameters: BTreeMap::new(),
+                    };
+                }
+                RuleId::SnapshotReady => snapshot::snapshot(&mut f).ready_to_use = Some(false),
+                RuleId::RestoreSize => {
+                    r.requested_storage = Some("100Mi".into());
+                    snapshot::snapshot(&mut f).restore_size = Some("1Gi".into());
+                }
+                _ => {
+                    if let Some(content) = snapshot::content(&mut f) {
+                        content.source_volume_mode = Some("Block".into());
+                    }
+                }
+            }
+            return (r, Some(f), policy);
+        }
+        RuleId::Topology => {
+            let zone = |z: &str| {
+                TopologyTerm::from([("topology.kubernetes.io/zone".to_owned(), vec![z.to_owned()])])
+            };
+            volume(&mut f).node_affinity = vec![zone("us-east-1a")];
+            f.class = ClassFact::Found {
+                name: "gp3-west".into(),
+                provisioner: DRIVER.into(),
+                is_default: false,
+                allowed_topologies: vec![zone("us-west-2a")],
+                parameters: BTreeMap::new(),
+            };
+        }
+        RuleId::ClassParameters => {
+            let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+                pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect()
+            };
+            volume(&mut f).storage_class = Some("gp3-encrypted".into());
+            f.source_class_parameters = Some(map(&[
+                ("type", "gp3"),
+                ("encrypted", "true"),
+                ("kmsKeyId", "key-1"),
+            ]));
+            f.class = ClassFact::Found {
+                name: "gp3".into(),
+                provisioner: DRIVER.into(),
+                is_default: false,
+                allowed_topologies: vec![],
+                parameters: map(&[("type", "gp3")]),
+            };
+        }
+    }
+    (r, Some(f), policy)
+}
+
+#[test]
+fn every_table_example_is_what_its_rule_says() {
+    for rule in RULES {
+        let (r, f, policy) = example_case(rule.id);
+        let verdict = decide(&r, f.as_ref(), &policy);
+        let said: Vec<&str> = verdict
+            .denials
+            .iter()
+            .chain(&verdict.warnings)
+            .filter(|finding| finding.rule == rule.id)
+            .map(|finding| finding.message.as_str())
+            .collect();
+        assert_eq!(said, [rule.example], "{}", rule.name);
+    }
+}
+
+#[test]
+fn the_table_is_in_id_order_and_names_are_unique() {
+    for (position, rule) in RULES.iter().enumerate() {
+        assert_eq!(rule.id as usize, position, "{}", rule.name);
+        assert_eq!(RuleId::from_name(rule.name), Some(rule.id));
+    }
+}
+
+/// The README's section `## The rules`, up to the next `## ` heading.
+fn readme_rules_section() -> &'static str {
+    let readme = include_str!("../../../README.md");
+    let start = readme
+        .find("\n## The rules\n")
+        .expect("README has a rules section");
+    let section = &readme[start + 1..];
+    let end = section[3..].find("\n## ").map_or(section.len(), |i| i + 3);
+    &section[..end]
+}
+
+#[test]
+fn the_readme_rules_tables_list_every_rule_in_order_with_its_default() {
+    let rows: Vec<(String, String)> = readme_rules_section()
+        .lines()
+        .filter(|line| line.starts_with("| `"))
+        .map(|line| {
+            let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+            let id = cells[0].trim_matches('`').to_owned();
+            // "deny once a list is configured": the first word is the table's default.
+            let default = cells[cells.len() - 1]
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            (id, default)
+        })
+        .collect();
+    let expected: Vec<(String, String)> = RULES
+        .iter()
+        .map(|rule| (rule.name.to_owned(), rule.default.as_str().to_owned()))
+        .collect();
+    assert_eq!(rows, expected);
+}
+
+#[test]
+fn the_readme_examples_are_the_table_examples_in_order() {
+    let section = readme_rules_section();
+    let start = section.find("```\n").expect("an examples block") + 4;
+    let end = start + section[start..].find("```").expect("the block ends");
+    let shown: Vec<&str> = section[start..end].lines().collect();
+    let expected: Vec<String> = RULES
+        .iter()
+        .map(|rule| {
+            let warning = if rule.default == Action::Warn {
+                "Warning: "
+            } else {
+                ""
+            };
+            format!("{warning}[{}] {}", rule.name, rule.example)
+        })
+        .collect();
+    assert_eq!(shown, expected);
 }

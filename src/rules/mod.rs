@@ -1,0 +1,693 @@
+//! The decision: a pure function of the request (a clone or a restore), the facts about the
+//! cluster and the policy. No I/O happens here; the same function serves the webhook and the tests.
+//!
+//! The rules are one table ([`RULES`]); each rule is one function, next to its message, in
+//! `clone.rs`, `snapshot.rs` or `placement.rs`. A message names the objects and
+//! values involved and says how to fix the claim: it is what the user reads.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::config::{Action, CrossNamespace, Policy};
+
+mod clone;
+mod placement;
+mod snapshot;
+
+use clone::*;
+use placement::*;
+use snapshot::*;
+
+/// The storage provisioner that marks a class as statically provisioned only.
+pub const NO_PROVISIONER: &str = "kubernetes.io/no-provisioner";
+
+/// The API group of VolumeSnapshots and VolumeSnapshotContents.
+pub const SNAPSHOT_GROUP: &str = "snapshot.storage.k8s.io";
+
+/// What kind of object a data source names.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SourceKind {
+    /// A PersistentVolumeClaim: the new claim is a clone.
+    #[default]
+    Claim,
+    /// A VolumeSnapshot (`snapshot.storage.k8s.io`): the new claim is a restore.
+    Snapshot,
+}
+
+impl SourceKind {
+    /// The Kubernetes kind, as in `spec.dataSource.kind`.
+    pub fn kind(self) -> &'static str {
+        match self {
+            SourceKind::Claim => "PersistentVolumeClaim",
+            SourceKind::Snapshot => "VolumeSnapshot",
+        }
+    }
+
+    /// The API group, as in `spec.dataSource.apiGroup` and in a ReferenceGrant.
+    pub fn group(self) -> &'static str {
+        match self {
+            SourceKind::Claim => "",
+            SourceKind::Snapshot => SNAPSHOT_GROUP,
+        }
+    }
+
+    /// How a message names the source.
+    fn noun(self) -> &'static str {
+        match self {
+            SourceKind::Claim => "claim",
+            SourceKind::Snapshot => "VolumeSnapshot",
+        }
+    }
+
+    /// How a message names what the new claim is.
+    fn request_noun(self) -> &'static str {
+        match self {
+            SourceKind::Claim => "clone",
+            SourceKind::Snapshot => "restore",
+        }
+    }
+}
+
+/// What a new claim asks for, when its data source is a claim (a clone) or a VolumeSnapshot
+/// (a restore).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DataSourceRequest {
+    pub namespace: String,
+    pub source: SourceReference,
+    /// `spec.volumeMode`; `None` means Filesystem.
+    pub volume_mode: Option<String>,
+    /// `spec.storageClassName`; `None` means no default class existed at create time.
+    pub storage_class: Option<String>,
+    /// `spec.resources.requests.storage`, as written.
+    pub requested_storage: Option<String>,
+}
+
+/// The object named by `spec.dataSource` or `spec.dataSourceRef`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SourceReference {
+    pub kind: SourceKind,
+    pub name: String,
+    /// Only `dataSourceRef` can name another namespace.
+    pub namespace: Option<String>,
+    pub api_group: Option<String>,
+    /// Which field named the source: `dataSource` or `dataSourceRef`.
+    pub field: &'static str,
+}
+
+/// How a reference to another namespace is treated (config `crossNamespace`, and
+/// `same-namespace: off`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CrossNamespaceMode {
+    /// Refused; nothing of the other namespace is read.
+    Closed,
+    /// Allowed when a ReferenceGrant in the source's namespace allows it.
+    Grant,
+    /// Allowed without a check.
+    Open,
+}
+
+impl DataSourceRequest {
+    pub fn is_restore(&self) -> bool {
+        self.source.kind == SourceKind::Snapshot
+    }
+
+    /// A PVC-kind source with an API group is not a claim at all: only `source-api-group`
+    /// applies to it.
+    pub fn names_foreign_api_group(&self) -> bool {
+        self.source.kind == SourceKind::Claim
+            && self
+                .source
+                .api_group
+                .as_deref()
+                .is_some_and(|g| !g.is_empty())
+    }
+
+    /// The source's namespace when it is not the claim's own.
+    pub fn other_namespace(&self) -> Option<&str> {
+        self.source
+            .namespace
+            .as_deref()
+            .filter(|other| *other != self.namespace)
+    }
+
+    fn cross_namespace_mode(&self, policy: &Policy) -> CrossNamespaceMode {
+        if policy.action(RuleId::SameNamespace) == Action::Off {
+            return CrossNamespaceMode::Open;
+        }
+        match policy.cross_namespace {
+            CrossNamespace::Deny => CrossNamespaceMode::Closed,
+            CrossNamespace::ReferenceGrant => CrossNamespaceMode::Grant,
+            CrossNamespace::Allow => CrossNamespaceMode::Open,
+        }
+    }
+
+    /// Whether the facts must say if a ReferenceGrant allows the source ([`Facts::grant`]):
+    /// the gatherer checks that first, and reads nothing else of the other namespace
+    /// without one.
+    pub fn needs_grant(&self, policy: &Policy) -> bool {
+        self.other_namespace().is_some()
+            && self.cross_namespace_mode(policy) == CrossNamespaceMode::Grant
+    }
+
+    /// The namespace whose object is the source, or `None` when the source is in another
+    /// namespace and `same-namespace` refuses that: the rules then do not look at (and the
+    /// messages reveal nothing about) another namespace's objects.
+    pub fn source_namespace(&self, policy: &Policy) -> Option<&str> {
+        match self.other_namespace() {
+            None => Some(&self.namespace),
+            Some(other) => {
+                (self.cross_namespace_mode(policy) != CrossNamespaceMode::Closed).then_some(other)
+            }
+        }
+    }
+
+    /// Whether the decision needs facts from the cluster at all.
+    pub fn needs_facts(&self, policy: &Policy) -> bool {
+        !self.names_foreign_api_group() && self.source_namespace(policy).is_some()
+    }
+}
+
+/// What the rules read about the source claim.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SourceClaim {
+    pub uid: Option<String>,
+    pub phase: Option<String>,
+    pub deletion_timestamp: Option<String>,
+    pub volume_name: Option<String>,
+    pub volume_mode: Option<String>,
+    pub requested_storage: Option<String>,
+    pub capacity: Option<String>,
+    /// `spec.storageClassName`; `None` (nil) cannot be cloned by the provisioner.
+    pub storage_class: Option<String>,
+}
+
+/// A topology term: label key -> the values it allows. A StorageClass `allowedTopologies`
+/// term (`matchLabelExpressions`), or a PV `nodeAffinity.required` term (only its `In`
+/// expressions: the other operators do not name a place a volume can be put).
+pub type TopologyTerm = BTreeMap<String, Vec<String>>;
+
+/// What the rules read about the source claim's PersistentVolume.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SourceVolume {
+    pub name: String,
+    pub phase: Option<String>,
+    pub claim_ref: Option<ClaimRef>,
+    /// `spec.csi.driver`; `None` for in-tree and FlexVolume volumes.
+    pub csi_driver: Option<String>,
+    /// The volume source field that is set, e.g. `csi`, `hostPath`, `awsElasticBlockStore`;
+    /// empty when none that pvc-clone-guard knows is set.
+    pub plugin: String,
+    pub volume_mode: Option<String>,
+    /// `spec.storageClassName` of the PV.
+    pub storage_class: Option<String>,
+    /// `spec.nodeAffinity.required.nodeSelectorTerms` (any one of them holds the volume).
+    pub node_affinity: Vec<TopologyTerm>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ClaimRef {
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub uid: Option<String>,
+}
+
+/// The StorageClass the new claim would be provisioned with.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ClassFact {
+    /// The claim's class, or the default class when it names none.
+    Found {
+        name: String,
+        provisioner: String,
+        is_default: bool,
+        /// `allowedTopologies`; empty: anywhere.
+        allowed_topologies: Vec<TopologyTerm>,
+        parameters: BTreeMap<String, String>,
+    },
+    /// The claim names a class that does not exist.
+    Missing(String),
+    /// The claim names no class and no class is marked default.
+    NoDefault,
+    /// `storageClassName: ""`: static binding only.
+    Disabled,
+}
+
+/// The pods (not Succeeded or Failed) that mount the source claim.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PodsFact {
+    Known(Vec<String>),
+    /// The pods could not be read; the cause, for the warning.
+    Unknown(String),
+}
+
+impl Default for PodsFact {
+    fn default() -> Self {
+        PodsFact::Known(Vec::new())
+    }
+}
+
+/// The VolumeSnapshot a restore names, in the source's namespace.
+#[derive(Clone, Debug, Default, PartialEq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per review, built once: boxing would only add an allocation"
+)]
+pub enum SnapshotFact {
+    /// The cluster does not serve `snapshot.storage.k8s.io/v1` VolumeSnapshots.
+    NotServed,
+    #[default]
+    Missing,
+    Found {
+        snapshot: SnapshotInfo,
+        /// The content named by `status.boundVolumeSnapshotContentName`; `None` when it is
+        /// empty or names a content that does not exist.
+        content: Option<ContentInfo>,
+    },
+}
+
+/// What the rules read about a VolumeSnapshot.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SnapshotInfo {
+    pub uid: Option<String>,
+    pub deletion_timestamp: Option<String>,
+    /// `status.boundVolumeSnapshotContentName`.
+    pub bound_content_name: Option<String>,
+    /// `status.readyToUse`.
+    pub ready_to_use: Option<bool>,
+    /// `status.restoreSize`, as written.
+    pub restore_size: Option<String>,
+}
+
+/// What the rules read about a VolumeSnapshotContent.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ContentInfo {
+    pub name: String,
+    /// `spec.driver`.
+    pub driver: String,
+    /// `status.snapshotHandle`.
+    pub snapshot_handle: Option<String>,
+    /// `spec.sourceVolumeMode`.
+    pub source_volume_mode: Option<String>,
+    /// Annotated `snapshot.storage.kubernetes.io/allow-volume-mode-change: "true"`.
+    pub allow_volume_mode_change: bool,
+    /// `spec.volumeSnapshotRef`.
+    pub snapshot_ref: ClaimRef,
+}
+
+/// Whether a ReferenceGrant allows a cross-namespace source (`crossNamespace:
+/// reference-grant` only).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum GrantFact {
+    /// Not asked: the source is in the claim's namespace, or the mode is not
+    /// `reference-grant`.
+    #[default]
+    NotChecked,
+    /// The first grant (by name) that allows it.
+    Allowed {
+        grant: String,
+    },
+    NotFound,
+}
+
+/// A ReferenceGrant (`gateway.networking.k8s.io`), reduced to what the matching reads.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ReferenceGrantInfo {
+    pub name: String,
+    pub from: Vec<GrantFrom>,
+    pub to: Vec<GrantTo>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GrantFrom {
+    pub group: String,
+    pub kind: String,
+    pub namespace: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GrantTo {
+    pub group: String,
+    pub kind: String,
+    /// Absent or empty: every object of the kind.
+    pub name: Option<String>,
+}
+
+/// Whether one of `grants` (listed in the source's namespace) lets the claim use its source,
+/// matched as the provisioner does: a `from` entry with group `""`, kind
+/// PersistentVolumeClaim and the claim's namespace, and, in the same grant, a `to` entry with
+/// the source's group and kind and a name that is absent, empty or the source's.
+pub fn match_grant(grants: &[ReferenceGrantInfo], request: &DataSourceRequest) -> GrantFact {
+    let source = &request.source;
+    let allows = |grant: &&ReferenceGrantInfo| {
+        grant.from.iter().any(|from| {
+            from.group.is_empty()
+                && from.kind == SourceKind::Claim.kind()
+                && from.namespace == request.namespace
+        }) && grant.to.iter().any(|to| {
+            to.group == source.kind.group()
+                && to.kind == source.kind.kind()
+                && to
+                    .name
+                    .as_deref()
+                    .is_none_or(|name| name.is_empty() || name == source.name)
+        })
+    };
+    grants
+        .iter()
+        .filter(allows)
+        .map(|grant| grant.name.as_str())
+        .min()
+        .map_or(GrantFact::NotFound, |grant| GrantFact::Allowed {
+            grant: grant.to_owned(),
+        })
+}
+
+/// Everything the rules know about the cluster, gathered before the decision. The default
+/// is "nothing found": no source, no class, no snapshot.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Facts {
+    /// `None`: the source claim does not exist (clones).
+    pub source: Option<SourceClaim>,
+    /// `None`: the source names no volume, or its volume does not exist (clones).
+    pub volume: Option<SourceVolume>,
+    pub class: ClassFact,
+    /// Pods that mount the source claim (clones).
+    pub pods: PodsFact,
+    /// StorageClasses provisioned by the source's CSI driver (the source PV's for a clone,
+    /// the snapshot content's for a restore), for the hints.
+    pub classes_for_source_driver: Vec<String>,
+    /// `parameters` of the source PV's StorageClass; `None` when it has none or it does
+    /// not exist (clones).
+    pub source_class_parameters: Option<BTreeMap<String, String>>,
+    /// The VolumeSnapshot and its content (restores).
+    pub snapshot: SnapshotFact,
+    pub grant: GrantFact,
+}
+
+impl Default for Facts {
+    fn default() -> Self {
+        Facts {
+            source: None,
+            volume: None,
+            class: ClassFact::NoDefault,
+            pods: PodsFact::default(),
+            classes_for_source_driver: Vec::new(),
+            source_class_parameters: None,
+            snapshot: SnapshotFact::default(),
+            grant: GrantFact::default(),
+        }
+    }
+}
+
+/// One violated rule and what the user is told about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    pub rule: RuleId,
+    pub message: String,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{}] {}", self.rule, self.message)
+    }
+}
+
+/// The outcome of the rules: denials refuse the claim, warnings admit it with a warning.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Verdict {
+    pub denials: Vec<Finding>,
+    pub warnings: Vec<Finding>,
+}
+
+impl Verdict {
+    pub fn allowed(&self) -> bool {
+        self.denials.is_empty()
+    }
+
+    /// The denial message: one line per violated rule, in table order.
+    pub fn denial_message(&self) -> String {
+        lines(&self.denials)
+    }
+
+    pub fn warning_lines(&self) -> Vec<String> {
+        self.warnings.iter().map(Finding::to_string).collect()
+    }
+}
+
+fn lines(findings: &[Finding]) -> String {
+    findings
+        .iter()
+        .map(Finding::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// What a rule looks at.
+struct Input<'a> {
+    request: &'a DataSourceRequest,
+    facts: Option<&'a Facts>,
+    policy: &'a Policy,
+}
+
+impl<'a> Input<'a> {
+    fn source(&self) -> Option<&'a SourceClaim> {
+        self.facts?.source.as_ref()
+    }
+
+    fn volume(&self) -> Option<&'a SourceVolume> {
+        self.facts?.volume.as_ref()
+    }
+
+    /// The snapshot and its content, when the snapshot exists.
+    fn snapshot(&self) -> Option<(&'a SnapshotInfo, Option<&'a ContentInfo>)> {
+        match &self.facts?.snapshot {
+            SnapshotFact::Found { snapshot, content } => Some((snapshot, content.as_ref())),
+            SnapshotFact::NotServed | SnapshotFact::Missing => None,
+        }
+    }
+
+    /// `Some` when the source exists: the claim of a clone, the snapshot of a restore.
+    fn source_exists(&self) -> Option<()> {
+        match self.request.source.kind {
+            SourceKind::Claim => self.source().map(drop),
+            SourceKind::Snapshot => self.snapshot().map(drop),
+        }
+    }
+
+    /// The CSI driver of the source: the PV's for a clone, the content's for a restore.
+    fn source_driver(&self) -> Option<&'a str> {
+        match self.request.source.kind {
+            SourceKind::Claim => self.volume()?.csi_driver.as_deref(),
+            SourceKind::Snapshot => Some(self.snapshot()?.1?.driver.as_str()),
+        }
+    }
+
+    fn source_name(&self) -> &'a str {
+        &self.request.source.name
+    }
+
+    /// "set spec.storageClassName to a class provisioned by X, e.g. "a" or "b"".
+    fn class_hint(&self) -> String {
+        let Some(driver) = self.source_driver() else {
+            return "set spec.storageClassName to a class with a CSI provisioner".to_owned();
+        };
+        let examples = self
+            .facts
+            .map(|f| f.classes_for_source_driver.as_slice())
+            .unwrap_or_default();
+        let mut hint = format!("set spec.storageClassName to a class provisioned by {driver}");
+        if !examples.is_empty() {
+            let quoted: Vec<String> = examples.iter().take(3).map(|c| format!("{c:?}")).collect();
+            hint.push_str(&format!(", e.g. {}", quoted.join(" or ")));
+        }
+        hint
+    }
+}
+
+type Check = fn(&Input) -> Option<String>;
+
+/// Which requests a rule judges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applies {
+    Clone,
+    Restore,
+    Both,
+}
+
+/// A row of [`RULES`].
+pub struct Rule {
+    pub id: RuleId,
+    /// The id users see in messages, the configuration and the metrics.
+    pub name: &'static str,
+    /// The action when the configuration does not name the rule.
+    pub default: Action,
+    pub applies: Applies,
+    check: Check,
+    /// What a user reads when the rule is violated (without the `[id]` prefix); the tests
+    /// hold it equal to what the rule says, and the README shows it.
+    pub example: &'static str,
+}
+
+/// Declares [`RuleId`] and [`RULES`] from one list, so that an id, its default, its order,
+/// its function and its example cannot drift apart.
+macro_rules! rule_table {
+    ($($variant:ident => $name:literal, $default:ident, $applies:ident, $check:path, $example:expr;)+) => {
+        /// A rule, by its position in [`RULES`] (the order violations are reported in).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum RuleId {
+            $($variant),+
+        }
+
+        impl RuleId {
+            pub const ALL: [RuleId; [$(RuleId::$variant),+].len()] = [$(RuleId::$variant),+];
+        }
+
+        /// The one table of rules, in report order. Adding a rule is a row here and its function.
+        pub const RULES: &[Rule] = &[$(Rule {
+            id: RuleId::$variant,
+            name: $name,
+            default: Action::$default,
+            applies: Applies::$applies,
+            check: $check,
+            example: $example,
+        }),+];
+    };
+}
+
+rule_table! {
+    SameNamespace => "same-namespace", Deny, Both, same_namespace,
+        "dataSourceRef names claim \"data\" in namespace \"prod\", but this claim is in namespace \"dev\"; a clone must be created in its source's namespace: create this claim in namespace \"prod\"";
+    SourceExists => "source-exists", Deny, Clone, source_exists,
+        "source claim \"nope\" does not exist in namespace \"dev\"; create it first, or fix spec.dataSource.name";
+    SourceBound => "source-bound", Deny, Clone, source_bound,
+        "source claim \"data\" is Pending, not Bound; wait until it is Bound, then create the clone";
+    SourceDeleting => "source-deleting", Deny, Clone, source_deleting,
+        "source claim \"data\" is being deleted (since 2026-11-21T10:00:00Z); clone a claim that is not being deleted";
+    SourceVolume => "source-volume", Deny, Clone, source_volume,
+        "PersistentVolume \"pv-1\" is bound to claim \"dev/other\", not to source claim \"dev/data\"; repair the volume's binding or clone another claim";
+    SourceClass => "source-class", Deny, Clone, source_class,
+        "source claim \"data\" has no storageClassName, and the CSI provisioner refuses to clone such a claim; clone a claim that has a StorageClass";
+    CsiSource => "csi-source", Deny, Clone, csi_source,
+        "source volume \"pv-1\" is not a CSI volume (it uses hostPath), and only CSI volumes can be cloned; copy the data into a claim of a CSI StorageClass instead";
+    DynamicProvisioning => "dynamic-provisioning", Deny, Both, dynamic_provisioning,
+        "StorageClass \"local-disks\" has provisioner kubernetes.io/no-provisioner, which cannot provision a clone; set spec.storageClassName to a class provisioned by ebs.csi.aws.com, e.g. \"gp3\" or \"gp3-encrypted\"";
+    SameDriver => "same-driver", Deny, Clone, same_driver,
+        "StorageClass \"standard-rwo\" is provisioned by pd.csi.storage.gke.io but source volume \"pv-1\" belongs to CSI driver ebs.csi.aws.com; set spec.storageClassName to a class provisioned by ebs.csi.aws.com, e.g. \"gp3\" or \"gp3-encrypted\"";
+    VolumeMode => "volume-mode", Deny, Clone, volume_mode,
+        "source claim \"data\" is Block but this claim asks for Filesystem; set spec.volumeMode: Block";
+    Size => "size", Deny, Clone, size,
+        "this claim requests 1000Mi but source claim \"data\" requests 1Gi; request at least 1Gi";
+    SizeCapacity => "size-capacity", Warn, Clone, size_capacity,
+        "source claim \"data\" holds 10Gi (its request: 8Gi); some drivers refuse a smaller clone: request 10Gi";
+    SourceInUse => "source-in-use", Warn, Clone, source_in_use,
+        "source claim \"data\" is mounted by pod \"web-0\"; the clone is only crash-consistent";
+    CloneCapableDriver => "clone-capable-driver", Deny, Clone, clone_capable_driver,
+        "CSI driver nfs.csi.k8s.io is not in the configured list of clone-capable drivers (ebs.csi.aws.com, pd.csi.storage.gke.io); clone a volume of one of those drivers, or ask an administrator to add nfs.csi.k8s.io to the list";
+    SourceApiGroup => "source-api-group", Deny, Clone, source_api_group,
+        "spec.dataSource names kind PersistentVolumeClaim with apiGroup \"example.com\", but claims belong to the core API group; remove apiGroup to clone claim \"data\"";
+    SnapshotExists => "snapshot-exists", Deny, Restore, snapshot_exists,
+        "VolumeSnapshot \"snap-1\" does not exist in namespace \"dev\"; create it first, or fix spec.dataSource.name";
+    SnapshotDeleting => "snapshot-deleting", Deny, Restore, snapshot_deleting,
+        "VolumeSnapshot \"snap-1\" is being deleted (since 2026-11-21T10:00:00Z); restore from a snapshot that is not being deleted";
+    SnapshotBound => "snapshot-bound", Deny, Restore, snapshot_bound,
+        "VolumeSnapshot \"snap-1\" is not bound to a VolumeSnapshotContent (status.boundVolumeSnapshotContentName is empty); wait until it is bound, then create the claim";
+    SnapshotDriver => "snapshot-driver", Deny, Restore, snapshot_driver,
+        "VolumeSnapshot \"snap-1\" was taken by CSI driver ebs.csi.aws.com but StorageClass \"standard-rwo\" is provisioned by pd.csi.storage.gke.io; set spec.storageClassName to a class provisioned by ebs.csi.aws.com, e.g. \"gp3\"";
+    SnapshotReady => "snapshot-ready", Deny, Restore, snapshot_ready,
+        "VolumeSnapshot \"snap-1\" is not ready to use (status.readyToUse is false); wait until it is, then create the claim";
+    RestoreSize => "restore-size", Deny, Restore, restore_size,
+        "this claim requests 100Mi but snapshot \"snap-1\" needs at least 1Gi (its restoreSize); request at least 1Gi";
+    SnapshotVolumeMode => "snapshot-volume-mode", Deny, Restore, snapshot_volume_mode,
+        "VolumeSnapshot \"snap-1\" was taken of a Block volume but this claim asks for Filesystem; set spec.volumeMode: Block, or annotate VolumeSnapshotContent \"snapcontent-1\" with snapshot.storage.kubernetes.io/allow-volume-mode-change: \"true\"";
+    Topology => "topology", Warn, Clone, topology,
+        "StorageClass \"gp3-west\" allows topology.kubernetes.io/zone in [us-west-2a] but source volume \"pv-1\" is in [us-east-1a]; most drivers clone only in the source's zone";
+    ClassParameters => "class-parameters", Warn, Clone, class_parameters,
+        "StorageClass \"gp3\" and the source's class \"gp3-encrypted\" differ in parameters encrypted, kmsKeyId; the clone may not mount";
+}
+
+impl RuleId {
+    pub fn rule(self) -> &'static Rule {
+        &RULES[self as usize]
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.rule().name
+    }
+
+    /// The action a rule takes when the configuration does not name it.
+    pub fn default_action(self) -> Action {
+        self.rule().default
+    }
+
+    /// The rule named `name`, or `None`.
+    pub fn from_name(name: &str) -> Option<RuleId> {
+        RULES
+            .iter()
+            .find(|rule| rule.name == name)
+            .map(|rule| rule.id)
+    }
+
+    /// Every rule id, comma-separated, for messages.
+    pub fn known() -> String {
+        RULES
+            .iter()
+            .map(|rule| rule.name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl fmt::Display for RuleId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Decides a clone or restore request. `facts` is `None` when the request needs none
+/// ([`DataSourceRequest::needs_facts`] is false).
+pub fn decide(request: &DataSourceRequest, facts: Option<&Facts>, policy: &Policy) -> Verdict {
+    let input = Input {
+        request,
+        facts,
+        policy,
+    };
+    // Without a grant for a cross-namespace source, nothing of its namespace is judged.
+    let grant_missing = request.needs_grant(policy)
+        && !matches!(facts.map(|f| &f.grant), Some(GrantFact::Allowed { .. }));
+    let mut verdict = Verdict::default();
+    for rule in RULES {
+        let action = policy.action(rule.id);
+        if action == Action::Off {
+            continue;
+        }
+        let applies = match rule.applies {
+            Applies::Both => true,
+            Applies::Clone => !request.is_restore(),
+            Applies::Restore => request.is_restore(),
+        };
+        if !applies {
+            continue;
+        }
+        // A claim-kind source with a foreign API group is not a claim: nothing else applies.
+        if request.names_foreign_api_group() && rule.id != RuleId::SourceApiGroup {
+            continue;
+        }
+        if grant_missing && rule.id != RuleId::SameNamespace {
+            continue;
+        }
+        if let Some(message) = (rule.check)(&input) {
+            let finding = Finding {
+                rule: rule.id,
+                message,
+            };
+            match action {
+                Action::Deny => verdict.denials.push(finding),
+                Action::Warn => verdict.warnings.push(finding),
+                Action::Off => {}
+            }
+        }
+    }
+    verdict
+}
+
+#[cfg(test)]
+mod tests;
