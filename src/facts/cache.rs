@@ -1,0 +1,262 @@
+//! The caches: maps of slim objects that kube's watcher keeps in step with the API server.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use futures::StreamExt;
+use kube::Resource;
+use kube::api::Api;
+use kube::core::DeserializeGuard;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use serde::de::DeserializeOwned;
+
+use super::WatchOptions;
+use super::slim::PodClaims;
+use crate::metrics::Metrics;
+
+/// A map of slim objects filled by a watch. Served only while its watch is healthy.
+pub struct Cache<T> {
+    pub(super) resource: &'static str,
+    objects: RwLock<BTreeMap<String, Arc<T>>>,
+    /// The first list is complete (never reset: readiness).
+    pub(super) listed: AtomicBool,
+    /// Listed, and no watch error since the last event: lookups may use it.
+    pub(super) serving: AtomicBool,
+}
+
+impl<T> Cache<T> {
+    pub(super) fn new(resource: &'static str) -> Arc<Self> {
+        Arc::new(Cache {
+            resource,
+            objects: RwLock::new(BTreeMap::new()),
+            listed: AtomicBool::new(false),
+            serving: AtomicBool::new(false),
+        })
+    }
+
+    /// The first list is done (it may be served or not since).
+    pub fn is_listed(&self) -> bool {
+        self.listed.load(Ordering::Acquire)
+    }
+
+    /// Served to lookups: listed, and its watch has not failed since its last event.
+    pub fn is_serving(&self) -> bool {
+        self.serving.load(Ordering::Acquire)
+    }
+
+    fn set_serving(&self, serving: bool, metrics: &Metrics) {
+        if self.serving.swap(serving, Ordering::AcqRel) != serving {
+            metrics.set_cache_synced(self.resource, serving);
+        }
+    }
+
+    /// The cached object, only while the cache is served.
+    pub(super) fn get(&self, key: &str) -> Option<Arc<T>> {
+        if !self.is_serving() {
+            return None;
+        }
+        self.read().get(key).cloned()
+    }
+
+    /// Every cached object, only while the cache is served.
+    pub(super) fn snapshot(&self) -> Option<Vec<Arc<T>>> {
+        self.is_serving()
+            .then(|| self.read().values().cloned().collect())
+    }
+
+    /// Every object whose key starts with `namespace/`, only while the cache is served.
+    pub(super) fn in_namespace(&self, namespace: &str) -> Option<Vec<Arc<T>>> {
+        if !self.is_serving() {
+            return None;
+        }
+        let prefix = format!("{namespace}/");
+        let objects = self.read();
+        Some(
+            objects
+                .range(prefix.clone()..)
+                .take_while(|(key, _)| key.starts_with(&prefix))
+                .map(|(_, object)| Arc::clone(object))
+                .collect(),
+        )
+    }
+
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    // A poisoned lock only means a writer panicked mid-update of a plain map; the map is
+    // still usable, and refusing every review would be worse.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<T>>> {
+        self.objects.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<T>>> {
+        self.objects.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What a watch delivers: an object, or one that could not be read.
+pub trait Delivered:
+    Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static
+{
+    type Object;
+    /// The object, or why it could not be read.
+    fn object(self) -> Result<Self::Object, String>;
+}
+
+/// An object of a full kube type: one that does not decode is kept as its metadata and
+/// the error, so the watch goes on without it.
+impl<K> Delivered for DeserializeGuard<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    type Object = K;
+    fn object(self) -> Result<K, String> {
+        self.0.map_err(|invalid| invalid.error)
+    }
+}
+
+impl Delivered for PodClaims {
+    type Object = PodClaims;
+    fn object(self) -> Result<PodClaims, String> {
+        Ok(self)
+    }
+}
+
+/// The parts of a cache that readiness looks at.
+pub(super) trait Listed: Send + Sync {
+    fn listed(&self) -> bool;
+    fn resource(&self) -> &'static str;
+}
+
+impl<T: Send + Sync> Listed for Cache<T> {
+    fn listed(&self) -> bool {
+        self.is_listed()
+    }
+    fn resource(&self) -> &'static str {
+        self.resource
+    }
+}
+
+/// The cache key of a delivered object: `namespace/name`, or `name` for cluster objects.
+pub(super) fn delivered_key<W: Resource>(object: &W) -> Option<String> {
+    let name = object.meta().name.as_deref()?;
+    Some(match object.meta().namespace.as_deref() {
+        Some(namespace) => format!("{namespace}/{name}"),
+        None => name.to_owned(),
+    })
+}
+
+/// Mirrors a resource into a cache with kube's watcher: a paged initial list (its memory
+/// bounded by the page size, whatever the size of the cluster), then a watch that resumes
+/// by itself after an error, with kube's backoff, and relists only when the API server no
+/// longer has the events it missed. After a watch error the cache is not served (lookups
+/// go to the API server) until the watch delivers again. An object that cannot be read is
+/// skipped and counted; the watch goes on.
+pub(super) fn spawn_watch<W, T>(
+    api: Api<W>,
+    cache: Arc<Cache<T>>,
+    // `None`: not worth keeping (and removed if it was kept).
+    slim: fn(W::Object) -> Option<T>,
+    metrics: Metrics,
+    options: WatchOptions,
+) where
+    W: Delivered,
+    T: Send + Sync + 'static,
+{
+    metrics.set_cache_synced(cache.resource, false);
+    let resource = cache.resource;
+    let keep = move |object: W, metrics: &Metrics| -> (Option<String>, Option<T>) {
+        let key = delivered_key(&object);
+        match object.object() {
+            Ok(object) => (key, slim(object)),
+            Err(error) => {
+                metrics.record_undecodable(resource);
+                tracing::warn!(object = key.as_deref().unwrap_or(""), %error, "skipped an object the watch delivered that cannot be read");
+                (key, None)
+            }
+        }
+    };
+    tokio::spawn(async move {
+        let config = watcher::Config::default().page_size(options.page_size);
+        let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+        let mut listing: BTreeMap<String, Arc<T>> = BTreeMap::new();
+        let started = Instant::now();
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(Event::Init) => listing.clear(),
+                Ok(Event::InitApply(object)) => {
+                    if let (Some(key), Some(kept)) = keep(object, &metrics) {
+                        listing.insert(key, Arc::new(kept));
+                    }
+                }
+                Ok(Event::InitDone) => {
+                    let count = listing.len();
+                    *cache.write() = std::mem::take(&mut listing);
+                    let first = !cache.listed.swap(true, Ordering::AcqRel);
+                    cache.set_serving(true, &metrics);
+                    metrics.set_cached_objects(cache.resource, count);
+                    if first {
+                        tracing::info!(
+                            resource = cache.resource,
+                            objects = count,
+                            elapsed_ms = started.elapsed().as_millis() as u64,
+                            "cache in sync"
+                        );
+                    } else {
+                        tracing::info!(
+                            resource = cache.resource,
+                            objects = count,
+                            "cache relisted and in sync again"
+                        );
+                    }
+                }
+                Ok(Event::Apply(object)) => {
+                    if let (Some(key), kept) = keep(object, &metrics) {
+                        let mut objects = cache.write();
+                        match kept {
+                            Some(kept) => objects.insert(key, Arc::new(kept)),
+                            None => objects.remove(&key),
+                        };
+                        metrics.set_cached_objects(cache.resource, objects.len());
+                    }
+                    mark_recovered(&cache, &metrics);
+                }
+                Ok(Event::Delete(object)) => {
+                    if let Some(key) = delivered_key(&object) {
+                        let mut objects = cache.write();
+                        objects.remove(&key);
+                        metrics.set_cached_objects(cache.resource, objects.len());
+                    }
+                    mark_recovered(&cache, &metrics);
+                }
+                Err(error) => {
+                    metrics.record_watch_error(cache.resource);
+                    if cache.is_serving() {
+                        cache.set_serving(false, &metrics);
+                    }
+                    tracing::warn!(resource = cache.resource, %error, "cache watch failed; retrying with backoff, and lookups go to the API server until the watch delivers again");
+                }
+            }
+        }
+    });
+}
+
+/// The watch delivered an event after its first list: it is running, and (resumed from
+/// the last version it saw, or relisted) has missed nothing.
+fn mark_recovered<T>(cache: &Cache<T>, metrics: &Metrics) {
+    if cache.is_listed() && !cache.is_serving() {
+        cache.set_serving(true, metrics);
+        tracing::info!(
+            resource = cache.resource,
+            "cache watch recovered; served again"
+        );
+    }
+}

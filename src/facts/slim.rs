@@ -1,0 +1,233 @@
+//! What the caches keep of each object: only the fields the rules read.
+
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, PersistentVolumeSpec};
+use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::core::NamespaceResourceScope;
+use kube::{Resource, ResourceExt};
+use serde::Deserialize;
+
+use crate::rules::{ClaimRef, SourceClaim, SourceVolume};
+
+const DEFAULT_CLASS_ANNOTATIONS: [&str; 2] = [
+    "storageclass.kubernetes.io/is-default-class",
+    "storageclass.beta.kubernetes.io/is-default-class",
+];
+
+/// A StorageClass, as far as the rules care.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClassInfo {
+    pub name: String,
+    pub provisioner: String,
+    pub is_default: bool,
+    /// RFC 3339; the newest default class wins, as in Kubernetes 1.26+.
+    pub created: String,
+}
+
+/// A pod that mounts claims and has not finished.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PodUse {
+    pub name: String,
+    pub claims: Vec<String>,
+}
+
+/// A pod as its watch delivers it, read straight into what `source-in-use` needs: its
+/// name, whether it has finished, and the claims it mounts. Everything else of a real pod
+/// (containers, env, managedFields) is skipped while parsing instead of being built and
+/// dropped, which is most of the time and memory of syncing a large cluster's pods. The
+/// API server validates pods against this shape, so a pod that does not fit cannot exist.
+#[derive(Clone, Debug, Default)]
+pub struct PodClaims {
+    metadata: ObjectMeta,
+    finished: bool,
+    claims: Vec<String>,
+}
+
+impl PodClaims {
+    /// Kept only while the pod mounts a claim and has not finished.
+    pub fn into_use(self) -> Option<PodUse> {
+        (!self.finished && !self.claims.is_empty()).then(|| PodUse {
+            name: self.metadata.name.unwrap_or_default(),
+            claims: self.claims,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for PodClaims {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize, Default)]
+        #[serde(default, rename_all = "camelCase")]
+        struct Meta {
+            name: Option<String>,
+            namespace: Option<String>,
+            resource_version: Option<String>,
+        }
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct Spec {
+            volumes: Option<Vec<Volume>>,
+        }
+        #[derive(Deserialize, Default)]
+        #[serde(default, rename_all = "camelCase")]
+        struct Volume {
+            persistent_volume_claim: Option<ClaimSource>,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct ClaimSource {
+            claim_name: String,
+        }
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct Status {
+            phase: Option<String>,
+        }
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct Wire {
+            metadata: Option<Meta>,
+            spec: Option<Spec>,
+            status: Option<Status>,
+        }
+        let wire = Wire::deserialize(deserializer)?;
+        let metadata = wire.metadata.unwrap_or_default();
+        let phase = wire.status.and_then(|s| s.phase);
+        Ok(PodClaims {
+            metadata: ObjectMeta {
+                name: metadata.name,
+                namespace: metadata.namespace,
+                resource_version: metadata.resource_version,
+                ..ObjectMeta::default()
+            },
+            finished: matches!(phase.as_deref(), Some("Succeeded" | "Failed")),
+            claims: wire
+                .spec
+                .and_then(|s| s.volumes)
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.persistent_volume_claim)
+                .map(|c| c.claim_name)
+                .collect(),
+        })
+    }
+}
+
+impl Resource for PodClaims {
+    type DynamicType = ();
+    type Scope = NamespaceResourceScope;
+
+    fn kind(_: &()) -> std::borrow::Cow<'_, str> {
+        "Pod".into()
+    }
+    fn group(_: &()) -> std::borrow::Cow<'_, str> {
+        "".into()
+    }
+    fn version(_: &()) -> std::borrow::Cow<'_, str> {
+        "v1".into()
+    }
+    fn plural(_: &()) -> std::borrow::Cow<'_, str> {
+        "pods".into()
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+pub fn slim_claim(claim: PersistentVolumeClaim) -> SourceClaim {
+    let spec = claim.spec.unwrap_or_default();
+    let status = claim.status.unwrap_or_default();
+    SourceClaim {
+        uid: claim.metadata.uid,
+        phase: status.phase,
+        deletion_timestamp: claim.metadata.deletion_timestamp.map(|t| t.0.to_string()),
+        volume_name: spec.volume_name,
+        volume_mode: spec.volume_mode,
+        requested_storage: spec
+            .resources
+            .and_then(|r| r.requests)
+            .and_then(|mut r| r.remove("storage"))
+            .map(|q| q.0),
+        capacity: status
+            .capacity
+            .and_then(|mut c| c.remove("storage"))
+            .map(|q| q.0),
+        storage_class: spec.storage_class_name,
+    }
+}
+
+pub fn slim_volume(volume: PersistentVolume) -> SourceVolume {
+    let name = volume.name_any();
+    let spec = volume.spec.unwrap_or_default();
+    SourceVolume {
+        name,
+        phase: volume.status.and_then(|s| s.phase),
+        plugin: volume_plugin(&spec).to_owned(),
+        claim_ref: spec.claim_ref.map(|r| ClaimRef {
+            namespace: r.namespace,
+            name: r.name,
+            uid: r.uid,
+        }),
+        csi_driver: spec.csi.map(|csi| csi.driver),
+        volume_mode: spec.volume_mode,
+        storage_class: spec.storage_class_name,
+        node_affinity: Vec::new(),
+    }
+}
+
+/// The name of the volume source set in a PV spec, as written in YAML.
+fn volume_plugin(spec: &PersistentVolumeSpec) -> &'static str {
+    let plugins = [
+        ("csi", spec.csi.is_some()),
+        ("hostPath", spec.host_path.is_some()),
+        ("local", spec.local.is_some()),
+        ("nfs", spec.nfs.is_some()),
+        ("flexVolume", spec.flex_volume.is_some()),
+        (
+            "awsElasticBlockStore",
+            spec.aws_elastic_block_store.is_some(),
+        ),
+        ("gcePersistentDisk", spec.gce_persistent_disk.is_some()),
+        ("azureDisk", spec.azure_disk.is_some()),
+        ("azureFile", spec.azure_file.is_some()),
+        ("vsphereVolume", spec.vsphere_volume.is_some()),
+        ("cinder", spec.cinder.is_some()),
+        ("cephfs", spec.cephfs.is_some()),
+        ("rbd", spec.rbd.is_some()),
+        ("iscsi", spec.iscsi.is_some()),
+        ("fc", spec.fc.is_some()),
+        ("glusterfs", spec.glusterfs.is_some()),
+        ("portworxVolume", spec.portworx_volume.is_some()),
+        ("scaleIO", spec.scale_io.is_some()),
+        ("storageos", spec.storageos.is_some()),
+        ("quobyte", spec.quobyte.is_some()),
+        ("flocker", spec.flocker.is_some()),
+        (
+            "photonPersistentDisk",
+            spec.photon_persistent_disk.is_some(),
+        ),
+    ];
+    plugins
+        .into_iter()
+        .find(|(_, set)| *set)
+        .map_or("", |(name, _)| name)
+}
+
+pub fn slim_class(class: StorageClass) -> ClassInfo {
+    let is_default = DEFAULT_CLASS_ANNOTATIONS
+        .iter()
+        .any(|key| class.annotations().get(*key).is_some_and(|v| v == "true"));
+    ClassInfo {
+        name: class.name_any(),
+        created: class
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.to_string())
+            .unwrap_or_default(),
+        provisioner: class.provisioner,
+        is_default,
+    }
+}
