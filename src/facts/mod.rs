@@ -13,7 +13,6 @@
 //! watcher, with its backoff) while lookups go to the API server, and a denial read from
 //! a cache is confirmed against the API server before it is given ([`Freshness::Live`]).
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,10 +28,16 @@ pub use cache::{Cache, Delivered};
 use cache::{Listed, spawn_watch};
 pub use slim::{ClassInfo, PodClaims, PodUse, slim_claim, slim_class, slim_volume};
 
+pub use snapshots::Snapshots;
+
 mod cache;
 mod slim;
+mod snapshots;
 use crate::metrics::Metrics;
-use crate::rules::{ClassFact, DataSourceRequest, Facts, PodsFact, SourceClaim, SourceVolume};
+use crate::rules::{
+    Applies, ClassFact, DataSourceRequest, Facts, GrantFact, PodsFact, RULES, SnapshotFact,
+    SourceClaim, SourceVolume, match_grant,
+};
 
 /// Why the facts of a review could not be gathered.
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +141,7 @@ pub struct ClusterFacts {
     classes: Arc<Cache<ClassInfo>>,
     /// `None` while no rule reads pods (`source-in-use: off`): not watched at all.
     pods: Option<Arc<Cache<PodUse>>>,
+    snapshots: Arc<Snapshots>,
     started: Instant,
     /// How long readiness waits for the first sync before it gives up on it.
     sync_wait: Duration,
@@ -165,11 +171,21 @@ impl ClusterFacts {
     /// [`FactSource::ready`]).
     pub fn start(client: Client, metrics: Metrics, policy: &Policy, options: WatchOptions) -> Self {
         let watches_pods = policy.action(RuleId::SourceInUse) != Action::Off;
+        // Snapshots are watched (once their API is served) while a restore rule is on.
+        let watches_snapshots = RULES
+            .iter()
+            .any(|rule| rule.applies == Applies::Restore && policy.action(rule.id) != Action::Off);
         let facts = ClusterFacts {
             claims: Cache::new("persistentvolumeclaims"),
             volumes: Cache::new("persistentvolumes"),
             classes: Cache::new("storageclasses"),
             pods: watches_pods.then(|| Cache::new("pods")),
+            snapshots: Snapshots::start(
+                client.clone(),
+                metrics.clone(),
+                options,
+                watches_snapshots,
+            ),
             client,
             started: Instant::now(),
             sync_wait: options.sync_wait,
@@ -315,8 +331,8 @@ impl ClusterFacts {
             name: c.name.clone(),
             provisioner: c.provisioner.clone(),
             is_default: c.is_default && requested.is_none(),
-            allowed_topologies: Vec::new(),
-            parameters: BTreeMap::new(),
+            allowed_topologies: c.allowed_topologies.clone(),
+            parameters: c.parameters.clone(),
         };
         match requested {
             Some("") => Ok(ClassFact::Disabled),
@@ -388,60 +404,82 @@ impl FactSource for ClusterFacts {
         policy: &Policy,
         freshness: Freshness,
     ) -> Result<Facts, LookupError> {
-        // Until snapshot and ReferenceGrant facts are gathered, such reviews fail in the
-        // configured direction instead of being judged on facts that were never read.
-        if request.is_restore() {
-            return Err(LookupError::Api {
-                resource: "volumesnapshots",
-                message: "VolumeSnapshot facts are not gathered yet".to_owned(),
-            });
-        }
-        if request.needs_grant(policy) {
-            return Err(LookupError::Api {
-                resource: "referencegrants",
-                message: "ReferenceGrant facts are not gathered yet".to_owned(),
-            });
-        }
         let namespace = request
             .source_namespace(policy)
             .unwrap_or(&request.namespace);
         let name = &request.source.name;
+        let mut facts = Facts::default();
+        if request.needs_grant(policy) {
+            // Nothing of the other namespace is read before a grant allows it.
+            let grants = snapshots::grants_in(&self.client, namespace).await?;
+            facts.grant = match_grant(&grants, request);
+            if facts.grant == GrantFact::NotFound {
+                return Ok(facts);
+            }
+        }
+        if request.is_restore() {
+            facts.snapshot = self.snapshots.lookup(namespace, name, freshness).await?;
+            let classes = self.all_classes(freshness).await?;
+            facts.class = self
+                .class(request.storage_class.as_deref(), &classes)
+                .await?;
+            let driver = match &facts.snapshot {
+                SnapshotFact::Found {
+                    content: Some(content),
+                    ..
+                } => Some(content.driver.as_str()),
+                _ => None,
+            };
+            facts.classes_for_source_driver = classes_of(&classes, driver);
+            return Ok(facts);
+        }
         let Some(source) = self.claim(namespace, name, freshness).await? else {
-            return Ok(Facts::default());
+            return Ok(facts);
         };
         let volume = match source.volume_name.as_deref().filter(|v| !v.is_empty()) {
             Some(volume_name) => self.volume(volume_name, freshness).await?,
             None => None,
         };
         let classes = self.all_classes(freshness).await?;
-        let class = self
+        facts.class = self
             .class(request.storage_class.as_deref(), &classes)
             .await?;
         let driver = volume.as_ref().and_then(|v| v.csi_driver.as_deref());
-        let mut classes_for_source_driver: Vec<String> = classes
-            .iter()
-            .filter(|c| Some(c.provisioner.as_str()) == driver)
-            .map(|c| c.name.clone())
-            .collect();
-        classes_for_source_driver.sort();
-        let pods_using_source = if policy.action(RuleId::SourceInUse) == Action::Off {
-            Vec::new()
-        } else {
-            self.pods_using(namespace, name, freshness).await?
-        };
-        Ok(Facts {
-            source: Some(SourceClaim::clone(&source)),
-            volume: volume.map(|v| SourceVolume::clone(&v)),
-            class,
-            pods: PodsFact::Known(pods_using_source),
-            classes_for_source_driver,
-            ..Facts::default()
-        })
+        facts.classes_for_source_driver = classes_of(&classes, driver);
+        facts.source_class_parameters = volume
+            .as_ref()
+            .and_then(|v| v.storage_class.as_deref())
+            .and_then(|class| classes.iter().find(|c| c.name == class))
+            .map(|class| class.parameters.clone());
+        if policy.action(RuleId::SourceInUse) != Action::Off {
+            // Pods are read for a warning only: when they cannot be read (e.g. the pods rule
+            // is missing from a customised ClusterRole), the rule says so, and the clone is
+            // judged on everything else.
+            facts.pods = match self.pods_using(namespace, name, freshness).await {
+                Ok(pods) => PodsFact::Known(pods),
+                Err(LookupError::Api { message, .. }) => PodsFact::Unknown(message),
+                Err(timeout) => PodsFact::Unknown(timeout.to_string()),
+            };
+        }
+        facts.source = Some(SourceClaim::clone(&source));
+        facts.volume = volume.map(|v| SourceVolume::clone(&v));
+        Ok(facts)
     }
 
     fn ready(&self) -> bool {
         self.started.elapsed() >= self.sync_wait || self.caches().iter().all(|(_, listed)| *listed)
     }
+}
+
+/// The names of the classes provisioned by `driver`, sorted, for the hints.
+fn classes_of(classes: &[Arc<ClassInfo>], driver: Option<&str>) -> Vec<String> {
+    let mut names: Vec<String> = classes
+        .iter()
+        .filter(|c| Some(c.provisioner.as_str()) == driver)
+        .map(|c| c.name.clone())
+        .collect();
+    names.sort();
+    names
 }
 
 /// The default class: annotated as default, the newest if several are (Kubernetes 1.26+).
@@ -479,6 +517,8 @@ mod tests {
             provisioner: "p".into(),
             is_default: default,
             created: created.into(),
+            allowed_topologies: Vec::new(),
+            parameters: Default::default(),
         })
     }
 

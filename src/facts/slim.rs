@@ -1,5 +1,7 @@
 //! What the caches keep of each object: only the fields the rules read.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, PersistentVolumeSpec};
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -7,7 +9,7 @@ use kube::core::NamespaceResourceScope;
 use kube::{Resource, ResourceExt};
 use serde::Deserialize;
 
-use crate::rules::{ClaimRef, SourceClaim, SourceVolume};
+use crate::rules::{ClaimRef, SourceClaim, SourceVolume, TopologyTerm};
 
 const DEFAULT_CLASS_ANNOTATIONS: [&str; 2] = [
     "storageclass.kubernetes.io/is-default-class",
@@ -22,6 +24,9 @@ pub struct ClassInfo {
     pub is_default: bool,
     /// RFC 3339; the newest default class wins, as in Kubernetes 1.26+.
     pub created: String,
+    /// `allowedTopologies`, one map of key to values per term; empty: anywhere.
+    pub allowed_topologies: Vec<TopologyTerm>,
+    pub parameters: BTreeMap<String, String>,
 }
 
 /// A pod that mounts claims and has not finished.
@@ -161,6 +166,7 @@ pub fn slim_claim(claim: PersistentVolumeClaim) -> SourceClaim {
 pub fn slim_volume(volume: PersistentVolume) -> SourceVolume {
     let name = volume.name_any();
     let spec = volume.spec.unwrap_or_default();
+    let node_affinity = required_topology(&spec);
     SourceVolume {
         name,
         phase: volume.status.and_then(|s| s.phase),
@@ -172,9 +178,34 @@ pub fn slim_volume(volume: PersistentVolume) -> SourceVolume {
         }),
         csi_driver: spec.csi.map(|csi| csi.driver),
         volume_mode: spec.volume_mode,
+        node_affinity,
         storage_class: spec.storage_class_name,
-        node_affinity: Vec::new(),
     }
+}
+
+/// The PV's required node affinity, one map of key to values per node selector term.
+/// Only `In` expressions name where the volume is, and only they are kept.
+fn required_topology(spec: &PersistentVolumeSpec) -> Vec<TopologyTerm> {
+    let Some(required) = spec
+        .node_affinity
+        .as_ref()
+        .and_then(|a| a.required.as_ref())
+    else {
+        return Vec::new();
+    };
+    required
+        .node_selector_terms
+        .iter()
+        .map(|term| {
+            term.match_expressions
+                .iter()
+                .flatten()
+                .filter(|e| e.operator == "In")
+                .map(|e| (e.key.clone(), e.values.clone().unwrap_or_default()))
+                .collect::<TopologyTerm>()
+        })
+        .filter(|term| !term.is_empty())
+        .collect()
 }
 
 /// The name of the volume source set in a PV spec, as written in YAML.
@@ -227,6 +258,20 @@ pub fn slim_class(class: StorageClass) -> ClassInfo {
             .as_ref()
             .map(|t| t.0.to_string())
             .unwrap_or_default(),
+        allowed_topologies: class
+            .allowed_topologies
+            .iter()
+            .flatten()
+            .map(|term| {
+                term.match_label_expressions
+                    .iter()
+                    .flatten()
+                    .map(|e| (e.key.clone(), e.values.clone()))
+                    .collect::<TopologyTerm>()
+            })
+            .filter(|term| !term.is_empty())
+            .collect(),
+        parameters: class.parameters.unwrap_or_default(),
         provisioner: class.provisioner,
         is_default,
     }
