@@ -231,8 +231,11 @@ pub struct Snapshots {
     /// What discovery said last.
     served: AtomicBool,
     /// Filled once the API is served and a rule reads snapshots.
-    caches: OnceLock<(Arc<Cache<SnapshotInfo>>, Arc<Cache<ContentInfo>>)>,
+    caches: OnceLock<SnapshotCaches>,
 }
+
+/// The VolumeSnapshot cache and the VolumeSnapshotContent cache.
+type SnapshotCaches = (Arc<Cache<SnapshotInfo>>, Arc<Cache<ContentInfo>>);
 
 impl Snapshots {
     /// Asks discovery now and every [`DISCOVERY_INTERVAL`]; starts the watches (when
