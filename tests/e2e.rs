@@ -44,10 +44,11 @@ fn plain_claims_and_other_data_sources_are_untouched() {
     let plain = "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: plain, namespace: e2e-plain}\nspec:\n  \
                  accessModes: [ReadWriteOnce]\n  storageClassName: \"\"\n  resources: {requests: {storage: 1Mi}}\n";
     assert_created(&create(plain, &[]), "plain", &[]);
-    let snapshot = "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: restore, namespace: e2e-plain}\nspec:\n  \
-                    accessModes: [ReadWriteOnce]\n  storageClassName: gp3\n  resources: {requests: {storage: 1Mi}}\n  \
-                    dataSource: {apiGroup: snapshot.storage.k8s.io, kind: VolumeSnapshot, name: snap}\n";
-    assert_created(&create(snapshot, &[]), "restore", &[]);
+    // A volume populator's data source (AnyVolumeDataSource is on in the local API server).
+    let populated = "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: populated, namespace: e2e-plain}\nspec:\n  \
+                     accessModes: [ReadWriteOnce]\n  storageClassName: gp3\n  resources: {requests: {storage: 1Mi}}\n  \
+                     dataSource: {apiGroup: populators.example.com, kind: Archive, name: backup}\n";
+    assert_created(&create(populated, &[]), "populated", &[]);
 }
 
 #[test]

@@ -2,9 +2,11 @@
 # End-to-end tests against a real local control plane with pvc-clone-guard registered
 # (tests/cluster/dev-env.sh). Two suites, each on a control plane of its own, each torn
 # down afterwards whatever happens:
-#   tests/e2e.rs     every rule through kubectl, in parallel
-#   tests/faults.rs and tests/resilience.rs  API-server faults (RBAC revoked, stopped, hung,
-#                    restarted under load), a lagging view, no pods RBAC; one at a time
+#   1. tests/faults.rs, tests/resilience.rs, tests/snapshot_api.rs, one test at a time:
+#      API-server faults (RBAC revoked, stopped, hung, restarted under load), a lagging
+#      view of the API server, no pods RBAC, the snapshot API appearing
+#   2. tests/e2e.rs (every clone rule through kubectl) and tests/restores.rs (restores and
+#      cross-namespace grants, with the project's CRDs), in parallel
 #   E2E_KEEP=1 tests/e2e.sh   keeps the environments (and prints where) for debugging.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -44,5 +46,5 @@ suite() {
 }
 
 cargo build --release --quiet
-suite 1 faults resilience
-suite 4 e2e
+suite 1 faults resilience snapshot_api
+suite 4 e2e restores

@@ -17,6 +17,9 @@
 #   local-cluster.sh namespace DIR NAME   create a Namespace with the `default`
 #                                         ServiceAccount that the (absent) controllers
 #                                         would make, automountServiceAccountToken: false
+#   local-cluster.sh status-patch DIR PATH JSON
+#                                         merge-patch a status subresource as the admin
+#                                         (kubectl 1.20 has no --subresource)
 #
 # Files in DIR after `up`:
 #   cluster.env           KEY=VALUE lines, shell-sourceable (see write_cluster_env)
@@ -653,6 +656,10 @@ main() {
     bind)
       [ $# -eq 4 ] || usage
       cmd_bind "$@"
+      ;;
+    status-patch)
+      [ $# -eq 3 ] || usage
+      status_patch "$(abs_dir "$1")" "$2" "$3"
       ;;
     namespace)
       [ $# -eq 2 ] || usage

@@ -27,11 +27,21 @@ pub fn free_port() -> u16 {
 
 impl Webhook {
     pub async fn start(extra: &[&str]) -> Webhook {
+        Webhook::start_with_kubeconfig(extra, None).await
+    }
+
+    /// Started with `kubeconfig` (e.g. the webhook's own identity on the local control
+    /// plane), or one that points at a closed port.
+    pub async fn start_with_kubeconfig(
+        extra: &[&str],
+        kubeconfig: Option<&std::path::Path>,
+    ) -> Webhook {
         let dir = tempfile::tempdir().expect("tempdir");
         issue_certs(dir.path());
-        let kubeconfig = dir.path().join("kubeconfig");
+        let closed = dir.path().join("kubeconfig");
+        let kubeconfig = kubeconfig.map_or_else(|| closed.clone(), |k| k.to_owned());
         std::fs::write(
-            &kubeconfig,
+            &closed,
             "apiVersion: v1\nkind: Config\nclusters: [{name: none, cluster: {server: 'https://127.0.0.1:1', insecure-skip-tls-verify: true}}]\n\
              users: [{name: none, user: {token: none}}]\ncontexts: [{name: none, context: {cluster: none, user: none}}]\ncurrent-context: none\n",
         )

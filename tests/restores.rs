@@ -1,0 +1,471 @@
+//! End-to-end: restores from a VolumeSnapshot and cross-namespace sources, against the real
+//! kube-apiserver through the shipped webhook configuration. The snapshot and ReferenceGrant
+//! CRDs are the project's own (tests/cluster/crds/): structural schemas with the fields the
+//! rules read, which is enough for the API server to store and serve real objects, with
+//! status set through the status subresource as the snapshot controller would. Started by
+//! tests/e2e.sh on the same control plane as tests/e2e.rs.
+
+mod common;
+
+use std::sync::Once;
+
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+};
+use serde_json::{Value, json};
+
+use common::binary::{Webhook, admin_get};
+use common::cluster::*;
+
+fn crds() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let dir = ENV.repo.join("tests/cluster/crds");
+        must(
+            kubectl(&["apply", "-f", dir.to_str().expect("utf-8")]),
+            "apply the CRDs",
+        );
+        must(
+            kubectl(&[
+                "wait",
+                "--for=condition=established",
+                "--timeout=60s",
+                "crd/volumesnapshots.snapshot.storage.k8s.io",
+                "crd/volumesnapshotcontents.snapshot.storage.k8s.io",
+                "crd/referencegrants.gateway.networking.k8s.io",
+            ]),
+            "the CRDs are established",
+        );
+    });
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn api(client: &kube::Client, kind: &str, namespace: Option<&str>) -> Api<DynamicObject> {
+    let (group, version, plural) = match kind {
+        "VolumeSnapshot" => ("snapshot.storage.k8s.io", "v1", "volumesnapshots"),
+        "VolumeSnapshotContent" => ("snapshot.storage.k8s.io", "v1", "volumesnapshotcontents"),
+        _ => ("gateway.networking.k8s.io", "v1beta1", "referencegrants"),
+    };
+    let resource =
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
+    match namespace {
+        Some(namespace) => Api::namespaced_with(client.clone(), namespace, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    }
+}
+
+/// A snapshot and its content, as the snapshot controller leaves them; each test changes
+/// what its rule is about.
+#[derive(Clone)]
+struct Snapshot<'a> {
+    namespace: &'a str,
+    name: &'a str,
+    driver: &'a str,
+    /// `status` of the VolumeSnapshot; `None`: no status at all.
+    status: Option<Value>,
+    /// `None`: no content is created.
+    content: Option<Value>,
+    /// Kept by a finalizer and deleted: deletionTimestamp set.
+    deleting: bool,
+}
+
+impl<'a> Snapshot<'a> {
+    fn ready(namespace: &'a str, name: &'a str) -> Self {
+        Snapshot {
+            namespace,
+            name,
+            driver: "ebs.csi.aws.com",
+            status: Some(json!({"readyToUse": true, "restoreSize": "1Gi"})),
+            content: Some(
+                json!({"status": {"snapshotHandle": "snap-handle-1", "readyToUse": true}}),
+            ),
+            deleting: false,
+        }
+    }
+
+    fn content_name(&self) -> String {
+        format!("{}-{}-content", self.namespace, self.name)
+    }
+
+    /// Creates the objects; returns the VolumeSnapshot's deletionTimestamp, if deleting.
+    fn create(&self) -> Option<String> {
+        crds();
+        runtime().block_on(async {
+            let client = admin_client().await;
+            let snapshots = api(&client, "VolumeSnapshot", Some(self.namespace));
+            let mut object: DynamicObject = serde_json::from_value(json!({
+                "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
+                "metadata": {"name": self.name, "namespace": self.namespace,
+                             "finalizers": if self.deleting { json!(["e2e.pvc-clone-guard.io/keep"]) } else { json!([]) }},
+                "spec": {"source": {"persistentVolumeClaimName": "data"}}
+            }))
+            .expect("snapshot");
+            object = snapshots
+                .create(&PostParams::default(), &object)
+                .await
+                .expect("snapshot created");
+            let uid = object.metadata.uid.clone().expect("uid");
+            let content_name = self.content_name();
+            if let Some(content) = &self.content {
+                let mut spec = json!({
+                    "driver": self.driver, "deletionPolicy": "Delete",
+                    "source": {"snapshotHandle": "snap-handle-1"},
+                    "volumeSnapshotRef": {"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
+                                          "namespace": self.namespace, "name": self.name, "uid": uid}
+                });
+                if let Some(overrides) = content.get("spec").and_then(Value::as_object) {
+                    for (key, value) in overrides {
+                        spec[key] = value.clone();
+                    }
+                }
+                let mut metadata = json!({"name": content_name});
+                if let Some(annotations) = content.get("annotations") {
+                    metadata["annotations"] = annotations.clone();
+                }
+                let contents = api(&client, "VolumeSnapshotContent", None);
+                let created: DynamicObject = contents
+                    .create(
+                        &PostParams::default(),
+                        &serde_json::from_value(json!({
+                            "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotContent",
+                            "metadata": metadata, "spec": spec
+                        }))
+                        .expect("content"),
+                    )
+                    .await
+                    .expect("content created");
+                if let Some(status) = content.get("status") {
+                    contents
+                        .patch_status(
+                            &created.metadata.name.clone().expect("name"),
+                            &PatchParams::default(),
+                            &Patch::Merge(json!({"status": status})),
+                        )
+                        .await
+                        .expect("content status");
+                }
+            }
+            if let Some(status) = &self.status {
+                let mut status = status.clone();
+                if self.content.is_some() && status.get("boundVolumeSnapshotContentName").is_none() {
+                    status["boundVolumeSnapshotContentName"] = json!(content_name);
+                }
+                snapshots
+                    .patch_status(self.name, &PatchParams::default(), &Patch::Merge(json!({"status": status})))
+                    .await
+                    .expect("snapshot status");
+            }
+            if self.deleting {
+                snapshots
+                    .delete(self.name, &Default::default())
+                    .await
+                    .expect("delete requested");
+                let object = snapshots.get(self.name).await.expect("still there");
+                return object.metadata.deletion_timestamp.map(|t| t.0.to_string());
+            }
+            None
+        })
+    }
+}
+
+fn restore_yaml(
+    namespace: &str,
+    name: &str,
+    snapshot: &str,
+    class: &str,
+    size: &str,
+    mode: &str,
+) -> String {
+    format!(
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  \
+         accessModes: [ReadWriteOnce]\n  storageClassName: {class}\n  volumeMode: {mode}\n  \
+         dataSource: {{apiGroup: snapshot.storage.k8s.io, kind: VolumeSnapshot, name: {snapshot}}}\n  \
+         resources: {{requests: {{storage: {size}}}}}\n"
+    )
+}
+
+fn restore(namespace: &str, snapshot: &str) -> String {
+    restore_yaml(namespace, "restore", snapshot, "gp3", "1Gi", "Filesystem")
+}
+
+// ---- restores ------------------------------------------------------------------------------
+
+#[test]
+#[ignore = "needs the local control plane: run tests/e2e.sh"]
+fn a_valid_restore_is_admitted() {
+    let ns = "r-valid";
+    namespace(ns);
+    Snapshot::ready(ns, "snap").create();
+    assert_created(&create(&restore(ns, "snap"), &[]), "restore", &[]);
+    // A bigger claim, another class of the same driver: also fine.
+    assert_created(
+        &create(
+            &restore_yaml(ns, "bigger", "snap", "gp3-encrypted", "5Gi", "Filesystem"),
+            &[],
+        ),
+        "bigger",
+        &[],
+    );
+}
+
+#[test]
+#[ignore = "needs the local control plane: run tests/e2e.sh"]
+fn a_missing_or_deleting_snapshot_is_refused() {
+    let ns = "r-exists";
+    namespace(ns);
+    crds();
+    assert_denied(
+        &create(&restore(ns, "nope"), &[]),
+        "[snapshot-exists] VolumeSnapshot \"nope\" does not exist in namespace \"r-exists\"; create it first, or fix spec.dataSource.name",
+    );
+    let since = Snapshot {
+        deleting: true,
+        ..Snapshot::ready(ns, "going")
+    }
+    .create()
+    .expect("deletionTimestamp");
+    assert_denied(
+        &create(&restore(ns, "going"), &[]),
+        &format!(
+            "[snapshot-deleting] VolumeSnapshot \"going\" is being deleted (since {since}); restore from a snapshot that is not being deleted"
+        ),
+    );
+}
+
+#[test]
+#[ignore = "needs the local control plane: run tests/e2e.sh"]
+fn a_snapshot_not_bound_to_its_content_is_refused() {
+    let ns = "r-bound";
+    namespace(ns);
+    Snapshot {
+        status: None,
+        content: None,
+        ..Snapshot::ready(ns, "fresh")
+    }
+    .create();
+    assert_denied(
+        &create(&restore(ns, "fresh"), &[]),
+        "[snapshot-bound] VolumeSnapshot \"fresh\" is not bound to a VolumeSnapshotContent (status.boundVolumeSnapshotContentName is empty); wait until it is bound, then create the claim\n\
+         [snapshot-ready] VolumeSnapshot \"fresh\" is not ready to use (status.readyToUse is not set); wait until it is, then create the claim",
+    );
+    Snapshot {
+        content: None,
+        status: Some(json!({"readyToUse": true, "boundVolumeSnapshotContentName": "gone"})),
+        ..Snapshot::ready(ns, "orphan")
+    }
+    .create();
+    assert_denied(
+        &create(&restore(ns, "orphan"), &[]),
+        "[snapshot-bound] VolumeSnapshotContent \"gone\" of VolumeSnapshot \"orphan\" does not exist; restore from another snapshot",
+    );
+    Snapshot {
+        content: Some(json!({"spec": {"volumeSnapshotRef": {"namespace": ns, "name": "other", "uid": "u-other"}},
+                             "status": {"snapshotHandle": "h"}})),
+        ..Snapshot::ready(ns, "stolen")
+    }
+    .create();
+    let run = create(&restore(ns, "stolen"), &[]);
+    assert_ne!(run.code, 0);
+    assert!(
+        run.stderr.contains(
+            "[snapshot-bound] VolumeSnapshotContent \"r-bound-stolen-content\" points at VolumeSnapshot \"r-bound/other\" (uid u-other), not at \"r-bound/stolen\" (uid "
+        ) && run.stderr.ends_with("); repair the binding or restore from another snapshot\n"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+#[ignore = "needs the local control plane: run tests/e2e.sh"]
+fn driver_readiness_size_and_volume_mode_are_checked() {
+    let ns = "r-rules";
+    namespace(ns);
+    Snapshot {
+        driver: "pd.csi.storage.gke.io",
+        ..Snapshot::ready(ns, "gke")
+    }
+    .create();
+    assert_denied(
+        &create(&restore(ns, "gke"), &[]),
+        "[snapshot-driver] VolumeSnapshot \"gke\" was taken by CSI driver pd.csi.storage.gke.io but StorageClass \"gp3\" is provisioned by ebs.csi.aws.com; set spec.storageClassName to a class provisioned by pd.csi.storage.gke.io, e.g. \"standard-rwo\"",
+    );
+    Snapshot {
+        status: Some(json!({"readyToUse": false, "restoreSize": "1Gi"})),
+        content: Some(json!({})),
+        ..Snapshot::ready(ns, "cutting")
+    }
+    .create();
+    assert_denied(
+        &create(&restore(ns, "cutting"), &[]),
+        "[snapshot-ready] VolumeSnapshot \"cutting\" is not ready to use (status.readyToUse is false); wait until it is, then create the claim",
+    );
+    Snapshot::ready(ns, "gib").create();
+    assert_denied(
+        &create(
+            &restore_yaml(ns, "small", "gib", "gp3", "100Mi", "Filesystem"),
+            &[],
+        ),
+        "[restore-size] this claim requests 100Mi but snapshot \"gib\" needs at least 1Gi (its restoreSize); request at least 1Gi",
+    );
+    Snapshot {
+        content: Some(
+            json!({"spec": {"sourceVolumeMode": "Block"}, "status": {"snapshotHandle": "h"}}),
+        ),
+        ..Snapshot::ready(ns, "block")
+    }
+    .create();
+    assert_denied(
+        &create(&restore(ns, "block"), &[]),
+        "[snapshot-volume-mode] VolumeSnapshot \"block\" was taken of a Block volume but this claim asks for Filesystem; set spec.volumeMode: Block, or annotate VolumeSnapshotContent \"r-rules-block-content\" with snapshot.storage.kubernetes.io/allow-volume-mode-change: \"true\"",
+    );
+    Snapshot {
+        content: Some(json!({"spec": {"sourceVolumeMode": "Block"}, "status": {"snapshotHandle": "h"},
+                             "annotations": {"snapshot.storage.kubernetes.io/allow-volume-mode-change": "true"}})),
+        ..Snapshot::ready(ns, "allowed")
+    }
+    .create();
+    assert_created(&create(&restore(ns, "allowed"), &[]), "restore", &[]);
+}
+
+// ---- cross-namespace sources (posted straight to a webhook in reference-grant mode) --------
+
+fn cross_namespace_review(
+    namespace: &str,
+    kind: &str,
+    group: Option<&str>,
+    source_namespace: &str,
+    name: &str,
+) -> Value {
+    let source =
+        json!({"apiGroup": group, "kind": kind, "name": name, "namespace": source_namespace});
+    let mut claim = common::claim("cross", None, "10Gi");
+    claim["metadata"]["namespace"] = json!(namespace);
+    claim["spec"]["dataSourceRef"] = source;
+    let mut review = common::create(claim);
+    review["request"]["namespace"] = json!(namespace);
+    review
+}
+
+fn grant(namespace: &str, name: &str, from_namespace: &str, to: Value) {
+    runtime().block_on(async {
+        let client = admin_client().await;
+        api(&client, "ReferenceGrant", Some(namespace))
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({
+                    "apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
+                    "metadata": {"name": name, "namespace": namespace},
+                    "spec": {"from": [{"group": "", "kind": "PersistentVolumeClaim", "namespace": from_namespace}],
+                             "to": [to]}
+                }))
+                .expect("grant"),
+            )
+            .await
+            .expect("grant created");
+    });
+}
+
+#[test]
+#[ignore = "needs the local control plane: run tests/e2e.sh"]
+fn cross_namespace_sources_need_a_reference_grant() {
+    crds();
+    let (own, other) = ("x-dev", "x-prod");
+    namespace(own);
+    namespace(other);
+    Source::new(other).create();
+    Snapshot::ready(other, "snap").create();
+    let config = ENV.dir.join("reference-grant.yaml");
+    std::fs::write(&config, "crossNamespace: reference-grant\n").expect("config");
+    let runtime = runtime();
+    let webhook = runtime.block_on(Webhook::start_with_kubeconfig(
+        &["--config", config.to_str().expect("utf-8")],
+        Some(&ENV.dir.join("webhook.kubeconfig")),
+    ));
+    runtime.block_on(async {
+        for _ in 0..300 {
+            if admin_get(&webhook.admin, "/readyz").await.0 == 200 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("the reference-grant webhook is not ready");
+    });
+    let post = |review: &Value| -> Value {
+        let (status, body) =
+            runtime.block_on(webhook.post(&serde_json::to_vec(review).expect("json")));
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).expect("AdmissionReview")
+    };
+    let message = |answer: &Value| {
+        answer["response"]["status"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    };
+    let claim = cross_namespace_review(own, "PersistentVolumeClaim", None, other, "data");
+    let snapshot = cross_namespace_review(
+        own,
+        "VolumeSnapshot",
+        Some("snapshot.storage.k8s.io"),
+        other,
+        "snap",
+    );
+
+    // No grant: refused, naming the grant that would allow it; nothing else is read.
+    let answer = post(&claim);
+    assert_eq!(answer["response"]["allowed"], false);
+    assert_eq!(
+        message(&answer),
+        "[same-namespace] dataSourceRef names PersistentVolumeClaim \"data\" in namespace \"x-prod\", but no ReferenceGrant in namespace \"x-prod\" allows PersistentVolumeClaims in namespace \"x-dev\" to use PersistentVolumeClaim \"data\"; create one: ReferenceGrant in \"x-prod\" with from {group: \"\", kind: PersistentVolumeClaim, namespace: x-dev} and to {group: \"\", kind: PersistentVolumeClaim, name: data}"
+    );
+    // A grant for another claim, or from another namespace, does not count.
+    grant(
+        other,
+        "other-claim",
+        own,
+        json!({"group": "", "kind": "PersistentVolumeClaim", "name": "logs"}),
+    );
+    grant(
+        other,
+        "other-namespace",
+        "x-test",
+        json!({"group": "", "kind": "PersistentVolumeClaim"}),
+    );
+    assert_eq!(post(&claim)["response"]["allowed"], false);
+    // The grant for this claim: admitted, and every other rule judged in the source's namespace.
+    grant(
+        other,
+        "clones-from-dev",
+        own,
+        json!({"group": "", "kind": "PersistentVolumeClaim", "name": "data"}),
+    );
+    let answer = post(&claim);
+    assert_eq!(answer["response"]["allowed"], true, "{answer}");
+    let mut small = claim.clone();
+    small["request"]["object"]["spec"]["resources"]["requests"]["storage"] = json!("1Gi");
+    assert_eq!(
+        message(&post(&small)),
+        "[size] this claim requests 1Gi but source claim \"data\" requests 10Gi; request at least 10Gi"
+    );
+
+    // Restores: a grant for claims does not cover snapshots; one for the snapshot group does.
+    let answer = post(&snapshot);
+    assert_eq!(answer["response"]["allowed"], false);
+    assert!(message(&answer).starts_with("[same-namespace] dataSourceRef names VolumeSnapshot \"snap\" in namespace \"x-prod\", but no ReferenceGrant"), "{answer}");
+    grant(
+        other,
+        "restores-from-dev",
+        own,
+        json!({"group": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": ""}),
+    );
+    let mut restore = snapshot.clone();
+    restore["request"]["object"]["spec"]["resources"]["requests"]["storage"] = json!("1Gi");
+    let answer = post(&restore);
+    assert_eq!(answer["response"]["allowed"], true, "{answer}");
+}
