@@ -409,7 +409,7 @@ fn without_the_pods_rule_the_webhook_is_ready_and_judges_clones() {
         ),
         "clone",
         &[
-            "[source-in-use] could not check whether pods mount source claim \"data\" (pods is forbidden: User \"pvc-clone-guard\" cannot list resource \"pods\" in API group \"\" in the namespace \"nopods\"); if one does, the clone is only crash-consistent",
+            "[source-in-use] source claim \"data\" could not be checked for pods that mount it (pods is forbidden: User \"pvc-clone-guard\" cannot list resource \"pods\" in API group \"\" in the namespace \"nopods\"); if one does, the clone is only crash-consistent",
         ],
     );
     assert_denied(
