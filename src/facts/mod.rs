@@ -436,14 +436,39 @@ impl FactSource for ClusterFacts {
         let Some(source) = self.claim(namespace, name, freshness).await? else {
             return Ok(facts);
         };
-        let volume = match source.volume_name.as_deref().filter(|v| !v.is_empty()) {
-            Some(volume_name) => self.volume(volume_name, freshness).await?,
-            None => None,
+        // The volume, the classes and the pods do not depend on each other: asked at once,
+        // a lookup that misses every cache (or a confirmation) costs two round trips to the
+        // API server, not four.
+        let volume = async {
+            match source.volume_name.as_deref().filter(|v| !v.is_empty()) {
+                Some(volume_name) => self.volume(volume_name, freshness).await,
+                None => Ok(None),
+            }
         };
-        let classes = self.all_classes(freshness).await?;
-        facts.class = self
-            .class(request.storage_class.as_deref(), &classes)
-            .await?;
+        let classes = async {
+            let classes = self.all_classes(freshness).await?;
+            let class = self
+                .class(request.storage_class.as_deref(), &classes)
+                .await?;
+            Ok::<_, LookupError>((classes, class))
+        };
+        let pods = async {
+            if policy.action(RuleId::SourceInUse) == Action::Off {
+                return PodsFact::default();
+            }
+            // Pods are read for a warning only: when they cannot be read (e.g. the pods rule
+            // is missing from a customised ClusterRole), the rule says so, and the clone is
+            // judged on everything else.
+            match self.pods_using(namespace, name, freshness).await {
+                Ok(pods) => PodsFact::Known(pods),
+                Err(LookupError::Api { message, .. }) => PodsFact::Unknown(message),
+                Err(timeout) => PodsFact::Unknown(timeout.to_string()),
+            }
+        };
+        let (volume, classes, pods) = futures::join!(volume, classes, pods);
+        let (volume, (classes, class)) = (volume?, classes?);
+        facts.class = class;
+        facts.pods = pods;
         let driver = volume.as_ref().and_then(|v| v.csi_driver.as_deref());
         facts.classes_for_source_driver = classes_of(&classes, driver);
         facts.source_class_parameters = volume
@@ -451,16 +476,6 @@ impl FactSource for ClusterFacts {
             .and_then(|v| v.storage_class.as_deref())
             .and_then(|class| classes.iter().find(|c| c.name == class))
             .map(|class| class.parameters.clone());
-        if policy.action(RuleId::SourceInUse) != Action::Off {
-            // Pods are read for a warning only: when they cannot be read (e.g. the pods rule
-            // is missing from a customised ClusterRole), the rule says so, and the clone is
-            // judged on everything else.
-            facts.pods = match self.pods_using(namespace, name, freshness).await {
-                Ok(pods) => PodsFact::Known(pods),
-                Err(LookupError::Api { message, .. }) => PodsFact::Unknown(message),
-                Err(timeout) => PodsFact::Unknown(timeout.to_string()),
-            };
-        }
         facts.source = Some(SourceClaim::clone(&source));
         facts.volume = volume.map(|v| SourceVolume::clone(&v));
         Ok(facts)
