@@ -40,7 +40,7 @@ suite() {
   DIRS+=("$dir")
   tests/cluster/dev-env.sh up "$dir" tests/cluster/e2e-config.yaml
   for test in "$@"; do
-    PVC_CLONE_GUARD_E2E_DIR="$dir" cargo test --release --test "$test" -- --ignored --test-threads="$threads"
+    PVC_CLONE_GUARD_E2E_DIR="$dir" cargo test --release --test "$test" -- --ignored --test-threads="$threads" --show-output
   done
   tests/cluster/dev-env.sh down "$dir" >/dev/null 2>&1
 }

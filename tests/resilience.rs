@@ -369,6 +369,8 @@ fn failure_cause(stderr: &str) -> String {
         .unwrap_or_else(|| format!("WRONG: unclassified failure: {}", stderr.trim()))
 }
 
+const PODS_WARNING: &str = "[source-in-use] source claim \"data\" could not be checked for pods that mount it (pods is forbidden: User \"pvc-clone-guard\" cannot list resource \"pods\" in API group \"\" in the namespace \"nopods\"); if one does, the clone is only crash-consistent";
+
 #[test]
 #[ignore = "needs the local control plane: run tests/e2e.sh"]
 fn without_the_pods_rule_the_webhook_is_ready_and_judges_clones() {
@@ -408,16 +410,22 @@ fn without_the_pods_rule_the_webhook_is_ready_and_judges_clones() {
             &[],
         ),
         "clone",
-        &[
-            "[source-in-use] source claim \"data\" could not be checked for pods that mount it (pods is forbidden: User \"pvc-clone-guard\" cannot list resource \"pods\" in API group \"\" in the namespace \"nopods\"); if one does, the clone is only crash-consistent",
-        ],
+        &[PODS_WARNING],
     );
-    assert_denied(
-        &create(
-            &clone_yaml(namespace, "small", "data", Some("gp3"), "1Gi", "Filesystem"),
-            &[],
-        ),
-        "[size] this claim requests 1Gi but source claim \"data\" requests 10Gi; request at least 10Gi",
+    // A denial carries the same warning.
+    let small = create(
+        &clone_yaml(namespace, "small", "data", Some("gp3"), "1Gi", "Filesystem"),
+        &[],
+    );
+    assert_ne!(small.code, 0);
+    assert_eq!(
+        small.stderr,
+        format!(
+            "Warning: {PODS_WARNING}\n{}",
+            denial(
+                "[size] this claim requests 1Gi but source claim \"data\" requests 10Gi; request at least 10Gi"
+            )
+        )
     );
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(readyz(), 200, "still ready");
