@@ -556,6 +556,12 @@ fn the_self_managed_overlay_passes_server_side_validation() {
         "kustomize",
     )
     .stdout;
+    // Both webhooks (claims, StatefulSets) get the CA, or the API server cannot call one.
+    assert_eq!(
+        rendered.matches("caBundle: ").count(),
+        2,
+        "a caBundle for each webhook:\n{rendered}"
+    );
     // Kubernetes 1.20 serves PodDisruptionBudget as policy/v1beta1 only (v1 arrived in 1.21,
     // v1beta1 left in 1.25); the fields used are the same in both.
     assert!(rendered.contains("apiVersion: policy/v1\nkind: PodDisruptionBudget"));
