@@ -117,7 +117,7 @@ fn clone_request(body: &[u8]) -> DataSourceRequest {
     let request = review::parse(body).expect("review parses");
     match review::triage(&request) {
         Triage::Judge(request) => request,
-        Triage::Skip(reason) => panic!("not a clone: {reason:?}"),
+        other => panic!("not a claim's clone: {other:?}"),
     }
 }
 

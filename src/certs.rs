@@ -100,15 +100,28 @@ pub fn generate(request: &CertsRequest) -> Result<CertsOutcome> {
 
     let bundle = base64::engine::general_purpose::STANDARD.encode(ca_pem.as_bytes());
     let patch_path = dir.join("cabundle-patch.yaml");
-    let patch =
-        format!("- op: add\n  path: /webhooks/0/clientConfig/caBundle\n  value: {bundle}\n");
-    write(&patch_path, patch.as_bytes(), false)?;
+    write(&patch_path, ca_bundle_patch(&bundle).as_bytes(), false)?;
 
     let mut files = vec![tls_cert_path, tls_key_path, patch_path];
     if created_ca {
         files.splice(0..0, [ca_cert_path, ca_key_path]);
     }
     Ok(CertsOutcome { created_ca, files })
+}
+
+/// How many webhooks `manifests/base/validatingwebhookconfiguration.yaml` declares (claims,
+/// StatefulSets): each needs the CA, or the API server cannot call it.
+pub const WEBHOOKS: usize = 2;
+
+/// The JSON patch that puts the base64 CA `bundle` into every webhook's `caBundle`.
+pub fn ca_bundle_patch(bundle: &str) -> String {
+    (0..WEBHOOKS)
+        .map(|index| {
+            format!(
+                "- op: add\n  path: /webhooks/{index}/clientConfig/caBundle\n  value: {bundle}\n"
+            )
+        })
+        .collect()
 }
 
 fn name(common_name: &str) -> DistinguishedName {
@@ -138,4 +151,26 @@ fn write(path: &Path, contents: &[u8], private: bool) -> Result<()> {
             .with_context(|| format!("cannot restrict {}", tmp.display()))?;
     }
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_ca_bundle_patch_covers_every_shipped_webhook() {
+        let manifest: serde_yaml_ng::Value = serde_yaml_ng::from_str(include_str!(
+            "../manifests/base/validatingwebhookconfiguration.yaml"
+        ))
+        .expect("the shipped webhook configuration parses");
+        let webhooks = manifest["webhooks"].as_sequence().expect("webhooks");
+        assert_eq!(webhooks.len(), super::WEBHOOKS);
+        let patch = super::ca_bundle_patch("Q0E=");
+        for index in 0..webhooks.len() {
+            assert!(
+                patch.contains(&format!(
+                    "path: /webhooks/{index}/clientConfig/caBundle\n  value: Q0E=\n"
+                )),
+                "{patch}"
+            );
+        }
+    }
 }

@@ -1,6 +1,10 @@
 //! AdmissionReview in, AdmissionResponse out: parse the review, decide whether the rules
 //! apply, gather facts, run the rules, and build the response with the request's uid.
 //!
+//! Two kinds are judged: a claim, and a StatefulSet, whose `volumeClaimTemplates` are the
+//! claims it will create (see [`statefulset`]). Both arrive on the same path; `triage`
+//! tells them apart by `request.kind`.
+//!
 //! kube's `AdmissionReview<T>` flattens its type fields, which makes serde buffer the
 //! whole body (managedFields included) before parsing it. The envelope here is a plain
 //! struct around kube's `AdmissionRequest<T>`, and `T` is [`ReviewedClaim`], which keeps
@@ -38,14 +42,18 @@ pub enum ReviewError {
     NoRequest,
 }
 
-/// The object under review, reduced to what the rules read.
+/// The object under review, reduced to what the rules read: a claim's spec, or a
+/// StatefulSet's claim templates (the name stays: a StatefulSet is reviewed for the claims
+/// it stands for).
 #[derive(Clone, Debug, Default)]
 pub struct ReviewedClaim {
     metadata: ObjectMeta,
     spec: ClaimSpec,
+    /// A StatefulSet's `spec.volumeClaimTemplates`; empty for a claim.
+    templates: Vec<ClaimTemplate>,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 struct ClaimSpec {
     data_source: Option<TypedReference>,
     data_source_ref: Option<TypedReference>,
@@ -54,7 +62,7 @@ struct ClaimSpec {
     requested_storage: Option<String>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct TypedReference {
     #[serde(default, deserialize_with = "lenient_string")]
@@ -151,6 +159,8 @@ pub enum Triage {
     /// A clone (PersistentVolumeClaim) or restore (VolumeSnapshot) data source: the rules
     /// apply.
     Judge(DataSourceRequest),
+    /// A StatefulSet: the claims of its templates that have a data source, in order.
+    JudgeTemplates(Vec<TemplateRequest>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -158,8 +168,10 @@ pub enum SkipReason {
     NotCreate,
     NotAClaim,
     NoObject,
-    /// Neither a clone nor a restore.
+    /// Neither a clone nor a restore (for a StatefulSet: no template is).
     NotAClone,
+    /// A StatefulSet UPDATE that leaves `volumeClaimTemplates` as they were.
+    TemplatesUnchanged,
 }
 
 impl SkipReason {
@@ -169,6 +181,7 @@ impl SkipReason {
             SkipReason::NotAClaim => "not-a-claim",
             SkipReason::NoObject => "no-object",
             SkipReason::NotAClone => "not-a-clone",
+            SkipReason::TemplatesUnchanged => "templates-unchanged",
         }
     }
 }
@@ -188,6 +201,9 @@ fn source_kind(reference: &TypedReference) -> Option<SourceKind> {
 /// `dataSource` (read first) or `dataSourceRef` names a claim (a clone) or a VolumeSnapshot
 /// (a restore).
 pub fn triage(request: &AdmissionRequest<ReviewedClaim>) -> Triage {
+    if statefulset::is_statefulset(request) {
+        return statefulset::triage(request);
+    }
     if request.operation != Operation::Create {
         return Triage::Skip(SkipReason::NotCreate);
     }
@@ -200,31 +216,37 @@ pub fn triage(request: &AdmissionRequest<ReviewedClaim>) -> Triage {
     let Some(claim) = request.object.as_ref() else {
         return Triage::Skip(SkipReason::NoObject);
     };
-    let spec = &claim.spec;
-    let (reference, kind, field) = match (spec.data_source.as_ref(), spec.data_source_ref.as_ref())
-    {
-        (Some(source), _) => match source_kind(source) {
-            Some(kind) => (source, kind, "dataSource"),
-            None => return Triage::Skip(SkipReason::NotAClone),
-        },
-        (None, Some(source)) => match source_kind(source) {
-            Some(kind) => (source, kind, "dataSourceRef"),
-            None => return Triage::Skip(SkipReason::NotAClone),
-        },
-        (None, None) => return Triage::Skip(SkipReason::NotAClone),
-    };
-    let namespace = request
+    match claim_request(review_namespace(request, claim), &claim.spec) {
+        Some(judged) => Triage::Judge(judged),
+        None => Triage::Skip(SkipReason::NotAClone),
+    }
+}
+
+/// The namespace the claims are created in: the request's, else the object's.
+fn review_namespace(request: &AdmissionRequest<ReviewedClaim>, object: &ReviewedClaim) -> String {
+    request
         .namespace
         .clone()
-        .or_else(|| claim.metadata.namespace.clone())
-        .unwrap_or_default();
+        .or_else(|| object.metadata.namespace.clone())
+        .unwrap_or_default()
+}
+
+/// What the rules judge about a claim with this spec in `namespace`, if it is a clone or a
+/// restore.
+fn claim_request(namespace: String, spec: &ClaimSpec) -> Option<DataSourceRequest> {
+    let (reference, kind, field) = match (spec.data_source.as_ref(), spec.data_source_ref.as_ref())
+    {
+        (Some(source), _) => (source, source_kind(source)?, "dataSource"),
+        (None, Some(source)) => (source, source_kind(source)?, "dataSourceRef"),
+        (None, None) => return None,
+    };
     // Only dataSourceRef can name a namespace; the API server fills both fields alike.
     let source_namespace = spec
         .data_source_ref
         .as_ref()
         .filter(|r| source_kind(r) == Some(kind) && r.name == reference.name)
         .and_then(|r| r.namespace.clone());
-    Triage::Judge(DataSourceRequest {
+    Some(DataSourceRequest {
         namespace,
         source: SourceReference {
             kind,
@@ -334,7 +356,8 @@ impl<F: FactSource> Reviewer<F> {
     /// Decides a parsed review.
     pub async fn judge(&self, request: &AdmissionRequest<ReviewedClaim>) -> Outcome {
         let response = AdmissionResponse::from(request);
-        let judged = match triage(request) {
+        // Each claim judged, with the template it comes from (a StatefulSet).
+        let claims = match triage(request) {
             Triage::Skip(reason) => {
                 return Outcome {
                     response,
@@ -342,46 +365,53 @@ impl<F: FactSource> Reviewer<F> {
                     verdict: None,
                 };
             }
-            Triage::Judge(judged) => judged,
+            Triage::Judge(judged) => vec![(None, judged)],
+            Triage::JudgeTemplates(templates) => templates
+                .into_iter()
+                .map(|template| (Some(template.label), template.request))
+                .collect(),
         };
-        let what = if judged.is_restore() {
-            "restore"
-        } else {
-            "clone"
-        };
-        let verdict = if judged.needs_facts(&self.policy) {
-            // One deadline for the whole lookup, confirmation included: shorter than the
-            // webhook's timeoutSeconds, so the failure mode, not the API server, decides.
-            let deadline = tokio::time::Instant::now() + self.policy.lookup_timeout;
-            let facts = match self.gather(&judged, Freshness::Cached, deadline).await {
-                Ok(facts) => facts,
+        // One deadline for the whole lookup, confirmation and every template included:
+        // shorter than the webhook's timeoutSeconds, so the failure mode, not the API
+        // server, decides.
+        let deadline = tokio::time::Instant::now() + self.policy.lookup_timeout;
+        let mut verdict = Verdict::default();
+        for (template, judged) in claims {
+            let what = if judged.is_restore() {
+                "restore"
+            } else {
+                "clone"
+            };
+            let found = match self.verdict_for(&judged, deadline).await {
+                Ok(found) => found,
                 Err((cause, error)) => {
-                    return self.lookup_failed(response, what, &cause, error.as_ref());
+                    return match template {
+                        None => self.lookup_failed(
+                            response,
+                            what,
+                            self.policy.failure_mode,
+                            &cause,
+                            error.as_ref(),
+                        ),
+                        // Every claim the StatefulSet creates is judged by the claim
+                        // webhook with the configured failure mode: refusing the
+                        // StatefulSet over a lookup would block it without keeping any
+                        // bad clone out.
+                        Some(template) => self.lookup_failed(
+                            response,
+                            &format!("{what} template {template}"),
+                            FailureMode::FailOpen,
+                            &cause,
+                            error.as_ref(),
+                        ),
+                    };
                 }
             };
-            let verdict = rules::decide(&judged, Some(&facts), &self.policy);
-            if verdict.allowed() {
-                verdict
-            } else {
-                // A denial is never based on a cache alone: the facts are read again from
-                // the API server, and the rules decide on those.
-                let live = match self.gather(&judged, Freshness::Live, deadline).await {
-                    Ok(live) => live,
-                    Err((cause, error)) => {
-                        return self.lookup_failed(response, what, &cause, error.as_ref());
-                    }
-                };
-                let confirmed = rules::decide(&judged, Some(&live), &self.policy);
-                self.metrics.record_confirmation(if confirmed.allowed() {
-                    "overturned"
-                } else {
-                    "confirmed"
-                });
-                confirmed
+            match template {
+                None => verdict = found,
+                Some(template) => verdict.append(found, &template),
             }
-        } else {
-            rules::decide(&judged, None, &self.policy)
-        };
+        }
         let mut response = response;
         if !verdict.warnings.is_empty() {
             response.warnings = Some(verdict.warning_lines());
@@ -399,6 +429,32 @@ impl<F: FactSource> Reviewer<F> {
             kind,
             verdict: Some(verdict),
         }
+    }
+
+    /// The rules' verdict on one claim; a denial read from the caches is confirmed live.
+    async fn verdict_for(
+        &self,
+        judged: &DataSourceRequest,
+        deadline: tokio::time::Instant,
+    ) -> Result<Verdict, (String, Option<LookupError>)> {
+        if !judged.needs_facts(&self.policy) {
+            return Ok(rules::decide(judged, None, &self.policy));
+        }
+        let facts = self.gather(judged, Freshness::Cached, deadline).await?;
+        let verdict = rules::decide(judged, Some(&facts), &self.policy);
+        if verdict.allowed() {
+            return Ok(verdict);
+        }
+        // A denial is never based on a cache alone: the facts are read again from the API
+        // server, and the rules decide on those.
+        let live = self.gather(judged, Freshness::Live, deadline).await?;
+        let confirmed = rules::decide(judged, Some(&live), &self.policy);
+        self.metrics.record_confirmation(if confirmed.allowed() {
+            "overturned"
+        } else {
+            "confirmed"
+        });
+        Ok(confirmed)
     }
 
     /// Gathers facts before `deadline`; `Err` carries the cause for the failure mode.
@@ -427,12 +483,13 @@ impl<F: FactSource> Reviewer<F> {
         &self,
         response: AdmissionResponse,
         what: &str,
+        failure_mode: FailureMode,
         cause: &str,
         error: Option<&LookupError>,
     ) -> Outcome {
         self.metrics
             .record_lookup_error(error.map_or("timeout", LookupError::resource));
-        let (response, allowed) = match self.policy.failure_mode {
+        let (response, allowed) = match failure_mode {
             FailureMode::FailClosed => (
                 deny(
                     response,
@@ -505,6 +562,7 @@ impl<F: FactSource> Reviewer<F> {
         tracing::info!(
             uid = %request.uid,
             operation,
+            kind = request.kind.kind.as_str(),
             namespace = request.namespace.as_deref().unwrap_or(""),
             name,
             dry_run = request.dry_run,
@@ -576,13 +634,13 @@ impl<'de> Deserialize<'de> for ReviewedClaim {
             #[serde(default, deserialize_with = "lenient_meta")]
             metadata: Meta,
             #[serde(default, deserialize_with = "lenient_spec")]
-            spec: ClaimSpec,
+            spec: ObjectSpec,
         }
         fn lenient_meta<'de, D: Deserializer<'de>>(d: D) -> Result<Meta, D::Error> {
             d.deserialize_any(LenientMap::<Meta>::new())
         }
-        fn lenient_spec<'de, D: Deserializer<'de>>(d: D) -> Result<ClaimSpec, D::Error> {
-            d.deserialize_any(LenientMap::<ClaimSpec>::new())
+        fn lenient_spec<'de, D: Deserializer<'de>>(d: D) -> Result<ObjectSpec, D::Error> {
+            d.deserialize_any(LenientMap::<ObjectSpec>::new())
         }
 
         let wire = d_any(deserializer)?;
@@ -594,7 +652,8 @@ impl<'de> Deserialize<'de> for ReviewedClaim {
                 namespace: metadata.namespace,
                 ..ObjectMeta::default()
             },
-            spec,
+            spec: spec.claim,
+            templates: spec.templates,
         })
     }
 }
@@ -613,6 +672,13 @@ macro_rules! other_values_are_default {
             while seq.next_element::<IgnoredAny>()?.is_some() {}
             Ok(Default::default())
         }
+        scalars_are_default!();
+    };
+}
+
+/// The visitor arms for JSON scalars and null: `Value::default()`.
+macro_rules! scalars_are_default {
+    () => {
         fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
             Ok(Default::default())
         }
@@ -661,7 +727,22 @@ impl<'de, T: Deserialize<'de> + Default> Visitor<'de> for LenientMap<T> {
     other_values_are_default!();
 }
 
+/// A `spec`: a claim's fields and a StatefulSet's templates, read in one pass (a review
+/// holds one or the other; reading both keeps the parser free of the kind).
+#[derive(Default)]
+struct ObjectSpec {
+    claim: ClaimSpec,
+    templates: Vec<ClaimTemplate>,
+}
+
 impl<'de> Deserialize<'de> for ClaimSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // A template's spec: templates within it, if anyone wrote any, are not read.
+        ObjectSpec::deserialize(deserializer).map(|spec| spec.claim)
+    }
+}
+
+impl<'de> Deserialize<'de> for ObjectSpec {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         #[derive(Deserialize, Default)]
         struct Requests {
@@ -705,14 +786,19 @@ impl<'de> Deserialize<'de> for ClaimSpec {
             storage_class_name: Option<String>,
             #[serde(default, deserialize_with = "lenient_resources")]
             resources: Resources,
+            #[serde(default, deserialize_with = "statefulset::lenient_templates")]
+            volume_claim_templates: Vec<ClaimTemplate>,
         }
         let wire = Wire::deserialize(deserializer)?;
-        Ok(ClaimSpec {
-            data_source: wire.data_source,
-            data_source_ref: wire.data_source_ref,
-            volume_mode: wire.volume_mode,
-            storage_class_name: wire.storage_class_name,
-            requested_storage: wire.resources.requests.storage,
+        Ok(ObjectSpec {
+            claim: ClaimSpec {
+                data_source: wire.data_source,
+                data_source_ref: wire.data_source_ref,
+                volume_mode: wire.volume_mode,
+                storage_class_name: wire.storage_class_name,
+                requested_storage: wire.resources.requests.storage,
+            },
+            templates: wire.volume_claim_templates,
         })
     }
 }
@@ -739,6 +825,10 @@ fn lenient_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<S
     }
     deserializer.deserialize_any(LenientString)
 }
+
+mod statefulset;
+use statefulset::ClaimTemplate;
+pub use statefulset::TemplateRequest;
 
 #[cfg(test)]
 #[path = "review_tests.rs"]

@@ -445,6 +445,68 @@ fn server_side_dry_run_gets_the_same_verdict() {
     );
 }
 
+// ---- StatefulSets: refused at apply ---------------------------------------------------------
+
+const STATEFULSET_WEBHOOK: &str = "statefulsets.pvc-clone-guard.io";
+
+/// StatefulSet "db" whose template "data" clones claim "data" with `size`.
+fn statefulset_yaml(namespace: &str, replicas: u32, size: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {{name: db, namespace: {namespace}}}\nspec:\n  \
+         replicas: {replicas}\n  serviceName: db\n  selector: {{matchLabels: {{app: db}}}}\n  \
+         template:\n    metadata: {{labels: {{app: db}}}}\n    spec:\n      containers:\n      - name: db\n        \
+         image: postgres:16\n        volumeMounts: [{{name: data, mountPath: /var/lib/postgresql/data}}]\n  \
+         volumeClaimTemplates:\n  - metadata: {{name: data}}\n    spec:\n      accessModes: [ReadWriteOnce]\n      \
+         storageClassName: gp3\n      resources: {{requests: {{storage: {size}}}}}\n      \
+         dataSource: {{kind: PersistentVolumeClaim, name: data}}\n"
+    )
+}
+
+/// `kubectl apply -f sts.yaml` as a user runs it.
+fn apply_sts(yaml: &str) -> Run {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("sts.yaml"), yaml).expect("write sts.yaml");
+    kubectl_in(dir.path(), &["apply", "-f", "sts.yaml"], None)
+}
+
+#[test]
+#[ignore = "needs the local control plane: run tests/e2e.sh"]
+fn a_statefulset_with_a_bad_clone_template_is_refused_at_apply_and_a_good_one_created() {
+    namespace("e2e-sts");
+    Source::new("e2e-sts").create();
+    let run = apply_sts(&statefulset_yaml("e2e-sts", 3, "1Gi"));
+    assert_ne!(run.code, 0, "kubectl apply must fail:\n{}", run.stdout);
+    assert_eq!(
+        run.stderr,
+        format!(
+            "Error from server (Forbidden): error when creating \"sts.yaml\": admission webhook \"{STATEFULSET_WEBHOOK}\" \
+             denied the request: volumeClaimTemplates[0] \"data\": [size] this claim requests 1Gi but source claim \"data\" \
+             requests 10Gi; request at least 10Gi\n"
+        )
+    );
+    assert_ne!(
+        kubectl(&["get", "statefulset", "db", "-n", "e2e-sts"]).code,
+        0,
+        "nothing is created"
+    );
+
+    // Every replica's claim clones the same source: valid.
+    let run = apply_sts(&statefulset_yaml("e2e-sts", 3, "10Gi"));
+    assert_eq!(run.code, 0, "kubectl apply must succeed:\n{}", run.stderr);
+    assert_eq!(run.stdout, "statefulset.apps/db created\n");
+    assert_eq!(run.stderr, "");
+
+    // Once its claims exist, the StatefulSet no longer depends on the source: a scale
+    // (an UPDATE with the templates unchanged) is admitted after the source is deleted.
+    must(
+        kubectl(&["delete", "pvc", "data", "-n", "e2e-sts", "--wait=false"]),
+        "delete the source",
+    );
+    let run = apply_sts(&statefulset_yaml("e2e-sts", 5, "10Gi"));
+    assert_eq!(run.code, 0, "kubectl apply must succeed:\n{}", run.stderr);
+    assert_eq!(run.stdout, "statefulset.apps/db configured\n");
+}
+
 // ---- what Kubernetes 1.20 cannot express: reviews posted straight to the webhook ------------
 
 #[test]
@@ -556,6 +618,12 @@ fn the_self_managed_overlay_passes_server_side_validation() {
         "kustomize",
     )
     .stdout;
+    // Both webhooks (claims, StatefulSets) get the CA, or the API server cannot call one.
+    assert_eq!(
+        rendered.matches("caBundle: ").count(),
+        2,
+        "a caBundle for each webhook:\n{rendered}"
+    );
     // Kubernetes 1.20 serves PodDisruptionBudget as policy/v1beta1 only (v1 arrived in 1.21,
     // v1beta1 left in 1.25); the fields used are the same in both.
     assert!(rendered.contains("apiVersion: policy/v1\nkind: PodDisruptionBudget"));

@@ -271,6 +271,104 @@ async fn a_snapshot_of_another_api_group_is_out_of_scope() {
 }
 
 #[tokio::test]
+async fn a_statefulset_with_bad_clone_templates_is_refused_naming_each_template() {
+    let mut block = claim_template("index", Some(claim_source("data")), "10Gi");
+    block["spec"]["volumeMode"] = json!("Block");
+    let templates = json!([
+        claim_template("logs", None, "1Gi"),
+        claim_template("data", Some(claim_source("data")), "1Gi"),
+        block,
+    ]);
+    let (status, body) = post(default_app(), &create(statefulset(templates))).await;
+    assert_eq!(status, StatusCode::OK);
+    let response = &body["response"];
+    assert_eq!(response["uid"], UID);
+    assert_eq!(response["allowed"], false);
+    assert_eq!(response["status"]["code"], 403);
+    assert_eq!(response["status"]["reason"], "Forbidden");
+    assert_eq!(
+        response["status"]["message"],
+        "volumeClaimTemplates[1] \"data\": [size] this claim requests 1Gi but source claim \"data\" requests 10Gi; request at least 10Gi\n\
+         volumeClaimTemplates[2] \"index\": [volume-mode] source claim \"data\" is Filesystem but this claim asks for Block; set spec.volumeMode: Filesystem"
+    );
+}
+
+#[tokio::test]
+async fn a_statefulset_whose_templates_clone_validly_is_allowed() {
+    // Every replica's claim clones the same source: valid.
+    let templates = json!([claim_template("data", Some(claim_source("data")), "10Gi")]);
+    let (status, body) = post(default_app(), &create(statefulset(templates))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["response"]["allowed"], true, "{body}");
+    assert!(body["response"].get("warnings").is_none(), "{body}");
+}
+
+#[tokio::test]
+async fn a_statefulset_template_warning_names_the_template() {
+    let mut policy = Policy::default();
+    policy.set_action(RuleId::Size, Action::Warn);
+    let templates = json!([claim_template("data", Some(claim_source("data")), "1Gi")]);
+    let (_, body) = post(
+        app(Ok(good_facts()), policy),
+        &create(statefulset(templates)),
+    )
+    .await;
+    assert_eq!(body["response"]["allowed"], true);
+    assert_eq!(
+        body["response"]["warnings"],
+        json!([
+            "volumeClaimTemplates[0] \"data\": [size] this claim requests 1Gi but source claim \"data\" requests 10Gi; request at least 10Gi"
+        ])
+    );
+}
+
+#[tokio::test]
+async fn statefulsets_without_data_sources_and_unchanged_updates_are_allowed_without_facts() {
+    let plain = statefulset(json!([claim_template("data", None, "1Gi")]));
+    let (status, body) = post(
+        app(Err("must not be asked".into()), Policy::default()),
+        &create(plain),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["response"]["allowed"], true, "{body}");
+    // A scale of a StatefulSet whose (once valid) source is gone: its claims exist already.
+    let cloning = statefulset(json!([claim_template(
+        "data",
+        Some(claim_source("gone")),
+        "1Gi"
+    )]));
+    let mut scaled = cloning.clone();
+    scaled["spec"]["replicas"] = json!(5);
+    let (status, body) = post(
+        app(Err("must not be asked".into()), Policy::default()),
+        &review("UPDATE", scaled, cloning, false),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["response"]["allowed"], true, "{body}");
+    assert!(body["response"].get("warnings").is_none(), "{body}");
+}
+
+#[tokio::test]
+async fn a_statefulset_is_admitted_with_a_warning_when_facts_are_unavailable_even_failing_closed() {
+    let templates = json!([claim_template("data", Some(claim_source("data")), "10Gi")]);
+    let (_, body) = post(
+        app(Err("connection refused".into()), Policy::default()),
+        &create(statefulset(templates)),
+    )
+    .await;
+    assert_eq!(body["response"]["allowed"], true, "{body}");
+    assert_eq!(
+        body["response"]["warnings"],
+        json!([
+            "pvc-clone-guard could not check this clone template volumeClaimTemplates[0] \"data\" \
+             (reading persistentvolumeclaims from the API server failed: connection refused); admitted unchecked"
+        ])
+    );
+}
+
+#[tokio::test]
 async fn warnings_admit_the_claim_with_warning_lines() {
     let mut facts = good_facts();
     facts.pods = pvc_clone_guard::rules::PodsFact::Known(vec!["web-0".into()]);

@@ -216,7 +216,10 @@ fn certs_keeps_an_existing_ca_and_writes_the_ca_bundle_patch() {
     let expected = base64::engine::general_purpose::STANDARD.encode(&ca);
     assert_eq!(
         patch,
-        format!("- op: add\n  path: /webhooks/0/clientConfig/caBundle\n  value: {expected}\n")
+        format!(
+            "- op: add\n  path: /webhooks/0/clientConfig/caBundle\n  value: {expected}\n\
+             - op: add\n  path: /webhooks/1/clientConfig/caBundle\n  value: {expected}\n"
+        )
     );
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(dir.path().join("tls.key"))

@@ -403,10 +403,16 @@ impl Default for Facts {
 pub struct Finding {
     pub rule: RuleId,
     pub message: String,
+    /// What the finding is about when one review stands for several claims (a
+    /// StatefulSet's `volumeClaimTemplates[0] "data"`); `None` for a claim's own review.
+    pub subject: Option<String>,
 }
 
 impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(subject) = &self.subject {
+            write!(f, "{subject}: ")?;
+        }
         write!(f, "[{}] {}", self.rule, self.message)
     }
 }
@@ -430,6 +436,17 @@ impl Verdict {
 
     pub fn warning_lines(&self) -> Vec<String> {
         self.warnings.iter().map(Finding::to_string).collect()
+    }
+
+    /// Adds `other`'s findings after this verdict's, each about `subject`: one verdict for
+    /// a review that stands for several claims, its lines grouped by claim.
+    pub fn append(&mut self, other: Verdict, subject: &str) {
+        let about = |mut finding: Finding| {
+            finding.subject = Some(subject.to_owned());
+            finding
+        };
+        self.denials.extend(other.denials.into_iter().map(about));
+        self.warnings.extend(other.warnings.into_iter().map(about));
     }
 }
 
@@ -678,6 +695,7 @@ pub fn decide(request: &DataSourceRequest, facts: Option<&Facts>, policy: &Polic
             let finding = Finding {
                 rule: rule.id,
                 message,
+                subject: None,
             };
             match action {
                 Action::Deny => verdict.denials.push(finding),

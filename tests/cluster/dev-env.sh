@@ -6,9 +6,9 @@
 #   3. the ClusterRole shipped in manifests/base bound to the webhook's own user, so the
 #      RBAC we ship is exactly what the webhook runs with,
 #   4. `pvc-clone-guard serve` on loopback with that identity,
-#   5. the ValidatingWebhookConfiguration shipped in manifests/base, with its clientConfig
-#      replaced by `url: https://127.0.0.1:PORT/validate` and the CA bundle (no cluster
-#      network here, so no Service).
+#   5. the ValidatingWebhookConfiguration shipped in manifests/base, with every webhook's
+#      clientConfig replaced by `url: https://127.0.0.1:PORT/validate` and the CA bundle
+#      (no cluster network here, so no Service).
 #
 # Usage:
 #   dev-env.sh up DIR [CONFIG]     CONFIG: rule configuration (default tests/cluster/e2e-config.yaml)
@@ -97,11 +97,17 @@ stop_webhook() {
   rm -f "$DIR/webhook.pid"
 }
 
+# Every webhook of the shipped configuration (claims, StatefulSets) gets the same url:
+# the server tells the kinds apart by request.kind.
 register_webhook() {
-  local url=$1 ca=$2 overlay="$DIR/webhook-registration"
+  local url=$1 ca=$2 overlay="$DIR/webhook-registration" count index bundle
   mkdir -p "$overlay"
   cp "$REPO/manifests/base/validatingwebhookconfiguration.yaml" "$overlay/"
-  cat >"$overlay/kustomization.yaml" <<EOF
+  count=$(grep -c '^  - name: ' "$overlay/validatingwebhookconfiguration.yaml")
+  [ "$count" -gt 0 ] || die "no webhooks in manifests/base/validatingwebhookconfiguration.yaml"
+  bundle=$(base64 -w0 <"$ca")
+  {
+    cat <<EOF
 resources:
   - validatingwebhookconfiguration.yaml
 patches:
@@ -109,12 +115,17 @@ patches:
       kind: ValidatingWebhookConfiguration
       name: pvc-clone-guard
     patch: |-
+EOF
+    for ((index = 0; index < count; index++)); do
+      cat <<EOF
       - op: replace
-        path: /webhooks/0/clientConfig
+        path: /webhooks/$index/clientConfig
         value:
           url: $url
-          caBundle: $(base64 -w0 <"$ca")
+          caBundle: $bundle
 EOF
+    done
+  } >"$overlay/kustomization.yaml"
   kubectl_admin apply -k "$overlay" >/dev/null
   # Kubernetes 1.20 does not label namespaces with kubernetes.io/metadata.name (1.21+),
   # which the shipped namespaceSelector reads; label them as a newer API server would.

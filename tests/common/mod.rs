@@ -59,6 +59,61 @@ pub fn claim(name: &str, data_source: Option<Value>, storage: &str) -> Value {
     })
 }
 
+/// A StatefulSet "db" in "dev" as the API server sends it (pod template, managedFields),
+/// with these `volumeClaimTemplates`.
+pub fn statefulset(templates: Value) -> Value {
+    json!({
+        "kind": "StatefulSet",
+        "apiVersion": "apps/v1",
+        "metadata": {
+            "name": "db",
+            "namespace": "dev",
+            "uid": "9b1f3c2a-1e4d-4f6a-8c7b-2d3e4f5a6b7c",
+            "managedFields": [{
+                "manager": "kubectl-client-side-apply",
+                "operation": "Update",
+                "apiVersion": "apps/v1",
+                "fieldsType": "FieldsV1",
+                "fieldsV1": {"f:spec": {"f:replicas": {}, "f:volumeClaimTemplates": {}}}
+            }]
+        },
+        "spec": {
+            "replicas": 3,
+            "serviceName": "db",
+            "selector": {"matchLabels": {"app": "db"}},
+            "template": {
+                "metadata": {"labels": {"app": "db"}},
+                "spec": {"containers": [{"name": "db", "image": "postgres:16",
+                                         "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}
+            },
+            "volumeClaimTemplates": templates,
+            "podManagementPolicy": "OrderedReady",
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}
+        },
+        "status": {"replicas": 0}
+    })
+}
+
+/// A `volumeClaimTemplates` entry: a claim "name" of `storage` cloning `data_source`.
+pub fn claim_template(name: &str, data_source: Option<Value>, storage: &str) -> Value {
+    let mut spec = json!({
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": storage}},
+        "storageClassName": "gp3",
+        "volumeMode": "Filesystem"
+    });
+    if let Some(source) = data_source {
+        spec["dataSource"] = source;
+    }
+    json!({
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name},
+        "spec": spec,
+        "status": {"phase": "Pending"}
+    })
+}
+
 pub fn claim_source(name: &str) -> Value {
     json!({"apiGroup": null, "kind": "PersistentVolumeClaim", "name": name})
 }
@@ -73,6 +128,7 @@ pub fn review(operation: &str, object: Value, old_object: Value, dry_run: bool) 
         "PersistentVolumeClaim" => ("", "persistentvolumeclaims"),
         "Pod" => ("", "pods"),
         "VolumeSnapshot" => ("snapshot.storage.k8s.io", "volumesnapshots"),
+        "StatefulSet" => ("apps", "statefulsets"),
         _ => ("", "persistentvolumeclaims"),
     };
     let kind = if object.is_null() {
