@@ -166,7 +166,7 @@ run() {
   WEBHOOK_PID=""
   jq -cn --arg label "$label" --argjson size "$size" --argjson ready "$ready_ms" --argjson synced "$synced_ms" \
     --argjson rss "$rss" --argjson hwm "$hwm" --argjson pvcs "$pvcs" --argjson pvs "$pvs" --argjson pods "$pods" \
-    '{label: $label, objects_each: $size, ready_ms: $ready, synced_ms: $synced, rss_kib: $rss, peak_rss_kib: $hwm,
+    '{rules: $label, objects_each: $size, ready_ms: $ready, synced_ms: $synced, rss_kib: $rss, peak_rss_kib: $hwm,
       cached_pvcs: $pvcs, cached_pvs: $pvs, cached_pods: $pods}' >>"$RESULTS"
   log "$label: ready ${ready_ms} ms, synced ${synced_ms} ms, peak RSS $((hwm / 1024)) MiB, RSS $((rss / 1024)) MiB ($pvcs PVCs, $pvs PVs, $pods pods cached)"
 }
@@ -191,6 +191,6 @@ done
 {
   echo "| objects of each kind | rules | ready (ms) | caches synced (ms) | peak RSS (MiB) | RSS synced, idle (MiB) | cached PVCs / PVs / pods |"
   echo "| ---: | --- | ---: | ---: | ---: | ---: | --- |"
-  jq -r '"| \(.objects_each) | \(.label) | \(.ready_ms) | \(.synced_ms) | \((.peak_rss_kib / 1024 * 10 | round) / 10) | \((.rss_kib / 1024 * 10 | round) / 10) | \(.cached_pvcs) / \(.cached_pvs) / \(.cached_pods) |"' "$RESULTS"
+  jq -r '"| \(.objects_each) | \(.rules) | \(.ready_ms) | \(.synced_ms) | \((.peak_rss_kib / 1024 * 10 | round) / 10) | \((.rss_kib / 1024 * 10 | round) / 10) | \(.cached_pvcs) / \(.cached_pvs) / \(.cached_pods) |"' "$RESULTS"
 } | tee "$OUT/summary.md"
 log "raw results: $RESULTS"
