@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # End-to-end tests against a real local control plane with pvc-clone-guard registered
-# (tests/cluster/dev-env.sh). Two suites, each on a control plane of its own, each torn
+# (tests/cluster/dev-env.sh). Three suites, each on a control plane of its own, each torn
 # down afterwards whatever happens:
-#   tests/e2e.rs     every rule through kubectl, in parallel
-#   tests/faults.rs  API-server faults (RBAC revoked, stopped, hung), one at a time
+#   tests/e2e.rs         every rule through kubectl, in parallel
+#   tests/faults.rs      API-server faults (RBAC revoked, stopped, hung), one at a time
+#   tests/operations.rs  the audit log's annotations, and a real Prometheus raising and
+#                        clearing the fail-closed alert (stops the API server; ~2 minutes)
 #   E2E_KEEP=1 tests/e2e.sh   keeps the environments (and prints where) for debugging.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -40,4 +42,5 @@ suite() {
 
 cargo build --release --quiet
 suite faults 1
+suite operations 1
 suite e2e 4
