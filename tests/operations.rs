@@ -108,6 +108,53 @@ fn the_audit_log_records_the_verdict_of_refused_and_admitted_clones() {
         wait_for_audit_event("ops-audit", "plain"),
         (201, BTreeMap::new())
     );
+
+    // A lookup that fails (the webhook's identity loses its RBAC; a source the caches do not
+    // hold is then read from the API server, which refuses): the cause is recorded too.
+    must(
+        kubectl(&["delete", "clusterrolebinding", "pvc-clone-guard-local"]),
+        "revoke",
+    );
+    let cause = "reading persistentvolumeclaims from the API server failed: persistentvolumeclaims \"ghost\" is forbidden: \
+                 User \"pvc-clone-guard\" cannot get resource \"persistentvolumeclaims\" in API group \"\" in the namespace \"ops-audit\"";
+    let ghost = clone_yaml(
+        "ops-audit",
+        "ghost-clone",
+        "ghost",
+        Some("gp3"),
+        "1Gi",
+        "Filesystem",
+    );
+    let mut run = create(&ghost, &[]);
+    // RBAC changes reach the authorizer within a moment.
+    for _ in 0..50 {
+        if run.stderr.contains("is forbidden") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        run = create(&ghost, &[]);
+    }
+    must(
+        kubectl(&[
+            "create",
+            "clusterrolebinding",
+            "pvc-clone-guard-local",
+            "--clusterrole=pvc-clone-guard",
+            "--user=pvc-clone-guard",
+        ]),
+        "restore",
+    );
+    assert_denied(
+        &run,
+        &format!(
+            "pvc-clone-guard could not check this clone: {cause}; the webhook fails closed, \
+             so retry in a moment or ask an administrator to check pvc-clone-guard"
+        ),
+    );
+    assert_eq!(
+        wait_for_audit_event("ops-audit", "ghost-clone"),
+        (403, map(&[("verdict", "failed-closed"), ("cause", cause)]))
+    );
 }
 
 // ---- alerts, evaluated by a real Prometheus -------------------------------------------------
@@ -225,7 +272,7 @@ fn clone_review(namespace: &str) -> Value {
 fn readyz() -> bool {
     let url = format!("{}/readyz", ENV.vars["WEBHOOK_ADMIN_URL"]);
     Command::new("curl")
-        .args(["-fsS", "-o", "/dev/null", &url])
+        .args(["-fs", "-o", "/dev/null", &url])
         .status()
         .is_ok_and(|s| s.success())
 }
