@@ -23,14 +23,13 @@ fn audit_annotations(namespace: &str, name: &str) -> Option<(u64, BTreeMap<Strin
     let prefix = format!("{WEBHOOK}/");
     log.lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|event| {
+        .rfind(|event| {
             event["verb"] == "create"
                 && event["stage"] == "ResponseComplete"
                 && event["objectRef"]["resource"] == "persistentvolumeclaims"
                 && event["objectRef"]["namespace"] == namespace
                 && event["objectRef"]["name"] == name
         })
-        .last()
         .map(|event| {
             let code = event["responseStatus"]["code"].as_u64().unwrap_or(0);
             let annotations = event["annotations"]
