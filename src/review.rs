@@ -449,7 +449,7 @@ impl<F: FactSource> Reviewer<F> {
 /// nothing). Keys are plain names: the API server prefixes each with the webhook's name,
 /// e.g. `validate.pvc-clone-guard.io/verdict`. Rule lists are present only when non-empty,
 /// so an audit query can test for a key's presence.
-pub fn audit_annotations(kind: &OutcomeKind, verdict: Option<&Verdict>) -> HashMap<String, String> {
+fn audit_annotations(kind: &OutcomeKind, verdict: Option<&Verdict>) -> HashMap<String, String> {
     let mut annotations = HashMap::from([("verdict".to_owned(), kind.label().to_owned())]);
     if let Some(verdict) = verdict {
         let rule_ids = |findings: &[rules::Finding]| {
