@@ -123,6 +123,21 @@ impl Metrics {
             "Bodies refused with 400 because they are not a valid AdmissionReview",
             malformed.clone(),
         );
+        // Series that alerts take `increase()` of exist from the start, at 0, so that their
+        // first increment is counted (a series born at 1 shows no increase).
+        for verdict in [
+            "allowed",
+            "warned",
+            "denied",
+            "skipped",
+            "failed-open",
+            "failed-closed",
+        ] {
+            drop(reviews.get_or_create(&ReviewLabels {
+                operation: "CREATE",
+                verdict,
+            }));
+        }
         Metrics(Arc::new(Inner {
             registry,
             reviews,
@@ -172,6 +187,15 @@ impl Metrics {
             .cached_objects
             .get_or_create(&ResourceLabels { resource })
             .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// Creates the watch error series of `resource` at 0 (see [`Metrics::new`]).
+    pub fn watch_started(&self, resource: &'static str) {
+        drop(
+            self.0
+                .watch_errors
+                .get_or_create(&ResourceLabels { resource }),
+        );
     }
 
     pub fn set_cache_synced(&self, resource: &'static str, synced: bool) {

@@ -10,6 +10,7 @@
 //! struct around kube's `AdmissionRequest<T>`, and `T` is [`ReviewedClaim`], which keeps
 //! only what the rules read and skips everything else without building it.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -424,6 +425,7 @@ impl<F: FactSource> Reviewer<F> {
         } else {
             OutcomeKind::Warned
         };
+        response.audit_annotations = audit_annotations(&kind, Some(&verdict));
         Outcome {
             response,
             kind,
@@ -508,12 +510,15 @@ impl<F: FactSource> Reviewer<F> {
                 (response, true)
             }
         };
+        let kind = OutcomeKind::LookupFailed {
+            allowed,
+            cause: cause.to_owned(),
+        };
+        let mut response = response;
+        response.audit_annotations = audit_annotations(&kind, None);
         Outcome {
             response,
-            kind: OutcomeKind::LookupFailed {
-                allowed,
-                cause: cause.to_owned(),
-            },
+            kind,
             verdict: None,
         }
     }
@@ -574,6 +579,33 @@ impl<F: FactSource> Reviewer<F> {
             "review"
         );
     }
+}
+
+/// What a judged review leaves in the API server's audit log (skipped reviews leave
+/// nothing). Keys are plain names: the API server prefixes each with the webhook's name,
+/// e.g. `validate.pvc-clone-guard.io/verdict`. Rule lists are present only when non-empty,
+/// so an audit query can test for a key's presence.
+fn audit_annotations(kind: &OutcomeKind, verdict: Option<&Verdict>) -> HashMap<String, String> {
+    let mut annotations = HashMap::from([("verdict".to_owned(), kind.label().to_owned())]);
+    if let Some(verdict) = verdict {
+        let rule_ids = |findings: &[rules::Finding]| {
+            findings
+                .iter()
+                .map(|f| f.rule.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        if !verdict.denials.is_empty() {
+            annotations.insert("denied-rules".to_owned(), rule_ids(&verdict.denials));
+        }
+        if !verdict.warnings.is_empty() {
+            annotations.insert("warned-rules".to_owned(), rule_ids(&verdict.warnings));
+        }
+    }
+    if let OutcomeKind::LookupFailed { cause, .. } = kind {
+        annotations.insert("cause".to_owned(), cause.clone());
+    }
+    annotations
 }
 
 /// Refuses with 403 Forbidden, as SPEC §4 asks.

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # End-to-end tests against a real local control plane with pvc-clone-guard registered
-# (tests/cluster/dev-env.sh). Two suites, each on a control plane of its own, each torn
+# (tests/cluster/dev-env.sh). Three suites, each on a control plane of its own, each torn
 # down afterwards whatever happens:
 #   1. tests/faults.rs, tests/resilience.rs, tests/snapshot_api.rs, one test at a time:
 #      API-server faults (RBAC revoked, stopped, hung, restarted under load), a lagging
 #      view of the API server, no pods RBAC, the snapshot API appearing
-#   2. tests/e2e.rs (every clone rule through kubectl) and tests/restores.rs (restores and
+#   2. tests/operations.rs, one test at a time: the audit log's annotations, and a real
+#      Prometheus raising and clearing the fail-closed alert (stops the API server)
+#   3. tests/e2e.rs (every clone rule through kubectl) and tests/restores.rs (restores and
 #      cross-namespace grants, with the project's CRDs), in parallel
 #   E2E_KEEP=1 tests/e2e.sh   keeps the environments (and prints where) for debugging.
 set -euo pipefail
@@ -47,4 +49,5 @@ suite() {
 
 cargo build --release --quiet
 suite 1 faults resilience snapshot_api
+suite 1 operations
 suite 4 e2e restores

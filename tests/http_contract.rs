@@ -649,3 +649,60 @@ async fn admin_endpoints_report_liveness_readiness_and_metrics() {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into())
     );
 }
+
+/// Every judged review leaves its verdict, the rule ids and (for a lookup failure) the cause
+/// in the audit log; the API server prefixes each key with the webhook's name.
+#[tokio::test]
+async fn judged_reviews_carry_audit_annotations_and_skipped_ones_none() {
+    let clone = || create(claim("clone", Some(claim_source("data")), "10Gi"));
+    let annotations = |body: &Value| body["response"]["auditAnnotations"].clone();
+
+    let (_, allowed) = post(default_app(), &clone()).await;
+    assert_eq!(annotations(&allowed), json!({"verdict": "allowed"}));
+
+    let mut in_use = good_facts();
+    in_use.pods = pvc_clone_guard::rules::PodsFact::Known(vec!["web-0".into()]);
+    let (_, warned) = post(app(Ok(in_use.clone()), Policy::default()), &clone()).await;
+    assert_eq!(
+        annotations(&warned),
+        json!({"verdict": "warned", "warned-rules": "source-in-use"})
+    );
+
+    let mut bad = claim("clone", Some(claim_source("data")), "1000Mi");
+    bad["spec"]["volumeMode"] = json!("Block");
+    let (_, denied) = post(app(Ok(in_use), Policy::default()), &create(bad)).await;
+    assert_eq!(
+        annotations(&denied),
+        json!({"verdict": "denied", "denied-rules": "volume-mode,size", "warned-rules": "source-in-use"})
+    );
+
+    let (_, closed) = post(
+        app(Err("connection refused".into()), Policy::default()),
+        &clone(),
+    )
+    .await;
+    assert_eq!(
+        annotations(&closed),
+        json!({
+            "verdict": "failed-closed",
+            "cause": "reading persistentvolumeclaims from the API server failed: connection refused"
+        })
+    );
+    let mut policy = Policy::default();
+    policy.failure_mode = FailureMode::FailOpen;
+    let (_, open) = post(app(Err("connection refused".into()), policy), &clone()).await;
+    assert_eq!(
+        annotations(&open),
+        json!({
+            "verdict": "failed-open",
+            "cause": "reading persistentvolumeclaims from the API server failed: connection refused"
+        })
+    );
+
+    // Not judged: no annotation at all (the key is omitted from the response).
+    let (_, plain) = post(default_app(), &create(claim("plain", None, "1Gi"))).await;
+    assert!(
+        plain["response"].get("auditAnnotations").is_none(),
+        "{plain}"
+    );
+}

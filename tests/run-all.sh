@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every test of pvc-clone-guard, end-to-end included: the README's test command, and
 # exactly what CI (.ci/run) runs. On a fresh machine it first installs what the tests need
-# (tests/cluster/install.sh: etcd, wrk, jq, and kube-apiserver 1.20 built once from
+# (tests/cluster/install.sh: etcd, wrk, jq, prometheus, and kube-apiserver 1.20 built once from
 # Debian's source and cached outside the repository).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -20,6 +20,9 @@ cargo test --locked
 
 step "property-based fuzzing of the review and quantity parsers and the rules (bounded)"
 PROPTEST_CASES=4096 cargo test --locked --test fuzz
+
+step "alerts: the shipped PrometheusRule checked and unit-tested by promtool, the monitoring component rendered"
+tests/alerts/run.sh
 
 step "the local control plane itself"
 tests/cluster/smoke.sh

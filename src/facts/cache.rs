@@ -172,6 +172,7 @@ pub(super) fn spawn_watch<W, T>(
     T: Send + Sync + 'static,
 {
     metrics.set_cache_synced(cache.resource, false);
+    metrics.watch_started(cache.resource);
     let resource = cache.resource;
     let keep = move |object: W, metrics: &Metrics| -> (Option<String>, Option<T>) {
         let key = delivered_key(&object);

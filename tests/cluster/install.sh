@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the local control plane needs, idempotently:
-#   etcd (Debian etcd-server), wrk, openssl, jq, and kube-apiserver 1.20.2 built from
+#   etcd (Debian etcd-server), wrk, openssl, jq, python3-yaml, prometheus (promtool and the
+#   server, for the alert tests), and kube-apiserver 1.20.2 built from
 #   Debian's `kubernetes` source package. The build takes 5-8 minutes on 2 cores, so the
 #   binary is cached outside the repository, keyed by version:
 #   ${PVC_CLONE_GUARD_CACHE:-~/.cache/pvc-clone-guard}/kube-apiserver-<version>/kube-apiserver
@@ -22,8 +23,13 @@ sudo_if_needed() {
 }
 
 apt_updated=0
+# apt_install [--no-install-recommends] PACKAGE...
 apt_install() {
-  local missing=()
+  local missing=() options=()
+  if [ "${1:-}" = --no-install-recommends ]; then
+    options+=("$1")
+    shift
+  fi
   for pkg in "$@"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
   done
@@ -34,10 +40,14 @@ apt_install() {
     apt_updated=1
   fi
   log "apt-get install ${missing[*]}"
-  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${options[@]}" "${missing[@]}" >/dev/null
 }
 
-apt_install etcd-server wrk openssl jq curl ca-certificates
+apt_install etcd-server wrk openssl jq curl ca-certificates python3-yaml
+# promtool and the Prometheus server for the alert tests (tests/alerts/run.sh and the
+# end-to-end Prometheus, which runs on loopback with its own config); the node exporter it
+# recommends is not needed.
+apt_install --no-install-recommends prometheus
 
 if [ ! -x /usr/bin/kubectl ] && ! command -v kubectl >/dev/null 2>&1; then
   apt_install kubernetes-client

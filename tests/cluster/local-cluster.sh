@@ -32,6 +32,9 @@
 #   etcd/                 etcd data (survives stop-apiserver/start-apiserver and down/up)
 #   etcd.log kube-apiserver.log etcd.pid kube-apiserver.pid
 #   etcd.args kube-apiserver.args   the exact command lines, one argument per line
+#   audit-policy.yaml     the audit policy: PVC creates at level Metadata, nothing else
+#   audit.log             the audit log (JSON lines), with admission webhooks' audit
+#                         annotations (e.g. validate.pvc-clone-guard.io/verdict)
 #
 # Environment:
 #   LOCAL_CLUSTER_TIMEOUT   seconds to wait for readiness (default 60)
@@ -337,6 +340,7 @@ write_cluster_env() {
     printf 'APISERVER_PID_FILE=%q\n' "$dir/kube-apiserver.pid"
     printf 'ETCD_LOG=%q\n' "$dir/etcd.log"
     printf 'APISERVER_LOG=%q\n' "$dir/kube-apiserver.log"
+    printf 'AUDIT_LOG=%q\n' "$dir/audit.log"
   } >"$dir/cluster.env.tmp"
   mv "$dir/cluster.env.tmp" "$dir/cluster.env"
 }
@@ -372,6 +376,8 @@ write_apiserver_args() {
   #    logs an error every 10 s. Nothing here needs that Endpoints object.
   #  --feature-gates=AnyVolumeDataSource=true: lets PVC spec.dataSource name arbitrary
   #    kinds (alpha in 1.20; 1.20 has no spec.dataSourceRef field at all).
+  #  --audit-*: an audit log of PVC creates only (see write_audit_policy), where the
+  #    webhook's audit annotations land; rotated at 10 MiB so it can never grow unbounded.
   printf '%s\n' "$APISERVER_BIN" \
     "--etcd-servers=http://127.0.0.1:$ETCD_CLIENT_PORT" \
     "--secure-port=$APISERVER_PORT" \
@@ -386,7 +392,29 @@ write_apiserver_args() {
     --service-cluster-ip-range=10.0.0.0/24 \
     --endpoint-reconciler-type=none \
     --feature-gates=AnyVolumeDataSource=true \
+    "--audit-policy-file=$dir/audit-policy.yaml" \
+    "--audit-log-path=$dir/audit.log" \
+    --audit-log-maxsize=10 \
+    --audit-log-maxbackup=1 \
     >"$dir/kube-apiserver.args"
+}
+
+# Metadata (who, what, verdict, annotations; no bodies) for creates of claims, which is
+# where admission webhooks' audit annotations are recorded; nothing else, so the log
+# stays small. Only the final stage: one event per request.
+write_audit_policy() {
+  cat >"$1/audit-policy.yaml" <<'EOF'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, ResponseStarted]
+rules:
+  - level: Metadata
+    verbs: [create]
+    resources:
+      - group: ""
+        resources: [persistentvolumeclaims]
+  - level: None
+EOF
 }
 
 # Ports come from the stored etcd/apiserver command lines when DIR was up before, so a
@@ -475,6 +503,7 @@ cmd_up() {
   gen_tokens "$dir"
   choose_ports "$dir"
   write_etcd_args "$dir"
+  write_audit_policy "$dir"
   write_apiserver_args "$dir"
 
   local url="https://127.0.0.1:$APISERVER_PORT"
