@@ -382,7 +382,7 @@ fn clone_capable_driver_from_the_configured_list() {
     .create();
     assert_denied(
         &create(&clone_of_data("e2e-capable", Some("nfs"), "10Gi"), &[]),
-        "[clone-capable-driver] CSI driver nfs.csi.k8s.io is not in the configured list of clone-capable drivers (ebs.csi.aws.com, pd.csi.storage.gke.io); clone a volume of one of those drivers, or ask an administrator to add nfs.csi.k8s.io to the list",
+        "[clone-capable-driver] CSI driver nfs.csi.k8s.io is not in the configured list of clone-capable drivers (ebs.csi.aws.com, pd.csi.storage.gke.io, disk.csi.azure.com); clone a volume of one of those drivers, or ask an administrator to add nfs.csi.k8s.io to the list",
     );
 }
 
@@ -773,5 +773,109 @@ fn rotating_the_serving_certificate_while_the_api_server_calls_fails_no_review()
     assert!(
         created >= 10,
         "the API server kept calling the webhook ({created} clones)"
+    );
+}
+
+// ---- parity and placement rules added with restores ----------------------------------------
+
+#[test]
+#[ignore = "needs the local control plane: run tests/e2e.sh"]
+fn a_source_without_a_storage_class_is_refused() {
+    // No default class may appear while the source is created, or it would get one.
+    let _guard = DEFAULT_CLASS.lock().unwrap_or_else(|e| e.into_inner());
+    let ns = "e2e-noclass";
+    namespace(ns);
+    apply(&format!(
+        "apiVersion: v1\nkind: PersistentVolume\nmetadata: {{name: {ns}-pv}}\nspec:\n  capacity: {{storage: 10Gi}}\n  \
+         accessModes: [ReadWriteOnce]\n  csi: {{driver: ebs.csi.aws.com, volumeHandle: {ns}-pv}}\n---\n\
+         apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: data, namespace: {ns}}}\nspec:\n  \
+         accessModes: [ReadWriteOnce]\n  resources: {{requests: {{storage: 10Gi}}}}\n"
+    ));
+    local_cluster(&[
+        "bind",
+        ENV.dir.to_str().expect("utf-8 dir"),
+        ns,
+        "data",
+        &format!("{ns}-pv"),
+    ]);
+    assert_denied(
+        &create(&clone_of_data(ns, Some("gp3"), "10Gi"), &[]),
+        "[source-class] source claim \"data\" has no storageClassName, and the CSI provisioner refuses to clone such a claim; clone a claim that has a StorageClass",
+    );
+}
+
+#[test]
+#[ignore = "needs the local control plane: run tests/e2e.sh"]
+fn placement_warnings_name_the_zone_and_the_parameters() {
+    let ns = "e2e-placement";
+    namespace(ns);
+    // Classes of a driver of their own, so that no other test's hints list them.
+    apply(
+        "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: az-premium}\nprovisioner: disk.csi.azure.com\n\
+         parameters: {skuName: Premium_LRS, cachingMode: ReadOnly}\n---\n\
+         apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: az-standard}\nprovisioner: disk.csi.azure.com\n\
+         parameters: {skuName: StandardSSD_LRS, cachingMode: ReadOnly}\n---\n\
+         apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: az-premium-west}\nprovisioner: disk.csi.azure.com\n\
+         parameters: {skuName: Premium_LRS, cachingMode: ReadOnly}\n\
+         allowedTopologies:\n- matchLabelExpressions:\n  - {key: topology.disk.csi.azure.com/zone, values: [westeurope-1]}\n",
+    );
+    apply(&format!(
+        "apiVersion: v1\nkind: PersistentVolume\nmetadata: {{name: {ns}-pv}}\nspec:\n  capacity: {{storage: 10Gi}}\n  \
+         accessModes: [ReadWriteOnce]\n  storageClassName: az-premium\n  \
+         csi: {{driver: disk.csi.azure.com, volumeHandle: {ns}-pv}}\n  \
+         nodeAffinity:\n    required:\n      nodeSelectorTerms:\n      - matchExpressions:\n        \
+         - {{key: topology.disk.csi.azure.com/zone, operator: In, values: [westeurope-2]}}\n---\n\
+         apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: data, namespace: {ns}}}\nspec:\n  \
+         accessModes: [ReadWriteOnce]\n  storageClassName: az-premium\n  resources: {{requests: {{storage: 10Gi}}}}\n"
+    ));
+    local_cluster(&[
+        "bind",
+        ENV.dir.to_str().expect("utf-8 dir"),
+        ns,
+        "data",
+        &format!("{ns}-pv"),
+    ]);
+    // The same class: nothing to say.
+    assert_created(
+        &create(
+            &clone_yaml(ns, "same", "data", Some("az-premium"), "10Gi", "Filesystem"),
+            &[],
+        ),
+        "same",
+        &[],
+    );
+    assert_created(
+        &create(
+            &clone_yaml(
+                ns,
+                "west",
+                "data",
+                Some("az-premium-west"),
+                "10Gi",
+                "Filesystem",
+            ),
+            &[],
+        ),
+        "west",
+        &[
+            "[topology] StorageClass \"az-premium-west\" allows topology.disk.csi.azure.com/zone in [westeurope-1] but source volume \"e2e-placement-pv\" is in [westeurope-2]; most drivers clone only in the source's zone",
+        ],
+    );
+    assert_created(
+        &create(
+            &clone_yaml(
+                ns,
+                "standard",
+                "data",
+                Some("az-standard"),
+                "10Gi",
+                "Filesystem",
+            ),
+            &[],
+        ),
+        "standard",
+        &[
+            "[class-parameters] StorageClass \"az-standard\" and the source's class \"az-premium\" differ in parameters skuName; the clone may not mount",
+        ],
     );
 }
