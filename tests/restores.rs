@@ -353,22 +353,14 @@ fn cross_namespace_review(
 }
 
 fn grant(namespace: &str, name: &str, from_namespace: &str, to: Value) {
-    runtime().block_on(async {
-        let client = admin_client().await;
-        api(&client, "ReferenceGrant", Some(namespace))
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({
-                    "apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
-                    "metadata": {"name": name, "namespace": namespace},
-                    "spec": {"from": [{"group": "", "kind": "PersistentVolumeClaim", "namespace": from_namespace}],
-                             "to": [to]}
-                }))
-                .expect("grant"),
-            )
-            .await
-            .expect("grant created");
+    let grant = json!({
+        "apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"from": [{"group": "", "kind": "PersistentVolumeClaim", "namespace": from_namespace}],
+                 "to": [to]}
     });
+    // JSON is YAML: kubectl applies it as written (empty groups included).
+    apply(&grant.to_string());
 }
 
 #[test]

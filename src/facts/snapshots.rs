@@ -179,12 +179,14 @@ struct GrantSpec {
     to: Vec<GrantEntry>,
 }
 
+/// A `from` or `to` entry; a null field reads as empty, as Go's zero value (the core
+/// group is `""`).
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default)]
 struct GrantEntry {
-    group: String,
-    kind: String,
-    namespace: String,
+    group: Option<String>,
+    kind: Option<String>,
+    namespace: Option<String>,
     name: Option<String>,
 }
 
@@ -206,9 +208,9 @@ impl ReferenceGrant {
                 .from
                 .into_iter()
                 .map(|f| GrantFrom {
-                    group: f.group,
-                    kind: f.kind,
-                    namespace: f.namespace,
+                    group: f.group.unwrap_or_default(),
+                    kind: f.kind.unwrap_or_default(),
+                    namespace: f.namespace.unwrap_or_default(),
                 })
                 .collect(),
             to: self
@@ -216,8 +218,8 @@ impl ReferenceGrant {
                 .to
                 .into_iter()
                 .map(|t| GrantTo {
-                    group: t.group,
-                    kind: t.kind,
+                    group: t.group.unwrap_or_default(),
+                    kind: t.kind.unwrap_or_default(),
                     name: t.name,
                 })
                 .collect(),
