@@ -666,7 +666,7 @@ impl<F: FactSource> Reviewer<F> {
             _ => "",
         };
         tracing::info!(
-            uid = %request.uid,
+            uid = request.uid.as_str(),
             operation,
             kind = request.kind.kind.as_str(),
             namespace = request.namespace.as_deref().unwrap_or(""),
@@ -751,7 +751,13 @@ struct Joined<'a>(&'a [&'a str]);
 
 impl fmt::Display for Joined<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0.join(","))
+        for (index, item) in self.0.iter().enumerate() {
+            if index > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(item)?;
+        }
+        Ok(())
     }
 }
 
