@@ -149,6 +149,20 @@ fn write_json_str<W: Write + ?Sized>(out: &mut W, value: &str) -> fmt::Result {
     out.write_char('"')
 }
 
+/// The bytes [`JsonEscaped`] escapes: `"`, `\` and the control characters (one table
+/// look-up per byte, as serde_json does).
+static NEEDS_ESCAPE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 0x20 {
+        table[byte] = true;
+        byte += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table
+};
+
 /// Escapes what it is given as serde_json escapes a string's contents: `"`, `\` and the
 /// control characters below U+0020 (`\b`, `\t`, `\n`, `\f`, `\r` by name, the others as
 /// `\u00XX`); everything else, non-ASCII included, as it is.
@@ -159,6 +173,9 @@ impl<W: Write + ?Sized> Write for JsonEscaped<'_, W> {
         let bytes = value.as_bytes();
         let mut start = 0;
         for (index, &byte) in bytes.iter().enumerate() {
+            if !NEEDS_ESCAPE[usize::from(byte)] {
+                continue;
+            }
             let escape: &str = match byte {
                 b'"' => "\\\"",
                 b'\\' => "\\\\",
@@ -167,8 +184,7 @@ impl<W: Write + ?Sized> Write for JsonEscaped<'_, W> {
                 b'\n' => "\\n",
                 b'\x0c' => "\\f",
                 b'\r' => "\\r",
-                0..=0x1f => "",
-                _ => continue,
+                _ => "",
             };
             // Every byte escaped is ASCII: the slices end on character boundaries.
             self.0.write_str(&value[start..index])?;
