@@ -18,7 +18,8 @@
 //! Instruction counts, which do not swing with the machine's load the way times do:
 //! `REVIEW_BENCH_CASE=NAME REVIEW_BENCH_ITERS=N` runs one case N times without criterion,
 //! for `valgrind --tool=callgrind` (see `benches/instructions.sh`); NAME is one of
-//! `plain`, `clone-allowed`, `clone-denied-3`, `plain-json-log`, `plain-text-log`,
+//! `plain`, `clone-allowed`, `clone-denied-3`, `plain-json-log`, `clone-json-log`,
+//! `plain-json-log-stock` (tracing-subscriber's own JSON formatter), `plain-text-log`,
 //! `parse-plain`, `parse-clone`, `uid-only`, `decide-allowed`, `to-body`, `none`.
 
 use std::hint::black_box;
@@ -225,6 +226,14 @@ fn bench_parts(c: &mut Criterion) {
     group.finish();
 }
 
+/// The subscriber of `--log-format json` (the default) at `RUST_LOG=info`, writing to a sink.
+fn json_log() -> impl tracing::Subscriber + Send + Sync + 'static {
+    pvc_clone_guard::logging::json_subscriber(
+        tracing_subscriber::EnvFilter::new("info"),
+        std::io::sink,
+    )
+}
+
 /// The binary logs one line per review at info level; here the same subscribers as
 /// `--log-format json|text` write to a sink, so the difference to `review/plain` is the
 /// cost of formatting that line.
@@ -232,12 +241,7 @@ fn bench_logging(c: &mut Criterion) {
     let rt = runtime();
     let reviewer = reviewer(good_facts());
     let mut group = c.benchmark_group("logging");
-    let json = tracing_subscriber::fmt()
-        .with_writer(std::io::sink)
-        .json()
-        .flatten_event(true)
-        .finish();
-    tracing::subscriber::with_default(json, || {
+    tracing::subscriber::with_default(json_log(), || {
         group.bench_function("plain-json-log", |b| {
             b.iter(|| full_review(&rt, &reviewer, PLAIN))
         });
@@ -285,8 +289,9 @@ fn run_case(case: &str, iters: u64) {
     let bad = reviewer(bad_facts());
     let facts = good_facts();
     let allowed = rt.block_on(good.review(CLONE)).expect("review");
-    let json = || {
+    let stock_json = || {
         tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
             .with_writer(std::io::sink)
             .json()
             .flatten_event(true)
@@ -308,8 +313,14 @@ fn run_case(case: &str, iters: u64) {
         "plain" => each(&mut || full_review(&rt, &good, PLAIN).len()),
         "clone-allowed" => each(&mut || full_review(&rt, &good, CLONE).len()),
         "clone-denied-3" => each(&mut || full_review(&rt, &bad, CLONE).len()),
-        "plain-json-log" => tracing::subscriber::with_default(json(), || {
+        "plain-json-log" => tracing::subscriber::with_default(json_log(), || {
             each(&mut || full_review(&rt, &good, PLAIN).len())
+        }),
+        "plain-json-log-stock" => tracing::subscriber::with_default(stock_json(), || {
+            each(&mut || full_review(&rt, &good, PLAIN).len())
+        }),
+        "clone-json-log" => tracing::subscriber::with_default(json_log(), || {
+            each(&mut || full_review(&rt, &good, CLONE).len())
         }),
         "plain-text-log" => tracing::subscriber::with_default(text(), || {
             each(&mut || full_review(&rt, &good, PLAIN).len())

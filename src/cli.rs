@@ -218,7 +218,11 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
         .with_writer(writer)
         .with_ansi(ansi);
     match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .event_format(crate::logging::JsonLine::default())
+            .init(),
         LogFormat::Text => builder.init(),
     }
     guard

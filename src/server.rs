@@ -12,8 +12,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::StreamExt;
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -328,16 +328,15 @@ pub async fn serve_tls(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
+    let mut http1 = http1::Builder::new();
+    http1
         .timer(TokioTimer::new())
         .header_read_timeout(timeouts.header_read)
         // Headers must fit (they are small); the body is read by the handler in chunks.
         .max_buf_size(ORDINARY_REVIEW_BYTES)
         .keep_alive(true);
-    builder
-        .http2()
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    http2
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.max_h2_streams)
         // What a client may send ahead of our reading it: one ordinary review per stream,
@@ -345,7 +344,7 @@ pub async fn serve_tls(
         .initial_stream_window_size(ORDINARY_REVIEW_BYTES as u32)
         .initial_connection_window_size(4 * ORDINARY_REVIEW_BYTES as u32)
         .max_header_list_size(ORDINARY_REVIEW_BYTES as u32);
-    let builder = Arc::new(builder);
+    let builders = Arc::new(Builders { http1, http2 });
     let connections = TaskTracker::new();
     let close = CancellationToken::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -377,7 +376,7 @@ pub async fn serve_tls(
             peer,
             acceptor.clone(),
             TowerToHyperService::new(app.clone()),
-            Arc::clone(&builder),
+            Arc::clone(&builders),
             timeouts.header_read,
             close.clone(),
         );
@@ -396,12 +395,18 @@ pub async fn serve_tls(
     }
 }
 
+/// The connection builders of the review port, one per protocol.
+struct Builders {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+}
+
 async fn serve_connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     acceptor: TlsAcceptor,
     service: TowerToHyperService<Router>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builders: Arc<Builders>,
     handshake_timeout: Duration,
     close: CancellationToken,
 ) {
@@ -416,13 +421,32 @@ async fn serve_connection(
             return;
         }
     };
-    let connection = builder.serve_connection(TokioIo::new(tls_stream), service);
-    tokio::pin!(connection);
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        () = close.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
+    // The protocol is the one ALPN agreed on (the server offers h2 and http/1.1): served
+    // by hyper's own connection of that protocol, without hyper-util's `auto` reading the
+    // first bytes to guess it (and wrapping every later read to replay them). A client
+    // that asked for no protocol speaks HTTP/1.1: h2 over TLS requires ALPN (RFC 9113
+    // §3.2).
+    let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+    let io = TokioIo::new(tls_stream);
+    let result = if h2 {
+        let connection = builders.http2.serve_connection(io, service);
+        tokio::pin!(connection);
+        tokio::select! {
+            result = connection.as_mut() => result,
+            () = close.cancelled() => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+        }
+    } else {
+        let connection = builders.http1.serve_connection(io, service);
+        tokio::pin!(connection);
+        tokio::select! {
+            result = connection.as_mut() => result,
+            () = close.cancelled() => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
         }
     };
     if let Err(error) = result {

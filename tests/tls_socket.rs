@@ -99,6 +99,63 @@ async fn a_review_is_answered_over_tls_1_3_and_1_2() {
     }
 }
 
+/// The protocol is chosen by ALPN: a client that asks for h2 is served HTTP/2, one that
+/// asks for http/1.1 (or for nothing, as above) HTTP/1.1.
+#[tokio::test]
+async fn http2_and_http1_are_served_as_alpn_agrees() {
+    use http_body_util::BodyExt;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    issue_certs(dir.path());
+    let running = start(dir.path()).await;
+    for (alpn, version) in [
+        (&b"h2"[..], hyper::Version::HTTP_2),
+        (&b"http/1.1"[..], hyper::Version::HTTP_11),
+    ] {
+        let mut config =
+            (*client_config(&dir.path().join("ca.crt"), &[&rustls::version::TLS13])).clone();
+        config.alpn_protocols = vec![alpn.to_vec()];
+        let tcp = TcpStream::connect(running.addr).await.expect("connect");
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .expect("handshake");
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(alpn));
+        let io = TokioIo::new(tls);
+        let request = hyper::Request::post(format!("https://{}/validate", running.addr))
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(axum::body::Bytes::from(
+                plain_review(),
+            )))
+            .expect("request");
+        let response = if version == hyper::Version::HTTP_2 {
+            let (mut sender, connection) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                    .await
+                    .expect("h2 handshake");
+            tokio::spawn(connection);
+            sender.send_request(request).await.expect("h2 response")
+        } else {
+            let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+                .await
+                .expect("http1 handshake");
+            tokio::spawn(connection);
+            sender.send_request(request).await.expect("http1 response")
+        };
+        assert_eq!(response.version(), version);
+        assert_eq!(response.status(), hyper::StatusCode::OK);
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        assert!(String::from_utf8_lossy(&body).contains(UID), "{alpn:?}");
+    }
+}
+
 #[tokio::test]
 async fn plaintext_http_on_the_tls_port_is_refused_and_the_server_stays_up() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -9,13 +9,13 @@
 
 use std::fmt;
 
-use kube::core::admission::{AdmissionRequest, Operation};
+use kube::core::admission::Operation;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::{
-    ClaimSpec, LenientMap, ReviewedClaim, SkipReason, Triage, claim_request, d_any, lenient_string,
-    review_namespace,
+    ClaimSpec, LenientMap, ReviewKind, ReviewRequest, SkipReason, Triage, claim_request, d_any,
+    lenient_string, review_namespace,
 };
 use crate::rules::DataSourceRequest;
 
@@ -37,8 +37,12 @@ pub struct TemplateRequest {
     pub request: DataSourceRequest,
 }
 
-pub(super) fn is_statefulset(request: &AdmissionRequest<ReviewedClaim>) -> bool {
-    request.kind.group == APPS_GROUP && request.kind.kind == STATEFULSET_KIND
+pub(super) fn is_statefulset(request: &ReviewRequest) -> bool {
+    is_statefulset_kind(&request.kind)
+}
+
+pub(super) fn is_statefulset_kind(kind: &ReviewKind) -> bool {
+    kind.group == APPS_GROUP && kind.kind == STATEFULSET_KIND
 }
 
 /// Which templates of a StatefulSet the rules judge: on CREATE, every template with a clone
@@ -48,7 +52,7 @@ pub(super) fn is_statefulset(request: &AdmissionRequest<ReviewedClaim>) -> bool 
 /// webhooks are called, so an UPDATE (a scale, a new image) normally leaves them as they
 /// were: its claims exist already, and judging it again could refuse a healthy StatefulSet
 /// because a clone's source has since been deleted.
-pub(super) fn triage(request: &AdmissionRequest<ReviewedClaim>) -> Triage {
+pub(super) fn triage(request: &ReviewRequest) -> Triage {
     if request.sub_resource.is_some() {
         return Triage::Skip(SkipReason::NotAClaim);
     }
@@ -194,11 +198,7 @@ mod tests {
         })
     }
 
-    fn review(
-        operation: &str,
-        object: Value,
-        old_object: Value,
-    ) -> AdmissionRequest<ReviewedClaim> {
+    fn review(operation: &str, object: Value, old_object: Value) -> crate::review::ReviewRequest {
         let body = json!({
             "apiVersion": "admission.k8s.io/v1",
             "kind": "AdmissionReview",
