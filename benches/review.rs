@@ -66,7 +66,7 @@ fn good_facts() -> Facts {
             plugin: "csi".into(),
             volume_mode: Some("Filesystem".into()),
             storage_class: Some("gp3".into()),
-            node_affinity: vec![],
+            node_affinity: Vec::new().into(),
         }),
         class: ClassFact::Found {
             name: "gp3".into(),

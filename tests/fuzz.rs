@@ -198,6 +198,11 @@ fn maybe() -> impl Strategy<Value = Option<String>> {
     prop::option::of(small_string())
 }
 
+/// A text of the cached facts (`rules::Text`).
+fn maybe_text() -> impl Strategy<Value = Option<pvc_clone_guard::rules::Text>> {
+    maybe().prop_map(|text| text.map(Into::into))
+}
+
 fn clone_request() -> impl Strategy<Value = DataSourceRequest> {
     (
         small_string(),
@@ -236,14 +241,14 @@ fn clone_request() -> impl Strategy<Value = DataSourceRequest> {
 fn facts() -> impl Strategy<Value = Facts> {
     let source = prop::option::of(
         (
-            maybe(),
-            maybe(),
-            maybe(),
-            maybe(),
-            maybe(),
-            maybe(),
-            maybe(),
-            maybe(),
+            maybe_text(),
+            maybe_text(),
+            maybe_text(),
+            maybe_text(),
+            maybe_text(),
+            maybe_text(),
+            maybe_text(),
+            maybe_text(),
         )
             .prop_map(
                 |(
@@ -270,15 +275,15 @@ fn facts() -> impl Strategy<Value = Facts> {
     let volume = prop::option::of(
         (
             small_string(),
-            maybe(),
-            prop::option::of((maybe(), maybe(), maybe())),
-            maybe(),
+            maybe_text(),
+            prop::option::of((maybe_text(), maybe_text(), maybe_text())),
+            maybe_text(),
             small_string(),
-            maybe(),
+            maybe_text(),
         )
             .prop_map(
                 |(name, phase, claim_ref, csi_driver, plugin, volume_mode)| SourceVolume {
-                    name,
+                    name: name.into(),
                     phase,
                     claim_ref: claim_ref.map(|(namespace, name, uid)| ClaimRef {
                         namespace,
@@ -286,7 +291,7 @@ fn facts() -> impl Strategy<Value = Facts> {
                         uid,
                     }),
                     csi_driver,
-                    plugin,
+                    plugin: plugin.into(),
                     volume_mode,
                     ..SourceVolume::default()
                 },

@@ -582,7 +582,7 @@ mod tests {
         }))
         .expect("volume");
         let slim = slim_volume(volume);
-        assert_eq!(slim.plugin, "hostPath");
+        assert_eq!(&*slim.plugin, "hostPath");
         assert_eq!(slim.csi_driver, None);
         assert_eq!(slim.claim_ref.and_then(|r| r.uid).as_deref(), Some("u1"));
         let class: StorageClass = serde_json::from_value(serde_json::json!({

@@ -1,6 +1,8 @@
 //! What the caches keep of each object: only the fields the rules read.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::hash::Hash;
+use std::sync::{Arc, LazyLock, Mutex};
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, PersistentVolumeSpec};
 use k8s_openapi::api::storage::v1::StorageClass;
@@ -9,7 +11,7 @@ use kube::core::NamespaceResourceScope;
 use kube::{Resource, ResourceExt};
 use serde::Deserialize;
 
-use crate::rules::{ClaimRef, SourceClaim, SourceVolume, TopologyTerm};
+use crate::rules::{ClaimRef, SourceClaim, SourceVolume, Text, TopologyTerm};
 
 const DEFAULT_CLASS_ANNOTATIONS: [&str; 2] = [
     "storageclass.kubernetes.io/is-default-class",
@@ -141,45 +143,84 @@ impl Resource for PodClaims {
     }
 }
 
+/// Values that tens of thousands of cached objects share (phases, modes, classes, drivers,
+/// sizes, namespaces, zone lists) are kept once: a cache of 50,000 claims then holds a few
+/// dozen distinct strings instead of 400,000 small allocations. The set only grows with the
+/// distinct values the cluster has, which objects of one cluster repeat.
+struct Interner<T: ?Sized>(LazyLock<Mutex<HashSet<Arc<T>>>>);
+
+impl<T: ?Sized + Hash + Eq> Interner<T> {
+    const fn new() -> Self {
+        Interner(LazyLock::new(|| Mutex::new(HashSet::new())))
+    }
+
+    fn get(&self, value: &T) -> Arc<T>
+    where
+        Arc<T>: for<'a> From<&'a T>,
+    {
+        let mut set = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(shared) = set.get(value) {
+            return Arc::clone(shared);
+        }
+        let shared: Arc<T> = Arc::from(value);
+        set.insert(Arc::clone(&shared));
+        shared
+    }
+}
+
+static TEXTS: Interner<str> = Interner::new();
+static TOPOLOGIES: Interner<[TopologyTerm]> = Interner::new();
+
+/// A value many objects share.
+pub fn shared(text: &str) -> Text {
+    TEXTS.get(text)
+}
+
+/// A value of one object only (a name, a uid): not worth a lookup in the shared set.
+fn own(text: String) -> Text {
+    Text::from(text)
+}
+
 pub fn slim_claim(claim: PersistentVolumeClaim) -> SourceClaim {
     let spec = claim.spec.unwrap_or_default();
     let status = claim.status.unwrap_or_default();
     SourceClaim {
-        uid: claim.metadata.uid,
-        phase: status.phase,
-        deletion_timestamp: claim.metadata.deletion_timestamp.map(|t| t.0.to_string()),
-        volume_name: spec.volume_name,
-        volume_mode: spec.volume_mode,
+        uid: claim.metadata.uid.map(own),
+        phase: status.phase.as_deref().map(shared),
+        deletion_timestamp: claim
+            .metadata
+            .deletion_timestamp
+            .map(|t| own(t.0.to_string())),
+        volume_name: spec.volume_name.map(own),
+        volume_mode: spec.volume_mode.as_deref().map(shared),
         requested_storage: spec
             .resources
             .and_then(|r| r.requests)
-            .and_then(|mut r| r.remove("storage"))
-            .map(|q| q.0),
+            .and_then(|r| r.get("storage").map(|q| shared(&q.0))),
         capacity: status
             .capacity
-            .and_then(|mut c| c.remove("storage"))
-            .map(|q| q.0),
-        storage_class: spec.storage_class_name,
+            .and_then(|c| c.get("storage").map(|q| shared(&q.0))),
+        storage_class: spec.storage_class_name.as_deref().map(shared),
     }
 }
 
 pub fn slim_volume(volume: PersistentVolume) -> SourceVolume {
-    let name = volume.name_any();
+    let name = own(volume.name_any());
     let spec = volume.spec.unwrap_or_default();
-    let node_affinity = required_topology(&spec);
+    let node_affinity = TOPOLOGIES.get(&required_topology(&spec));
     SourceVolume {
         name,
-        phase: volume.status.and_then(|s| s.phase),
-        plugin: volume_plugin(&spec).to_owned(),
+        phase: volume.status.and_then(|s| s.phase).as_deref().map(shared),
+        plugin: shared(volume_plugin(&spec)),
         claim_ref: spec.claim_ref.map(|r| ClaimRef {
-            namespace: r.namespace,
-            name: r.name,
-            uid: r.uid,
+            namespace: r.namespace.as_deref().map(shared),
+            name: r.name.map(own),
+            uid: r.uid.map(own),
         }),
-        csi_driver: spec.csi.map(|csi| csi.driver),
-        volume_mode: spec.volume_mode,
+        csi_driver: spec.csi.map(|csi| shared(&csi.driver)),
+        volume_mode: spec.volume_mode.as_deref().map(shared),
         node_affinity,
-        storage_class: spec.storage_class_name,
+        storage_class: spec.storage_class_name.as_deref().map(shared),
     }
 }
 

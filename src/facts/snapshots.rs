@@ -156,9 +156,9 @@ impl VolumeSnapshotContent {
             source_volume_mode: self.spec.source_volume_mode,
             allow_volume_mode_change,
             snapshot_ref: ClaimRef {
-                namespace: reference.namespace,
-                name: reference.name,
-                uid: reference.uid,
+                namespace: reference.namespace.map(Into::into),
+                name: reference.name.map(Into::into),
+                uid: reference.uid.map(Into::into),
             },
         }
     }

@@ -149,7 +149,7 @@ pub(super) fn csi_source(input: &Input) -> Option<String> {
     if volume.csi_driver.is_some() {
         return None;
     }
-    let uses = match volume.plugin.as_str() {
+    let uses = match &*volume.plugin {
         "" => String::new(),
         plugin => format!(" (it uses {plugin})"),
     };
@@ -205,7 +205,7 @@ pub(super) fn same_driver(input: &Input) -> Option<String> {
     Some(format!(
         "{which} {name:?} is provisioned by {provisioner} but source volume {volume:?} belongs to CSI driver {driver}; \
          {hint}",
-        volume = input.volume().map(|v| v.name.as_str()).unwrap_or_default(),
+        volume = input.volume().map(|v| &*v.name).unwrap_or_default(),
         hint = input.class_hint(),
     ))
 }

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use crate::config::{Action, CrossNamespace, Policy};
 
@@ -167,18 +168,23 @@ impl DataSourceRequest {
     }
 }
 
+/// A string the caches hold: shared, since tens of thousands of cached objects carry the
+/// same few phases, modes, classes, drivers and sizes (the caches intern them), and cheap
+/// to copy out of a cache into the facts of a review.
+pub type Text = Arc<str>;
+
 /// What the rules read about the source claim.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SourceClaim {
-    pub uid: Option<String>,
-    pub phase: Option<String>,
-    pub deletion_timestamp: Option<String>,
-    pub volume_name: Option<String>,
-    pub volume_mode: Option<String>,
-    pub requested_storage: Option<String>,
-    pub capacity: Option<String>,
+    pub uid: Option<Text>,
+    pub phase: Option<Text>,
+    pub deletion_timestamp: Option<Text>,
+    pub volume_name: Option<Text>,
+    pub volume_mode: Option<Text>,
+    pub requested_storage: Option<Text>,
+    pub capacity: Option<Text>,
     /// `spec.storageClassName`; `None` (nil) cannot be cloned by the provisioner.
-    pub storage_class: Option<String>,
+    pub storage_class: Option<Text>,
 }
 
 /// A topology term: label key -> the values it allows. A StorageClass `allowedTopologies`
@@ -189,26 +195,26 @@ pub type TopologyTerm = BTreeMap<String, Vec<String>>;
 /// What the rules read about the source claim's PersistentVolume.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SourceVolume {
-    pub name: String,
-    pub phase: Option<String>,
+    pub name: Text,
+    pub phase: Option<Text>,
     pub claim_ref: Option<ClaimRef>,
     /// `spec.csi.driver`; `None` for in-tree and FlexVolume volumes.
-    pub csi_driver: Option<String>,
+    pub csi_driver: Option<Text>,
     /// The volume source field that is set, e.g. `csi`, `hostPath`, `awsElasticBlockStore`;
     /// empty when none that pvc-clone-guard knows is set.
-    pub plugin: String,
-    pub volume_mode: Option<String>,
+    pub plugin: Text,
+    pub volume_mode: Option<Text>,
     /// `spec.storageClassName` of the PV.
-    pub storage_class: Option<String>,
+    pub storage_class: Option<Text>,
     /// `spec.nodeAffinity.required.nodeSelectorTerms` (any one of them holds the volume).
-    pub node_affinity: Vec<TopologyTerm>,
+    pub node_affinity: Arc<[TopologyTerm]>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ClaimRef {
-    pub namespace: Option<String>,
-    pub name: Option<String>,
-    pub uid: Option<String>,
+    pub namespace: Option<Text>,
+    pub name: Option<Text>,
+    pub uid: Option<Text>,
 }
 
 /// The StorageClass the new claim would be provisioned with.

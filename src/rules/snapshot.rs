@@ -53,7 +53,7 @@ pub(super) fn snapshot_bound(input: &Input) -> Option<String> {
     let points_back = reference.namespace.as_deref() == Some(namespace)
         && reference.name.as_deref() == Some(name)
         && reference.uid.is_some()
-        && reference.uid == snapshot.uid;
+        && reference.uid.as_deref() == snapshot.uid.as_deref();
     (!points_back).then(|| {
         format!(
             "VolumeSnapshotContent {content_name:?} points at VolumeSnapshot \"{}/{}\" (uid {}), \

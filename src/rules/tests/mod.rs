@@ -51,7 +51,7 @@ fn facts() -> Facts {
             plugin: "csi".into(),
             volume_mode: Some("Filesystem".into()),
             storage_class: Some("gp3".into()),
-            node_affinity: vec![],
+            node_affinity: Vec::new().into(),
         }),
         class: ClassFact::Found {
             name: "gp3".into(),
@@ -225,7 +225,7 @@ fn source_deleting_reports_since_when() {
 #[test]
 fn source_volume_a_bound_claim_without_volume_name() {
     let mut f = facts();
-    source(&mut f).volume_name = Some(String::new());
+    source(&mut f).volume_name = Some("".into());
     f.volume = None;
     assert_eq!(
         denied(&request(), &f),
@@ -291,7 +291,7 @@ fn source_volume_a_volume_of_an_earlier_claim_with_the_same_name() {
 fn source_volume_a_claim_ref_without_uid_does_not_point_back() {
     for uid in [None, Some(String::new())] {
         let mut f = facts();
-        volume(&mut f).claim_ref.as_mut().expect("claimRef").uid = uid;
+        volume(&mut f).claim_ref.as_mut().expect("claimRef").uid = uid.map(Into::into);
         assert_eq!(
             denied(&request(), &f),
             [
@@ -324,7 +324,7 @@ fn source_class_refuses_a_source_without_storage_class_name() {
         ]
     );
     // An empty class is a class (static binding): the provisioner only refuses nil.
-    source(&mut f).storage_class = Some(String::new());
+    source(&mut f).storage_class = Some("".into());
     assert_eq!(denied(&request(), &f), Vec::<String>::new());
 }
 
@@ -892,7 +892,7 @@ fn example_case(rule: RuleId) -> (DataSourceRequest, Option<Facts>, Policy) {
             let zone = |z: &str| {
                 TopologyTerm::from([("topology.kubernetes.io/zone".to_owned(), vec![z.to_owned()])])
             };
-            volume(&mut f).node_affinity = vec![zone("us-east-1a")];
+            volume(&mut f).node_affinity = vec![zone("us-east-1a")].into();
             f.class = ClassFact::Found {
                 name: "gp3-west".into(),
                 provisioner: DRIVER.into(),

@@ -37,7 +37,7 @@ fn with_class(
 #[test]
 fn topology_warns_when_no_class_term_can_hold_the_source_volume() {
     let mut f = facts();
-    volume(&mut f).node_affinity = vec![term(&[(ZONE, &["us-east-1a"])])];
+    volume(&mut f).node_affinity = vec![term(&[(ZONE, &["us-east-1a"])])].into();
     with_class(
         &mut f,
         "gp3",
@@ -86,7 +86,7 @@ fn topology_is_quiet_when_some_term_overlaps_or_nothing_is_constrained() {
     ];
     for (topologies, affinity) in holds {
         let mut f = facts();
-        volume(&mut f).node_affinity = affinity.clone();
+        volume(&mut f).node_affinity = affinity.clone().into();
         with_class(&mut f, "gp3", topologies.clone(), &[]);
         assert_eq!(
             judge(&request(), &f),
