@@ -9,6 +9,7 @@ pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod facts;
+pub mod lenient;
 pub mod logging;
 pub mod metrics;
 pub mod quantity;

@@ -21,6 +21,8 @@ use kube::core::admission::{AdmissionResponse, Operation};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 
+use crate::lenient::{LenientMap, d_any, lenient_string};
+
 use crate::config::{FailureMode, Policy};
 use crate::facts::{FactSource, Freshness, LookupError};
 use crate::metrics::Metrics;
@@ -818,75 +820,6 @@ impl<'de> Deserialize<'de> for ReviewedClaim {
     }
 }
 
-fn d_any<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(
-    deserializer: D,
-) -> Result<T, D::Error> {
-    deserializer.deserialize_any(LenientMap::<T>::new())
-}
-
-/// The visitor arms for JSON values of an unexpected type: skipped (not built), and the
-/// visitor's `Value::default()` returned.
-macro_rules! other_values_are_default {
-    () => {
-        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-            while seq.next_element::<IgnoredAny>()?.is_some() {}
-            Ok(Default::default())
-        }
-        scalars_are_default!();
-    };
-}
-
-/// The visitor arms for JSON scalars and null: `Value::default()`.
-macro_rules! scalars_are_default {
-    () => {
-        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-            Ok(Default::default())
-        }
-        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-            Ok(Default::default())
-        }
-        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-            Ok(Default::default())
-        }
-        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-            Ok(Default::default())
-        }
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(Default::default())
-        }
-        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(Default::default())
-        }
-    };
-}
-
-/// Deserializes a map as `T`, and any other JSON value as `T::default()`.
-struct LenientMap<T>(std::marker::PhantomData<T>);
-
-impl<T> LenientMap<T> {
-    fn new() -> Self {
-        LenientMap(std::marker::PhantomData)
-    }
-}
-
-impl<'de, T: Deserialize<'de> + Default> Visitor<'de> for LenientMap<T> {
-    type Value = T;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
-        T::deserialize(de::value::MapAccessDeserializer::new(map))
-    }
-
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<T, E> {
-        Ok(T::default())
-    }
-
-    other_values_are_default!();
-}
-
 /// A `spec`: a claim's fields and a StatefulSet's templates, read in one pass (a review
 /// holds one or the other; reading both keeps the parser free of the kind).
 #[derive(Default)]
@@ -961,29 +894,6 @@ impl<'de> Deserialize<'de> for ObjectSpec {
             templates: wire.volume_claim_templates,
         })
     }
-}
-
-/// A string, or `None` for any other JSON value (which is skipped, not built).
-fn lenient_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
-    struct LenientString;
-    impl<'de> Visitor<'de> for LenientString {
-        type Value = Option<String>;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a string")
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            Ok(Some(v.to_owned()))
-        }
-        fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-            Ok(Some(v))
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-            Ok(None)
-        }
-        other_values_are_default!();
-    }
-    deserializer.deserialize_any(LenientString)
 }
 
 mod statefulset;

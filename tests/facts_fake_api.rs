@@ -622,10 +622,14 @@ async fn pods_that_mount_the_source_are_found_in_the_cache() {
 #[tokio::test]
 async fn an_object_that_does_not_decode_is_skipped_and_counted() {
     let fake = healthy_cluster();
-    // A volume whose capacity is not a string: k8s-openapi cannot read it.
+    // A volume read leniently: fields of the wrong type read as absent, and the one
+    // without a name is skipped and counted; the watch goes on.
     fake.state().raw_list_items.insert(
         VOLUMES.to_owned(),
-        vec![r#"{"apiVersion":"v1","kind":"PersistentVolume","metadata":{"name":"odd","resourceVersion":"1"},"spec":{"capacity":{"storage":{"not":"a quantity"}}}}"#.to_owned()],
+        vec![
+            r#"{"apiVersion":"v1","kind":"PersistentVolume","metadata":{"name":42,"resourceVersion":"1"},"spec":{}}"#.to_owned(),
+            r#"{"apiVersion":"v1","kind":"PersistentVolume","metadata":{"name":"odd","resourceVersion":"1"},"spec":{"csi":"not an object","capacity":{"storage":{"not":"a quantity"}},"nodeAffinity":[1,2]},"status":7}"#.to_owned(),
+        ],
     );
     let policy = Policy::default();
     let (facts, metrics) = start(&fake, &policy);
@@ -644,8 +648,8 @@ async fn an_object_that_does_not_decode_is_skipped_and_counted() {
             "pvc_clone_guard_cached_objects{resource=\"persistentvolumes\"}"
         )
         .as_deref(),
-        Some("1"),
-        "the other volume is cached"
+        Some("2"),
+        "the other volumes are cached, the odd one with what could be read"
     );
     assert_eq!(
         metric(

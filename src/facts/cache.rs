@@ -14,7 +14,7 @@ use kube::runtime::watcher::{self, Event};
 use serde::de::DeserializeOwned;
 
 use super::WatchOptions;
-use super::slim::PodClaims;
+use super::slim::{ClaimObject, PodClaims, VolumeObject};
 use crate::metrics::Metrics;
 
 /// A map of slim objects filled by a watch. Served only while its watch is healthy.
@@ -123,12 +123,20 @@ where
     }
 }
 
-impl Delivered for PodClaims {
-    type Object = PodClaims;
-    fn object(self) -> Result<PodClaims, String> {
-        Ok(self)
-    }
+/// The slim core types: the API server validates those objects against their shape, so
+/// one that reached us decodes (a stream that does not parse is a watch error).
+macro_rules! delivered_as_is {
+    ($($type:ty),*) => {$(
+        impl Delivered for $type {
+            type Object = $type;
+            fn object(self) -> Result<$type, String> {
+                Ok(self)
+            }
+        }
+    )*};
 }
+
+delivered_as_is!(PodClaims, ClaimObject, VolumeObject);
 
 /// The parts of a cache that readiness looks at.
 pub(super) trait Listed: Send + Sync {
@@ -177,6 +185,12 @@ pub(super) fn spawn_watch<W, T>(
     let keep = move |object: W, metrics: &Metrics| -> (Option<String>, Option<T>) {
         let key = delivered_key(&object);
         match object.object() {
+            // Read leniently, an object always decodes; one without a name cannot be kept.
+            Ok(_) if key.is_none() => {
+                metrics.record_undecodable(resource);
+                tracing::warn!("skipped an object the watch delivered without a name");
+                (None, None)
+            }
             Ok(object) => (key, slim(object)),
             Err(error) => {
                 metrics.record_undecodable(resource);

@@ -17,7 +17,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, ListParams};
 use kube::core::DeserializeGuard;
@@ -26,11 +26,12 @@ use kube::{Client, ResourceExt};
 use crate::config::{Action, Policy, RuleId};
 pub use cache::{Cache, Delivered};
 use cache::{Listed, spawn_watch};
-pub use slim::{ClassInfo, PodClaims, PodUse, slim_claim, slim_class, slim_volume};
+pub use slim::{ClaimObject, ClassInfo, PodClaims, PodUse, VolumeObject, slim_class};
 
 pub use snapshots::Snapshots;
 
 mod cache;
+#[macro_use]
 mod slim;
 mod snapshots;
 use crate::metrics::Metrics;
@@ -191,16 +192,16 @@ impl ClusterFacts {
             sync_wait: options.sync_wait,
         };
         spawn_watch(
-            Api::<DeserializeGuard<PersistentVolumeClaim>>::all(facts.client.clone()),
+            Api::<ClaimObject>::all(facts.client.clone()),
             facts.claims.clone(),
-            |claim| Some(slim_claim(claim)),
+            |claim| Some(claim.slim()),
             metrics.clone(),
             options,
         );
         spawn_watch(
-            Api::<DeserializeGuard<PersistentVolume>>::all(facts.client.clone()),
+            Api::<VolumeObject>::all(facts.client.clone()),
             facts.volumes.clone(),
-            |pv| Some(slim_volume(pv)),
+            |pv| Some(pv.slim()),
             metrics.clone(),
             options,
         );
@@ -278,12 +279,12 @@ impl ClusterFacts {
         {
             return Ok(Some(claim));
         }
-        let api = Api::<PersistentVolumeClaim>::namespaced(self.client.clone(), namespace);
+        let api = Api::<ClaimObject>::namespaced(self.client.clone(), namespace);
         let claim = api
             .get_opt(name)
             .await
             .map_err(|e| LookupError::api(self.claims.resource, e))?;
-        Ok(claim.map(|c| Arc::new(slim_claim(c))))
+        Ok(claim.map(|c| Arc::new(c.slim())))
     }
 
     async fn volume(
@@ -296,12 +297,12 @@ impl ClusterFacts {
         {
             return Ok(Some(volume));
         }
-        let api = Api::<PersistentVolume>::all(self.client.clone());
+        let api = Api::<VolumeObject>::all(self.client.clone());
         let volume = api
             .get_opt(name)
             .await
             .map_err(|e| LookupError::api(self.volumes.resource, e))?;
-        Ok(volume.map(|v| Arc::new(slim_volume(v))))
+        Ok(volume.map(|v| Arc::new(v.slim())))
     }
 
     async fn all_classes(&self, freshness: Freshness) -> Result<Vec<Arc<ClassInfo>>, LookupError> {
@@ -553,7 +554,7 @@ mod tests {
 
     #[test]
     fn slim_objects_keep_what_the_rules_read() {
-        let claim: PersistentVolumeClaim = serde_json::from_value(serde_json::json!({
+        let claim: ClaimObject = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "data", "namespace": "dev", "uid": "u1",
                          "deletionTimestamp": "2026-11-21T10:00:00Z",
                          "managedFields": [{"manager": "kubectl"}]},
@@ -563,7 +564,7 @@ mod tests {
         }))
         .expect("claim");
         assert_eq!(
-            slim_claim(claim),
+            claim.slim(),
             SourceClaim {
                 uid: Some("u1".into()),
                 phase: Some("Bound".into()),
@@ -575,16 +576,39 @@ mod tests {
                 storage_class: None,
             }
         );
-        let volume: PersistentVolume = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "pv-1"},
-            "spec": {"hostPath": {"path": "/data"}, "claimRef": {"namespace": "dev", "name": "data", "uid": "u1"}},
+        let volume: VolumeObject = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "pv-1", "labels": {"a": "b"}},
+            "spec": {"hostPath": {"path": "/data"}, "claimRef": {"namespace": "dev", "name": "data", "uid": "u1"},
+                     "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                         {"key": "zone", "operator": "In", "values": ["a", "b"]},
+                         {"key": "rack", "operator": "NotIn", "values": ["r1"]}]}]}}},
             "status": {"phase": "Bound"}
         }))
         .expect("volume");
-        let slim = slim_volume(volume);
+        let slim = volume.slim();
         assert_eq!(&*slim.plugin, "hostPath");
         assert_eq!(slim.csi_driver, None);
         assert_eq!(slim.claim_ref.and_then(|r| r.uid).as_deref(), Some("u1"));
+        assert_eq!(
+            slim.node_affinity.to_vec(),
+            vec![std::collections::BTreeMap::from([(
+                "zone".to_owned(),
+                vec!["a".to_owned(), "b".to_owned()]
+            )])],
+            "only In expressions name where the volume is"
+        );
+        // Shared values are kept once.
+        let again: VolumeObject = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "pv-2"}, "spec": {"csi": {"driver": "d"}},
+            "status": {"phase": "Bound"}
+        }))
+        .expect("volume");
+        let again = again.slim();
+        assert_eq!(&*again.plugin, "csi");
+        assert!(Arc::ptr_eq(
+            again.phase.as_ref().expect("phase"),
+            &slim::shared("Bound")
+        ));
         let class: StorageClass = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "gp3", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
             "provisioner": "ebs.csi.aws.com"

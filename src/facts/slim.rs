@@ -4,14 +4,49 @@ use std::collections::{BTreeMap, HashSet};
 use std::hash::Hash;
 use std::sync::{Arc, LazyLock, Mutex};
 
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, PersistentVolumeSpec};
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::NamespaceResourceScope;
 use kube::{Resource, ResourceExt};
 use serde::Deserialize;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::core::ClusterResourceScope;
+use serde::de::IgnoredAny;
+
+use crate::lenient::{d_any, lenient_list, lenient_string, lenient_strings};
+
 use crate::rules::{ClaimRef, SourceClaim, SourceVolume, Text, TopologyTerm};
+
+/// Declares a slim wire type for a resource the project has no Rust type for: `Resource`
+/// with its group, version, plural and scope, and `meta()` over the few metadata fields kept.
+macro_rules! slim_resource {
+    ($type:ident, $kind:literal, $group:expr, $version:literal, $plural:literal, $scope:ty) => {
+        impl Resource for $type {
+            type DynamicType = ();
+            type Scope = $scope;
+
+            fn kind(_: &()) -> std::borrow::Cow<'_, str> {
+                $kind.into()
+            }
+            fn group(_: &()) -> std::borrow::Cow<'_, str> {
+                $group.into()
+            }
+            fn version(_: &()) -> std::borrow::Cow<'_, str> {
+                $version.into()
+            }
+            fn plural(_: &()) -> std::borrow::Cow<'_, str> {
+                $plural.into()
+            }
+            fn meta(&self) -> &ObjectMeta {
+                &self.metadata
+            }
+            fn meta_mut(&mut self) -> &mut ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
+}
 
 const DEFAULT_CLASS_ANNOTATIONS: [&str; 2] = [
     "storageclass.kubernetes.io/is-default-class",
@@ -181,110 +216,326 @@ fn own(text: String) -> Text {
     Text::from(text)
 }
 
-pub fn slim_claim(claim: PersistentVolumeClaim) -> SourceClaim {
-    let spec = claim.spec.unwrap_or_default();
-    let status = claim.status.unwrap_or_default();
-    SourceClaim {
-        uid: claim.metadata.uid.map(own),
-        phase: status.phase.as_deref().map(shared),
-        deletion_timestamp: claim
-            .metadata
+/// An object field read leniently: an object, or `None` for any other JSON value.
+fn lenient_some<'de, D: serde::Deserializer<'de>, T: Deserialize<'de> + Default>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error> {
+    d_any(deserializer).map(Some)
+}
+
+/// The metadata the caches read of an object: its identity and deletion, nothing else (no
+/// labels, annotations or managedFields, which are skipped while parsing).
+fn slim_meta<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<ObjectMeta, D::Error> {
+    #[derive(Deserialize, Default)]
+    #[serde(default, rename_all = "camelCase")]
+    struct Meta {
+        #[serde(deserialize_with = "lenient_string")]
+        name: Option<String>,
+        #[serde(deserialize_with = "lenient_string")]
+        namespace: Option<String>,
+        #[serde(deserialize_with = "lenient_string")]
+        uid: Option<String>,
+        #[serde(deserialize_with = "lenient_string")]
+        resource_version: Option<String>,
+        #[serde(deserialize_with = "lenient_string")]
+        deletion_timestamp: Option<String>,
+    }
+    let meta: Meta = d_any(deserializer)?;
+    Ok(ObjectMeta {
+        name: meta.name,
+        namespace: meta.namespace,
+        uid: meta.uid,
+        resource_version: meta.resource_version,
+        // An RFC 3339 time the API server wrote; one that does not parse reads as absent.
+        deletion_timestamp: meta
             .deletion_timestamp
-            .map(|t| own(t.0.to_string())),
-        volume_name: spec.volume_name.map(own),
-        volume_mode: spec.volume_mode.as_deref().map(shared),
-        requested_storage: spec
-            .resources
-            .and_then(|r| r.requests)
-            .and_then(|r| r.get("storage").map(|q| shared(&q.0))),
-        capacity: status
-            .capacity
-            .and_then(|c| c.get("storage").map(|q| shared(&q.0))),
-        storage_class: spec.storage_class_name.as_deref().map(shared),
+            .and_then(|t| t.parse().ok())
+            .map(Time),
+        ..ObjectMeta::default()
+    })
+}
+
+/// A PersistentVolumeClaim as the API server sends it, read straight into what the rules
+/// keep: the rest of a claim is skipped while parsing instead of being built and dropped
+/// (k8s-openapi's type, behind kube's `DeserializeGuard`, would first buffer each object
+/// as a generic value and copy it). The API server validates claims against this shape.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ClaimObject {
+    #[serde(deserialize_with = "slim_meta")]
+    metadata: ObjectMeta,
+    #[serde(deserialize_with = "lenient_some")]
+    spec: Option<ClaimSpecWire>,
+    #[serde(deserialize_with = "lenient_some")]
+    status: Option<ClaimStatusWire>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct ClaimSpecWire {
+    #[serde(deserialize_with = "lenient_string")]
+    volume_name: Option<String>,
+    #[serde(deserialize_with = "lenient_string")]
+    volume_mode: Option<String>,
+    #[serde(deserialize_with = "lenient_string")]
+    storage_class_name: Option<String>,
+    #[serde(deserialize_with = "lenient_some")]
+    resources: Option<ResourcesWire>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+struct ResourcesWire {
+    #[serde(deserialize_with = "lenient_some")]
+    requests: Option<StorageWire>,
+}
+
+/// A resource list, of which only `storage` is read.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+struct StorageWire {
+    #[serde(deserialize_with = "lenient_string")]
+    storage: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+struct ClaimStatusWire {
+    #[serde(deserialize_with = "lenient_string")]
+    phase: Option<String>,
+    #[serde(deserialize_with = "lenient_some")]
+    capacity: Option<StorageWire>,
+}
+
+slim_resource!(
+    ClaimObject,
+    "PersistentVolumeClaim",
+    "",
+    "v1",
+    "persistentvolumeclaims",
+    NamespaceResourceScope
+);
+
+impl ClaimObject {
+    pub fn slim(self) -> SourceClaim {
+        let spec = self.spec.unwrap_or_default();
+        let status = self.status.unwrap_or_default();
+        SourceClaim {
+            uid: self.metadata.uid.map(own),
+            phase: status.phase.as_deref().map(shared),
+            deletion_timestamp: self
+                .metadata
+                .deletion_timestamp
+                .map(|t| own(t.0.to_string())),
+            volume_name: spec.volume_name.map(own),
+            volume_mode: spec.volume_mode.as_deref().map(shared),
+            requested_storage: spec
+                .resources
+                .and_then(|r| r.requests?.storage)
+                .as_deref()
+                .map(shared),
+            capacity: status
+                .capacity
+                .and_then(|c| c.storage)
+                .as_deref()
+                .map(shared),
+            storage_class: spec.storage_class_name.as_deref().map(shared),
+        }
     }
 }
 
-pub fn slim_volume(volume: PersistentVolume) -> SourceVolume {
-    let name = own(volume.name_any());
-    let spec = volume.spec.unwrap_or_default();
-    let node_affinity = TOPOLOGIES.get(&required_topology(&spec));
-    SourceVolume {
-        name,
-        phase: volume.status.and_then(|s| s.phase).as_deref().map(shared),
-        plugin: shared(volume_plugin(&spec)),
-        claim_ref: spec.claim_ref.map(|r| ClaimRef {
-            namespace: r.namespace.as_deref().map(shared),
-            name: r.name.map(own),
-            uid: r.uid.map(own),
-        }),
-        csi_driver: spec.csi.map(|csi| shared(&csi.driver)),
-        volume_mode: spec.volume_mode.as_deref().map(shared),
-        node_affinity,
-        storage_class: spec.storage_class_name.as_deref().map(shared),
+/// A PersistentVolume as the API server sends it, read straight into what the rules keep
+/// (see [`ClaimObject`]). Of the volume sources, only which one is set is read.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct VolumeObject {
+    #[serde(deserialize_with = "slim_meta")]
+    metadata: ObjectMeta,
+    #[serde(deserialize_with = "lenient_some")]
+    spec: Option<VolumeSpecWire>,
+    #[serde(deserialize_with = "lenient_some")]
+    status: Option<VolumeStatusWire>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+struct VolumeStatusWire {
+    #[serde(deserialize_with = "lenient_string")]
+    phase: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct VolumeSpecWire {
+    #[serde(deserialize_with = "lenient_some")]
+    claim_ref: Option<ClaimRefWire>,
+    #[serde(deserialize_with = "lenient_string")]
+    volume_mode: Option<String>,
+    #[serde(deserialize_with = "lenient_string")]
+    storage_class_name: Option<String>,
+    #[serde(deserialize_with = "lenient_some")]
+    node_affinity: Option<NodeAffinityWire>,
+    #[serde(deserialize_with = "lenient_some")]
+    csi: Option<CsiWire>,
+    // The other volume sources, as written in YAML: only whether one is set is read.
+    host_path: Option<IgnoredAny>,
+    local: Option<IgnoredAny>,
+    nfs: Option<IgnoredAny>,
+    flex_volume: Option<IgnoredAny>,
+    aws_elastic_block_store: Option<IgnoredAny>,
+    gce_persistent_disk: Option<IgnoredAny>,
+    azure_disk: Option<IgnoredAny>,
+    azure_file: Option<IgnoredAny>,
+    vsphere_volume: Option<IgnoredAny>,
+    cinder: Option<IgnoredAny>,
+    cephfs: Option<IgnoredAny>,
+    rbd: Option<IgnoredAny>,
+    iscsi: Option<IgnoredAny>,
+    fc: Option<IgnoredAny>,
+    glusterfs: Option<IgnoredAny>,
+    portworx_volume: Option<IgnoredAny>,
+    #[serde(rename = "scaleIO")]
+    scale_io: Option<IgnoredAny>,
+    storageos: Option<IgnoredAny>,
+    quobyte: Option<IgnoredAny>,
+    flocker: Option<IgnoredAny>,
+    photon_persistent_disk: Option<IgnoredAny>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+struct ClaimRefWire {
+    #[serde(deserialize_with = "lenient_string")]
+    namespace: Option<String>,
+    #[serde(deserialize_with = "lenient_string")]
+    name: Option<String>,
+    #[serde(deserialize_with = "lenient_string")]
+    uid: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+struct CsiWire {
+    #[serde(deserialize_with = "lenient_string")]
+    driver: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+struct NodeAffinityWire {
+    #[serde(deserialize_with = "lenient_some")]
+    required: Option<NodeSelectorWire>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct NodeSelectorWire {
+    #[serde(deserialize_with = "lenient_list")]
+    node_selector_terms: Vec<NodeSelectorTermWire>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct NodeSelectorTermWire {
+    #[serde(deserialize_with = "lenient_list")]
+    match_expressions: Vec<RequirementWire>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+struct RequirementWire {
+    #[serde(deserialize_with = "lenient_string")]
+    key: Option<String>,
+    #[serde(deserialize_with = "lenient_string")]
+    operator: Option<String>,
+    #[serde(deserialize_with = "lenient_strings")]
+    values: Vec<String>,
+}
+
+slim_resource!(
+    VolumeObject,
+    "PersistentVolume",
+    "",
+    "v1",
+    "persistentvolumes",
+    ClusterResourceScope
+);
+
+impl VolumeObject {
+    pub fn slim(self) -> SourceVolume {
+        let spec = self.spec.unwrap_or_default();
+        let plugin = spec.plugin();
+        // Only `In` expressions name where the volume is, and only they are kept.
+        let terms: Vec<TopologyTerm> = spec
+            .node_affinity
+            .and_then(|a| a.required)
+            .map(|r| r.node_selector_terms)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|term| {
+                term.match_expressions
+                    .into_iter()
+                    .filter(|e| e.operator.as_deref() == Some("In"))
+                    .filter_map(|e| Some((e.key?, e.values)))
+                    .collect::<TopologyTerm>()
+            })
+            .filter(|term| !term.is_empty())
+            .collect();
+        SourceVolume {
+            name: own(self.metadata.name.unwrap_or_default()),
+            phase: self.status.and_then(|s| s.phase).as_deref().map(shared),
+            plugin: shared(plugin),
+            claim_ref: spec.claim_ref.map(|r| ClaimRef {
+                namespace: r.namespace.as_deref().map(shared),
+                name: r.name.map(own),
+                uid: r.uid.map(own),
+            }),
+            csi_driver: spec.csi.and_then(|csi| csi.driver).as_deref().map(shared),
+            volume_mode: spec.volume_mode.as_deref().map(shared),
+            node_affinity: TOPOLOGIES.get(&terms),
+            storage_class: spec.storage_class_name.as_deref().map(shared),
+        }
     }
 }
 
-/// The PV's required node affinity, one map of key to values per node selector term.
-/// Only `In` expressions name where the volume is, and only they are kept.
-fn required_topology(spec: &PersistentVolumeSpec) -> Vec<TopologyTerm> {
-    let Some(required) = spec
-        .node_affinity
-        .as_ref()
-        .and_then(|a| a.required.as_ref())
-    else {
-        return Vec::new();
-    };
-    required
-        .node_selector_terms
-        .iter()
-        .map(|term| {
-            term.match_expressions
-                .iter()
-                .flatten()
-                .filter(|e| e.operator == "In")
-                .map(|e| (e.key.clone(), e.values.clone().unwrap_or_default()))
-                .collect::<TopologyTerm>()
-        })
-        .filter(|term| !term.is_empty())
-        .collect()
-}
-
-/// The name of the volume source set in a PV spec, as written in YAML.
-fn volume_plugin(spec: &PersistentVolumeSpec) -> &'static str {
-    let plugins = [
-        ("csi", spec.csi.is_some()),
-        ("hostPath", spec.host_path.is_some()),
-        ("local", spec.local.is_some()),
-        ("nfs", spec.nfs.is_some()),
-        ("flexVolume", spec.flex_volume.is_some()),
-        (
-            "awsElasticBlockStore",
-            spec.aws_elastic_block_store.is_some(),
-        ),
-        ("gcePersistentDisk", spec.gce_persistent_disk.is_some()),
-        ("azureDisk", spec.azure_disk.is_some()),
-        ("azureFile", spec.azure_file.is_some()),
-        ("vsphereVolume", spec.vsphere_volume.is_some()),
-        ("cinder", spec.cinder.is_some()),
-        ("cephfs", spec.cephfs.is_some()),
-        ("rbd", spec.rbd.is_some()),
-        ("iscsi", spec.iscsi.is_some()),
-        ("fc", spec.fc.is_some()),
-        ("glusterfs", spec.glusterfs.is_some()),
-        ("portworxVolume", spec.portworx_volume.is_some()),
-        ("scaleIO", spec.scale_io.is_some()),
-        ("storageos", spec.storageos.is_some()),
-        ("quobyte", spec.quobyte.is_some()),
-        ("flocker", spec.flocker.is_some()),
-        (
-            "photonPersistentDisk",
-            spec.photon_persistent_disk.is_some(),
-        ),
-    ];
-    plugins
-        .into_iter()
-        .find(|(_, set)| *set)
-        .map_or("", |(name, _)| name)
+impl VolumeSpecWire {
+    /// The name of the volume source that is set, as written in YAML.
+    fn plugin(&self) -> &'static str {
+        let plugins = [
+            ("csi", self.csi.is_some()),
+            ("hostPath", self.host_path.is_some()),
+            ("local", self.local.is_some()),
+            ("nfs", self.nfs.is_some()),
+            ("flexVolume", self.flex_volume.is_some()),
+            (
+                "awsElasticBlockStore",
+                self.aws_elastic_block_store.is_some(),
+            ),
+            ("gcePersistentDisk", self.gce_persistent_disk.is_some()),
+            ("azureDisk", self.azure_disk.is_some()),
+            ("azureFile", self.azure_file.is_some()),
+            ("vsphereVolume", self.vsphere_volume.is_some()),
+            ("cinder", self.cinder.is_some()),
+            ("cephfs", self.cephfs.is_some()),
+            ("rbd", self.rbd.is_some()),
+            ("iscsi", self.iscsi.is_some()),
+            ("fc", self.fc.is_some()),
+            ("glusterfs", self.glusterfs.is_some()),
+            ("portworxVolume", self.portworx_volume.is_some()),
+            ("scaleIO", self.scale_io.is_some()),
+            ("storageos", self.storageos.is_some()),
+            ("quobyte", self.quobyte.is_some()),
+            ("flocker", self.flocker.is_some()),
+            (
+                "photonPersistentDisk",
+                self.photon_persistent_disk.is_some(),
+            ),
+        ];
+        plugins
+            .into_iter()
+            .find(|(_, set)| *set)
+            .map_or("", |(name, _)| name)
+    }
 }
 
 pub fn slim_class(class: StorageClass) -> ClassInfo {

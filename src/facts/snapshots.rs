@@ -31,36 +31,6 @@ pub const DISCOVERY_INTERVAL: Duration = Duration::from_secs(30);
 
 const ALLOW_VOLUME_MODE_CHANGE: &str = "snapshot.storage.kubernetes.io/allow-volume-mode-change";
 
-/// Declares a slim wire type for a resource the project has no Rust type for: `Resource`
-/// with its group, version, plural and scope, and `meta()` over the few metadata fields kept.
-macro_rules! slim_resource {
-    ($type:ident, $kind:literal, $group:expr, $version:literal, $plural:literal, $scope:ty) => {
-        impl Resource for $type {
-            type DynamicType = ();
-            type Scope = $scope;
-
-            fn kind(_: &()) -> std::borrow::Cow<'_, str> {
-                $kind.into()
-            }
-            fn group(_: &()) -> std::borrow::Cow<'_, str> {
-                $group.into()
-            }
-            fn version(_: &()) -> std::borrow::Cow<'_, str> {
-                $version.into()
-            }
-            fn plural(_: &()) -> std::borrow::Cow<'_, str> {
-                $plural.into()
-            }
-            fn meta(&self) -> &ObjectMeta {
-                &self.metadata
-            }
-            fn meta_mut(&mut self) -> &mut ObjectMeta {
-                &mut self.metadata
-            }
-        }
-    };
-}
-
 /// A VolumeSnapshot, as far as the restore rules read it. Unknown fields are skipped.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default)]

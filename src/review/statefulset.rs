@@ -13,6 +13,8 @@ use kube::core::admission::Operation;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
+use crate::lenient::scalars_are_default;
+
 use super::{
     ClaimSpec, LenientMap, ReviewKind, ReviewRequest, SkipReason, Triage, claim_request, d_any,
     lenient_string, review_namespace,
