@@ -42,11 +42,13 @@ suite() {
   DIRS+=("$dir")
   tests/cluster/dev-env.sh up "$dir" tests/cluster/e2e-config.yaml
   for test in "$@"; do
-    PVC_CLONE_GUARD_E2E_DIR="$dir" cargo test --release --test "$test" -- --ignored --test-threads="$threads" --show-output
+    PVC_CLONE_GUARD_E2E_DIR="$dir" cargo test --test "$test" -- --ignored --test-threads="$threads" --show-output
   done
   tests/cluster/dev-env.sh down "$dir" >/dev/null 2>&1
 }
 
+# The webhook runs as the release binary; the test binaries drive kubectl and the API, so
+# the debug build that `cargo test` already made serves them (no release link per suite).
 cargo build --release --quiet
 suite 1 faults resilience snapshot_api
 suite 1 operations
