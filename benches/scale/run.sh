@@ -164,9 +164,9 @@ run() {
   kill -TERM "$WEBHOOK_PID"
   wait "$WEBHOOK_PID" 2>/dev/null || true
   WEBHOOK_PID=""
-  jq -cn --arg label "$label" --argjson size "$size" --argjson ready "$ready_ms" --argjson synced "$synced_ms" \
+  jq -cn --arg rules "$label" --argjson size "$size" --argjson ready "$ready_ms" --argjson synced "$synced_ms" \
     --argjson rss "$rss" --argjson hwm "$hwm" --argjson pvcs "$pvcs" --argjson pvs "$pvs" --argjson pods "$pods" \
-    '{rules: $label, objects_each: $size, ready_ms: $ready, synced_ms: $synced, rss_kib: $rss, peak_rss_kib: $hwm,
+    '{rules: $rules, objects_each: $size, ready_ms: $ready, synced_ms: $synced, rss_kib: $rss, peak_rss_kib: $hwm,
       cached_pvcs: $pvcs, cached_pvs: $pvs, cached_pods: $pods}' >>"$RESULTS"
   log "$label: ready ${ready_ms} ms, synced ${synced_ms} ms, peak RSS $((hwm / 1024)) MiB, RSS $((rss / 1024)) MiB ($pvcs PVCs, $pvs PVs, $pods pods cached)"
 }
