@@ -172,7 +172,7 @@ fn run_certs(args: CertsArgs) -> Result<()> {
 }
 
 fn run_serve(args: ServeArgs) -> Result<()> {
-    return_large_buffers_to_the_system();
+    crate::memory::return_large_buffers_to_the_system();
     // Lines are written by a background thread, in batches: one write(2) per review on the
     // request path cost more than the rest of a review's logging (see BENCHMARKS.md). The
     // guard flushes what is left when serve returns.
@@ -184,20 +184,6 @@ fn run_serve(args: ServeArgs) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(serve(args))
-}
-
-/// Review bodies of up to 4 MiB come and go. glibc's malloc raises its mmap threshold each
-/// time such a block is freed, after which large bodies are carved from the heap arenas
-/// (one per thread) and their memory is kept there: under a flood of large reviews that
-/// is tens of MiB held after the flood. A fixed threshold keeps every block over 256 KiB
-/// in its own mapping, returned to the system when freed.
-fn return_large_buffers_to_the_system() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets an allocator parameter; called once, before any thread is
-    // started.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
-    }
 }
 
 fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {

@@ -11,6 +11,7 @@ pub mod config;
 pub mod facts;
 pub mod lenient;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod quantity;
 pub mod review;

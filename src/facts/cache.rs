@@ -215,6 +215,7 @@ pub(super) fn spawn_watch<W, T>(
                 Ok(Event::InitDone) => {
                     let count = listing.len();
                     *cache.write() = std::mem::take(&mut listing);
+                    crate::memory::trim();
                     let first = !cache.listed.swap(true, Ordering::AcqRel);
                     cache.set_serving(true, &metrics);
                     metrics.set_cached_objects(cache.resource, count);
