@@ -567,25 +567,52 @@ async fn a_cache_whose_watch_failed_is_not_served_until_it_delivers_again() {
 #[tokio::test]
 async fn readiness_gives_up_on_a_cache_that_never_syncs() {
     let fake = healthy_cluster();
-    fake.state().forbidden.push(PODS.to_owned());
+    fake.state().forbidden.push(VOLUMES.to_owned());
     let policy = Policy::default();
     let (facts, metrics) = start(&fake, &policy);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         !facts.ready(),
-        "the pods cache has not synced, and the wait is not over"
+        "the volumes cache has not synced, and the wait is not over"
     );
     eventually("ready after the bounded wait", || facts.ready()).await;
     assert_eq!(
-        metric(&metrics, "pvc_clone_guard_cache_synced{resource=\"pods\"}").as_deref(),
+        metric(
+            &metrics,
+            "pvc_clone_guard_cache_synced{resource=\"persistentvolumes\"}"
+        )
+        .as_deref(),
         Some("0")
     );
     assert!(
         metric(
             &metrics,
-            "pvc_clone_guard_watch_errors_total{resource=\"pods\"}"
+            "pvc_clone_guard_watch_errors_total{resource=\"persistentvolumes\"}"
         )
         .is_some_and(|n| n != "0")
+    );
+}
+
+#[tokio::test]
+async fn readiness_does_not_wait_for_the_pods_index() {
+    let fake = healthy_cluster();
+    fake.state().forbidden.push(PODS.to_owned());
+    let policy = Policy::default();
+    let (facts, metrics) = start(&fake, &policy);
+    eventually("ready without the pods index", || facts.ready()).await;
+    assert_eq!(
+        metric(&metrics, "pvc_clone_guard_cache_synced{resource=\"pods\"}").as_deref(),
+        Some("0")
+    );
+    // Pods are then read per namespace, and when that is refused too, the rule says so.
+    let gathered = facts
+        .gather(&clone_request("data"), &policy, Freshness::Cached)
+        .await
+        .expect("facts");
+    assert!(
+        matches!(&gathered.pods, PodsFact::Unknown(cause) if cause.starts_with("pods is forbidden")),
+        "{:?}",
+        gathered.pods
     );
 }
 

@@ -105,8 +105,9 @@ pub trait FactSource: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Facts, LookupError>> + Send;
 
     /// Whether reviews can be answered (the `/readyz` answer): the first sync of the
-    /// caches is done, or was given up on after a bounded wait (lookups then go to the API
-    /// server). A watch that fails later does not make the webhook unready.
+    /// caches of claims, volumes and classes is done, or was given up on after a bounded wait
+    /// (lookups then go to the API server); the pods index syncs in the background. A watch
+    /// that fails later does not make the webhook unready.
     fn ready(&self) -> bool;
 }
 
@@ -147,6 +148,9 @@ pub struct ClusterFacts {
     /// How long readiness waits for the first sync before it gives up on it.
     sync_wait: Duration,
 }
+
+/// Pods per page when the pods index lists them (at most; `--list-page-size` if smaller).
+pub const POD_PAGE_SIZE: u32 = 100;
 
 /// How the watches are run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -213,12 +217,18 @@ impl ClusterFacts {
             options,
         );
         if let Some(pods) = &facts.pods {
+            // Realistic pods are large (containers, env, managedFields): smaller pages keep
+            // the list's transient memory (the page's JSON and kube's parse tree of it) small.
+            let pod_pages = WatchOptions {
+                page_size: options.page_size.min(POD_PAGE_SIZE),
+                ..options
+            };
             spawn_watch(
                 Api::<PodClaims>::all(facts.client.clone()),
                 pods.clone(),
                 PodClaims::into_use,
                 metrics.clone(),
-                options,
+                pod_pages,
             );
         }
         facts.spawn_sync_deadline(metrics);
@@ -226,15 +236,15 @@ impl ClusterFacts {
     }
 
     fn caches(&self) -> Vec<(&'static str, bool)> {
-        let mut caches = vec![
+        // Not the pods index: it only serves a warning, and in a large cluster listing every
+        // pod takes the API server far longer than the rest (50,000 realistic pods: ~11 s
+        // more, see BENCHMARKS.md). Until it is listed, source-in-use reads the source's
+        // namespace from the API server.
+        vec![
             (self.claims.resource, self.claims.is_listed()),
             (self.volumes.resource, self.volumes.is_listed()),
             (self.classes.resource, self.classes.is_listed()),
-        ];
-        if let Some(pods) = &self.pods {
-            caches.push((pods.resource, pods.is_listed()));
-        }
-        caches
+        ]
     }
 
     /// Says once, at the deadline, which caches readiness stopped waiting for.
@@ -243,10 +253,7 @@ impl ClusterFacts {
             Arc::clone(&self.claims) as Arc<dyn Listed>,
             Arc::clone(&self.volumes) as Arc<dyn Listed>,
             Arc::clone(&self.classes) as Arc<dyn Listed>,
-        ]
-        .into_iter()
-        .chain(self.pods.iter().map(|p| Arc::clone(p) as Arc<dyn Listed>))
-        .collect::<Vec<_>>();
+        ];
         let wait = self.sync_wait;
         tokio::spawn(async move {
             tokio::time::sleep(wait).await;
