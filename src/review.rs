@@ -493,15 +493,11 @@ impl<F: FactSource> Reviewer<F> {
             };
             let found = match self.verdict_for(&judged, deadline).await {
                 Ok(found) => found,
-                Err((cause, error)) => {
+                Err(error) => {
                     return match template {
-                        None => self.lookup_failed(
-                            response,
-                            what,
-                            self.policy.failure_mode,
-                            &cause,
-                            error.as_ref(),
-                        ),
+                        None => {
+                            self.lookup_failed(response, what, self.policy.failure_mode, &error)
+                        }
                         // Every claim the StatefulSet creates is judged by the claim
                         // webhook with the configured failure mode: refusing the
                         // StatefulSet over a lookup would block it without keeping any
@@ -510,8 +506,7 @@ impl<F: FactSource> Reviewer<F> {
                             response,
                             &format!("{what} template {template}"),
                             FailureMode::FailOpen,
-                            &cause,
-                            error.as_ref(),
+                            &error,
                         ),
                     };
                 }
@@ -546,7 +541,7 @@ impl<F: FactSource> Reviewer<F> {
         &self,
         judged: &DataSourceRequest,
         deadline: tokio::time::Instant,
-    ) -> Result<Verdict, (String, Option<LookupError>)> {
+    ) -> Result<Verdict, LookupError> {
         if !judged.needs_facts(&self.policy) {
             return Ok(rules::decide(judged, None, &self.policy));
         }
@@ -567,26 +562,19 @@ impl<F: FactSource> Reviewer<F> {
         Ok(confirmed)
     }
 
-    /// Gathers facts before `deadline`; `Err` carries the cause for the failure mode.
+    /// Gathers facts before `deadline`; `Err` is the cause for the failure mode.
     async fn gather(
         &self,
         request: &DataSourceRequest,
         freshness: Freshness,
         deadline: tokio::time::Instant,
-    ) -> Result<rules::Facts, (String, Option<LookupError>)> {
-        match tokio::time::timeout_at(
+    ) -> Result<rules::Facts, LookupError> {
+        tokio::time::timeout_at(
             deadline,
             self.facts.gather(request, &self.policy, freshness),
         )
         .await
-        {
-            Ok(Ok(facts)) => Ok(facts),
-            Ok(Err(error)) => Err((error.to_string(), Some(error))),
-            Err(_) => Err((
-                LookupError::Timeout(self.policy.lookup_timeout).to_string(),
-                None,
-            )),
-        }
+        .unwrap_or(Err(LookupError::Timeout(self.policy.lookup_timeout)))
     }
 
     fn lookup_failed(
@@ -594,11 +582,10 @@ impl<F: FactSource> Reviewer<F> {
         response: AdmissionResponse,
         what: &str,
         failure_mode: FailureMode,
-        cause: &str,
-        error: Option<&LookupError>,
+        error: &LookupError,
     ) -> Outcome {
-        self.metrics
-            .record_lookup_error(error.map_or("timeout", LookupError::resource));
+        self.metrics.record_lookup_error(error.resource());
+        let cause = error.to_string();
         let (response, allowed) = match failure_mode {
             FailureMode::FailClosed => (
                 deny(
@@ -618,10 +605,7 @@ impl<F: FactSource> Reviewer<F> {
                 (response, true)
             }
         };
-        let kind = OutcomeKind::LookupFailed {
-            allowed,
-            cause: cause.to_owned(),
-        };
+        let kind = OutcomeKind::LookupFailed { allowed, cause };
         let mut response = response;
         response.audit_annotations = audit_annotations(&kind, None);
         Outcome {

@@ -17,11 +17,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::storage::v1::StorageClass;
+use kube::Client;
 use kube::api::{Api, ListParams};
 use kube::core::DeserializeGuard;
-use kube::{Client, ResourceExt};
 
 use crate::config::{Action, Policy, RuleId};
 pub use cache::{Cache, Delivered};
@@ -231,29 +230,26 @@ impl ClusterFacts {
                 pod_pages,
             );
         }
-        facts.spawn_sync_deadline(metrics);
+        facts.spawn_sync_deadline();
         facts
     }
 
-    fn caches(&self) -> Vec<(&'static str, bool)> {
-        // Not the pods index: it only serves a warning, and in a large cluster listing every
-        // pod takes the API server far longer than the rest (50,000 realistic pods: ~11 s
-        // more, see BENCHMARKS.md). Until it is listed, source-in-use reads the source's
-        // namespace from the API server.
-        vec![
-            (self.claims.resource, self.claims.is_listed()),
-            (self.volumes.resource, self.volumes.is_listed()),
-            (self.classes.resource, self.classes.is_listed()),
-        ]
-    }
-
-    /// Says once, at the deadline, which caches readiness stopped waiting for.
-    fn spawn_sync_deadline(&self, metrics: Metrics) {
-        let caches = [
+    /// The caches readiness waits for. Not the pods index: it only serves a warning, and in
+    /// a large cluster listing every pod takes the API server far longer than the rest
+    /// (50,000 realistic pods: ~11 s more, see BENCHMARKS.md). Until it is listed,
+    /// source-in-use reads the source's namespace from the API server.
+    fn readiness_caches(&self) -> [Arc<dyn Listed>; 3] {
+        [
             Arc::clone(&self.claims) as Arc<dyn Listed>,
             Arc::clone(&self.volumes) as Arc<dyn Listed>,
             Arc::clone(&self.classes) as Arc<dyn Listed>,
-        ];
+        ]
+    }
+
+    /// Says once, at the deadline, which caches readiness stopped waiting for (their
+    /// `cache_synced` gauge is 0 until their watch lists them).
+    fn spawn_sync_deadline(&self) {
+        let caches = self.readiness_caches();
         let wait = self.sync_wait;
         tokio::spawn(async move {
             tokio::time::sleep(wait).await;
@@ -263,9 +259,6 @@ impl ClusterFacts {
                 .map(|c| c.resource())
                 .collect();
             if !pending.is_empty() {
-                for resource in &pending {
-                    metrics.set_cache_synced(resource, false);
-                }
                 tracing::warn!(
                     caches = %pending.join(","),
                     waited = ?wait,
@@ -375,15 +368,10 @@ impl ClusterFacts {
             .filter(|_| freshness == Freshness::Cached)
             .and_then(|pods| pods.in_namespace(namespace));
         if let Some(pods) = cached {
-            let mut names: Vec<String> = pods
-                .iter()
-                .filter(|pod| pod.claims.iter().any(|c| c == claim))
-                .map(|pod| pod.name.clone())
-                .collect();
-            names.sort();
-            return Ok(names);
+            return Ok(pods_mounting(pods.iter().map(|pod| pod.as_ref()), claim));
         }
-        let api = Api::<Pod>::namespaced(self.client.clone(), namespace);
+        // Read as the pods index reads them (PodClaims), so both paths keep the same pods.
+        let api = Api::<PodClaims>::namespaced(self.client.clone(), namespace);
         // resourceVersion=0 is served from the API server's watch cache, not from etcd; a
         // confirmation reads the current state.
         let params = match freshness {
@@ -394,15 +382,23 @@ impl ClusterFacts {
             .list(&params)
             .await
             .map_err(|e| LookupError::api("pods", e))?;
-        let mut names: Vec<String> = pods
+        let pods: Vec<PodUse> = pods
             .items
-            .iter()
-            .filter(|pod| pod_is_running(pod) && pod_mounts(pod, claim))
-            .map(|pod| pod.name_any())
+            .into_iter()
+            .filter_map(PodClaims::into_use)
             .collect();
-        names.sort();
-        Ok(names)
+        Ok(pods_mounting(pods.iter(), claim))
     }
+}
+
+/// The names of the pods that mount `claim`, sorted.
+fn pods_mounting<'a>(pods: impl Iterator<Item = &'a PodUse>, claim: &str) -> Vec<String> {
+    let mut names: Vec<String> = pods
+        .filter(|pod| pod.claims.iter().any(|c| c == claim))
+        .map(|pod| pod.name.clone())
+        .collect();
+    names.sort();
+    names
 }
 
 impl FactSource for ClusterFacts {
@@ -490,7 +486,8 @@ impl FactSource for ClusterFacts {
     }
 
     fn ready(&self) -> bool {
-        self.started.elapsed() >= self.sync_wait || self.caches().iter().all(|(_, listed)| *listed)
+        self.started.elapsed() >= self.sync_wait
+            || self.readiness_caches().iter().all(|cache| cache.listed())
     }
 }
 
@@ -514,22 +511,11 @@ fn default_class(classes: &[Arc<ClassInfo>]) -> Option<&ClassInfo> {
         .map(|c| c.as_ref())
 }
 
-fn pod_is_running(pod: &Pod) -> bool {
-    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-    !matches!(phase, Some("Succeeded" | "Failed"))
-}
-
-fn pod_mounts(pod: &Pod, claim: &str) -> bool {
-    pod.spec
-        .iter()
-        .flat_map(|spec| spec.volumes.iter().flatten())
-        .filter_map(|volume| volume.persistent_volume_claim.as_ref())
-        .any(|source| source.claim_name == claim)
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::Ordering;
+
+    use kube::ResourceExt;
 
     use super::cache::delivered_key;
     use super::*;
@@ -638,19 +624,27 @@ mod tests {
                 "status": {"phase": phase}
             })
         };
-        let as_full =
-            |value: serde_json::Value| -> Pod { serde_json::from_value(value).expect("pod") };
         let as_slim = |value: serde_json::Value| -> PodClaims {
             serde_json::from_value(value).expect("slim pod")
         };
-        assert!(
-            pod_is_running(&as_full(pod("Running", "data")))
-                && pod_mounts(&as_full(pod("Running", "data")), "data")
+        let mounting = |pods: Vec<serde_json::Value>| -> Vec<String> {
+            let pods: Vec<PodUse> = pods
+                .into_iter()
+                .filter_map(|pod| as_slim(pod).into_use())
+                .collect();
+            pods_mounting(pods.iter(), "data")
+        };
+        assert_eq!(mounting(vec![pod("Running", "data")]), ["p"]);
+        assert_eq!(mounting(vec![pod("Pending", "data")]), ["p"]);
+        assert_eq!(
+            mounting(vec![pod("Succeeded", "data")]),
+            Vec::<String>::new()
         );
-        assert!(pod_is_running(&as_full(pod("Pending", "data"))));
-        assert!(!pod_is_running(&as_full(pod("Succeeded", "data"))));
-        assert!(!pod_is_running(&as_full(pod("Failed", "data"))));
-        assert!(!pod_mounts(&as_full(pod("Running", "other")), "data"));
+        assert_eq!(mounting(vec![pod("Failed", "data")]), Vec::<String>::new());
+        assert_eq!(
+            mounting(vec![pod("Running", "other")]),
+            Vec::<String>::new()
+        );
         let slim = as_slim(pod("Running", "data"));
         assert_eq!(delivered_key(&slim).as_deref(), Some("dev/p"));
         assert_eq!(slim.resource_version().as_deref(), Some("7"));

@@ -154,29 +154,7 @@ impl<'de> Deserialize<'de> for PodClaims {
     }
 }
 
-impl Resource for PodClaims {
-    type DynamicType = ();
-    type Scope = NamespaceResourceScope;
-
-    fn kind(_: &()) -> std::borrow::Cow<'_, str> {
-        "Pod".into()
-    }
-    fn group(_: &()) -> std::borrow::Cow<'_, str> {
-        "".into()
-    }
-    fn version(_: &()) -> std::borrow::Cow<'_, str> {
-        "v1".into()
-    }
-    fn plural(_: &()) -> std::borrow::Cow<'_, str> {
-        "pods".into()
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+slim_resource!(PodClaims, "Pod", "", "v1", "pods", NamespaceResourceScope);
 
 /// Values that tens of thousands of cached objects share (phases, modes, classes, drivers,
 /// sizes, namespaces, zone lists) are kept once: a cache of 50,000 claims then holds a few
