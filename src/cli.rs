@@ -272,7 +272,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let reviews = tokio::spawn(server::serve_tls(
         listener,
         tls,
-        server::router_with(reviewer, timeouts, limits),
+        server::Reviews::new(reviewer, timeouts, limits),
         timeouts,
         limits,
         reviews_stopped,

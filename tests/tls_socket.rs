@@ -33,11 +33,15 @@ async fn start(dir: &Path) -> Running {
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (stop, stopped) = watch::channel(false);
-    let app = server::router(reviewer(Ok(good_facts()), Policy::default()));
+    let reviews = server::Reviews::new(
+        reviewer(Ok(good_facts()), Policy::default()),
+        server::Timeouts::default(),
+        server::Limits::default(),
+    );
     tokio::spawn(server::serve_tls(
         listener,
         tls,
-        app,
+        reviews,
         server::Timeouts::default(),
         server::Limits::default(),
         stopped,
