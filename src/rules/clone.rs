@@ -83,22 +83,25 @@ pub(super) fn source_volume(input: &Input) -> Option<String> {
         ));
     };
     let namespace = input.request.source_namespace(input.policy)?;
-    let expected = format!("{namespace}/{name}");
+    // Formatted only for a message: this rule runs on every clone review.
+    let expected = || format!("{namespace}/{name}");
     let Some(claim_ref) = volume.claim_ref.as_ref() else {
         return Some(format!(
             "PersistentVolume {volume_name:?} has no claimRef, so it does not belong to source claim {expected:?}; \
-             repair the volume's binding or clone another claim"
+             repair the volume's binding or clone another claim",
+            expected = expected(),
         ));
     };
-    let bound_to = format!(
-        "{}/{}",
+    let (ref_namespace, ref_name) = (
         claim_ref.namespace.as_deref().unwrap_or(""),
-        claim_ref.name.as_deref().unwrap_or("")
+        claim_ref.name.as_deref().unwrap_or(""),
     );
-    if bound_to != expected {
+    if ref_namespace != namespace || ref_name != name {
         return Some(format!(
             "PersistentVolume {volume_name:?} is bound to claim {bound_to:?}, not to source claim {expected:?}; \
-             repair the volume's binding or clone another claim"
+             repair the volume's binding or clone another claim",
+            bound_to = format!("{ref_namespace}/{ref_name}"),
+            expected = expected(),
         ));
     }
     // The provisioner requires the claimRef's uid to be the source's: a claimRef without a
@@ -108,13 +111,15 @@ pub(super) fn source_volume(input: &Input) -> Option<String> {
         None => {
             return Some(format!(
                 "PersistentVolume {volume_name:?} has a claimRef to {expected:?} without a uid, so it is not bound back \
-                 to source claim {expected:?} (uid {uid}); repair the volume's binding or clone another claim"
+                 to source claim {expected:?} (uid {uid}); repair the volume's binding or clone another claim",
+                expected = expected(),
             ));
         }
         Some(ref_uid) if Some(ref_uid) != source.uid.as_deref() => {
             return Some(format!(
                 "PersistentVolume {volume_name:?} belongs to an earlier claim {expected:?} (uid {ref_uid}), \
-                 not to the current one (uid {uid}); repair the volume's binding or clone another claim"
+                 not to the current one (uid {uid}); repair the volume's binding or clone another claim",
+                expected = expected(),
             ));
         }
         Some(_) => {}
@@ -253,7 +258,7 @@ pub(super) fn size(input: &Input) -> Option<String> {
         }
     };
     let name = input.source_name();
-    let fix = format!("request at least {source_text}");
+    let fix = format_args!("request at least {source_text}");
     let Some(text) = input.request.requested_storage.as_deref() else {
         return Some(format!(
             "this claim requests no storage (spec.resources.requests.storage) but source claim {name:?} \
