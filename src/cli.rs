@@ -186,19 +186,12 @@ fn run_serve(args: ServeArgs) -> Result<()> {
     runtime.block_on(serve(args))
 }
 
-fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+fn init_logging(format: LogFormat) -> crate::logging::LogGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    // Lossless: under a flood of reviews the request path waits for the log thread rather
-    // than dropping review lines. The thread flushes whenever it has drained its queue, so
-    // behind a buffer the lines of a burst leave in one write, and a lone line at once.
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stderr(),
-        ));
+    // Lossless, written by a thread of its own in batches (see `LogWriter`).
+    let (writer, guard) = crate::logging::stderr_writer();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)

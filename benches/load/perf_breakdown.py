@@ -17,7 +17,7 @@ import re
 import sys
 
 PRIORITY = [
-    ("log line (tracing fmt + write)", re.compile(r"tracing_core::event::Event::dispatch|tracing_subscriber|tracing_appender|tracing::__macro_support")),
+    ("log line (tracing fmt + write)", re.compile(r"tracing_core::event::Event::dispatch|tracing_subscriber|tracing_appender|pvc_clone_guard::logging::write_batches|tracing::__macro_support")),
     ("JSON parse of the review (serde)", re.compile(r"pvc_clone_guard::review::parse\b|serde_json::de::|serde_core::de::|as serde_core::de::Deserialize")),
     ("facts (caches)", re.compile(r"ClusterFacts|FactSource|facts::")),
     ("rules", re.compile(r"pvc_clone_guard::rules::")),
