@@ -102,9 +102,8 @@ pub fn parse(text: &str) -> Result<Quantity, QuantityError> {
 
     // value = digits * 10^(decimal_exponent - fraction digits) * 2^binary_exponent;
     // in milli-units the decimal exponent grows by 3.
-    let digits = format!("{int_part}{frac_part}");
     let exponent = i64::from(decimal_exponent) - frac_part.len() as i64 + 3;
-    let magnitude = scale(&digits, exponent, binary_exponent);
+    let magnitude = scale(int_part, frac_part, exponent, binary_exponent);
     Ok(Quantity {
         millis: if negative { -magnitude } else { magnitude },
     })
@@ -161,11 +160,11 @@ fn parse_suffix(suffix: &str) -> Result<(i32, u32), QuantityError> {
 /// Computes ceil(digits * 10^exponent * 2^binary_exponent), capped at [`MAX_MILLIS`].
 /// Exact: the string is at most [`MAX_LEN`] digits and the exponent is clamped, so the
 /// big integers stay small.
-fn scale(digits: &str, exponent: i64, binary_exponent: u32) -> i128 {
-    if let Some(value) = scale_small(digits, exponent, binary_exponent) {
+fn scale(int_part: &str, frac_part: &str, exponent: i64, binary_exponent: u32) -> i128 {
+    if let Some(value) = scale_small(int_part, frac_part, exponent, binary_exponent) {
         return value;
     }
-    let Ok(mantissa) = digits.parse::<BigUint>() else {
+    let Ok(mantissa) = format!("{int_part}{frac_part}").parse::<BigUint>() else {
         return 0;
     };
     if mantissa.is_zero() {
@@ -185,13 +184,22 @@ fn scale(digits: &str, exponent: i64, binary_exponent: u32) -> i128 {
 
 /// The same computation in `i128`, for the quantities people write (`10Gi`, `1000Mi`,
 /// `1.5Ti`): `None` when it could overflow, and [`scale`] then takes the exact path.
-fn scale_small(digits: &str, exponent: i64, binary_exponent: u32) -> Option<i128> {
+fn scale_small(
+    int_part: &str,
+    frac_part: &str,
+    exponent: i64,
+    binary_exponent: u32,
+) -> Option<i128> {
     // 18 digits fit a u64; times 2^60 they stay below 2^127.
-    if digits.len() > 18 || !(-18..=18).contains(&exponent) {
+    if int_part.len() + frac_part.len() > 18 || !(-18..=18).contains(&exponent) {
         return None;
     }
-    let numerator =
-        i128::from(digits.parse::<u64>().ok()?).checked_mul(1i128 << binary_exponent)?;
+    // The digits of both parts as one number, read in place (both are ASCII digits only).
+    let mut mantissa: u64 = 0;
+    for digit in int_part.bytes().chain(frac_part.bytes()) {
+        mantissa = mantissa * 10 + u64::from(digit.checked_sub(b'0').filter(|d| *d < 10)?);
+    }
+    let numerator = i128::from(mantissa).checked_mul(1i128 << binary_exponent)?;
     let value = if exponent >= 0 {
         numerator.checked_mul(10i128.pow(exponent as u32))?
     } else {
