@@ -124,9 +124,11 @@ pub struct ReviewRequest {
     pub name: String,
     pub namespace: Option<String>,
     pub operation: Operation,
-    pub object: Option<ReviewedClaim>,
+    /// Boxed, as is the old object: the request is moved from the parser to the judge and
+    /// the log line, and ~360 bytes each would be copied with it every time.
+    pub object: Option<Box<ReviewedClaim>>,
     /// Read for a StatefulSet UPDATE only (are its templates unchanged?).
-    pub old_object: Option<ReviewedClaim>,
+    pub old_object: Option<Box<ReviewedClaim>>,
     pub dry_run: bool,
 }
 
@@ -161,8 +163,8 @@ struct WireRequest {
     namespace: Option<String>,
     operation: Operation,
     user_info: WireObject,
-    object: Option<ReviewedClaim>,
-    old_object: Option<ReviewedClaim>,
+    object: Option<Box<ReviewedClaim>>,
+    old_object: Option<Box<ReviewedClaim>>,
     #[serde(default)]
     dry_run: bool,
     #[serde(default)]
@@ -582,12 +584,15 @@ impl<F: FactSource> Reviewer<F> {
         freshness: Freshness,
         deadline: tokio::time::Instant,
     ) -> Result<rules::Facts, LookupError> {
-        tokio::time::timeout_at(
-            deadline,
-            self.facts.gather(request, &self.policy, freshness),
-        )
-        .await
-        .unwrap_or(Err(LookupError::Timeout(self.policy.lookup_timeout)))
+        let mut gathering = std::pin::pin!(self.facts.gather(request, &self.policy, freshness));
+        // Facts read from the caches are there at the first poll: no timer is set for them
+        // (setting and clearing one was ~2 % of a cached clone review's CPU).
+        if let Some(facts) = futures::FutureExt::now_or_never(gathering.as_mut()) {
+            return facts;
+        }
+        tokio::time::timeout_at(deadline, gathering)
+            .await
+            .unwrap_or(Err(LookupError::Timeout(self.policy.lookup_timeout)))
     }
 
     fn lookup_failed(
