@@ -480,8 +480,9 @@ impl<F: FactSource> Reviewer<F> {
     /// Decides a parsed review.
     pub async fn judge(&self, request: &ReviewRequest) -> Outcome {
         let response = allowed_response(&request.uid);
-        // Each claim judged, with the template it comes from (a StatefulSet).
-        let claims = match triage(request) {
+        // Each claim judged, with the template it comes from (a StatefulSet). A claim is
+        // one, and is not put in a list of its own.
+        let (claim, templates) = match triage(request) {
             Triage::Skip(reason) => {
                 return Outcome {
                     response,
@@ -489,12 +490,14 @@ impl<F: FactSource> Reviewer<F> {
                     verdict: None,
                 };
             }
-            Triage::Judge(judged) => vec![(None, judged)],
-            Triage::JudgeTemplates(templates) => templates
-                .into_iter()
-                .map(|template| (Some(template.label), template.request))
-                .collect(),
+            Triage::Judge(judged) => (Some((None, judged)), Vec::new()),
+            Triage::JudgeTemplates(templates) => (None, templates),
         };
+        let claims = claim.into_iter().chain(
+            templates
+                .into_iter()
+                .map(|template| (Some(template.label), template.request)),
+        );
         // One deadline for the whole lookup, confirmation and every template included:
         // shorter than the webhook's timeoutSeconds, so the failure mode, not the API
         // server, decides.
