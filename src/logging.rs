@@ -254,6 +254,11 @@ fn write_batches(shared: &Shared, mut out: impl std::io::Write) {
                 if pending.closed {
                     return;
                 }
+                // Idle: what a burst grew the buffers to is given back. Not between two
+                // batches: buffers that shrink and grow again every few milliseconds cost
+                // fresh pages (and, past the mmap threshold, a mapping) every time.
+                pending.lines.shrink_to(KEEP);
+                batch.shrink_to(KEEP);
                 pending.idle = true;
                 drop(pending);
                 std::thread::park();
@@ -265,7 +270,6 @@ fn write_batches(shared: &Shared, mut out: impl std::io::Write) {
         // A write error has nowhere to be reported: the log is where it would go.
         let _ = out.write_all(&batch).and_then(|()| out.flush());
         batch.clear();
-        batch.shrink_to(KEEP);
         std::thread::park_timeout(GATHER);
     }
 }

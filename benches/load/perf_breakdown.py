@@ -17,7 +17,7 @@ import re
 import sys
 
 PRIORITY = [
-    ("log line (tracing fmt + write)", re.compile(r"tracing_core::event::Event::dispatch|tracing_subscriber|tracing_appender|pvc_clone_guard::logging::write_batches|tracing::__macro_support")),
+    ("log line (tracing fmt + write)", re.compile(r"tracing_core::event::Event::dispatch|tracing_subscriber|tracing_appender|pvc_clone_guard::logging::|tracing::__macro_support")),
     ("JSON parse of the review (serde)", re.compile(r"pvc_clone_guard::review::parse\b|serde_json::de::|serde_core::de::|as serde_core::de::Deserialize")),
     ("facts (caches)", re.compile(r"ClusterFacts|FactSource|facts::")),
     ("rules", re.compile(r"pvc_clone_guard::rules::")),
@@ -34,7 +34,13 @@ LOW = [
     ("tokio runtime", re.compile(r"tokio::")),
     ("malloc/free", re.compile(r"(malloc|free|realloc|memalign).*libc\.so")),
 ]
-def classify(frames):
+# The thread that writes the log lines out (logging::LogWriter): all its time, the kernel's
+# page-cache copy of the lines included, is the log line's.
+LOG_THREAD = "log-writer"
+
+def classify(header, frames):
+    if header.startswith(LOG_THREAD):
+        return PRIORITY[0][0]
     text = "\n".join(frames)
     for name, rx in PRIORITY:
         if rx.search(text):
@@ -51,18 +57,20 @@ def classify(frames):
         return name
     return "other"
 counts = collections.Counter()
-frames, total = [], 0
+header, frames, total = "", [], 0
 for line in sys.stdin:
     line = line.rstrip("\n")
     if not line.strip():
         if frames:
-            counts[classify(frames)] += 1; total += 1
-        frames = []
+            counts[classify(header, frames)] += 1; total += 1
+        header, frames = "", []
         continue
     if line.startswith("\t") or line.startswith(" "):
         frames.append(line.strip())
+    else:
+        header = line
 if frames:
-    counts[classify(frames)] += 1; total += 1
+    counts[classify(header, frames)] += 1; total += 1
 us = float(sys.argv[1]) if len(sys.argv) > 1 else None
 for name, n in counts.most_common():
     extra = f"  ~{us * n / total:5.2f} µs/review" if us else ""
