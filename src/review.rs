@@ -479,13 +479,15 @@ impl<F: FactSource> Reviewer<F> {
 
     /// Decides a parsed review.
     pub async fn judge(&self, request: &ReviewRequest) -> Outcome {
-        let response = allowed_response(&request.uid);
+        // The response is made where it is needed, not before the lookups: the future of
+        // a review would otherwise carry it (448 bytes) across them.
+        let response = || allowed_response(&request.uid);
         // Each claim judged, with the template it comes from (a StatefulSet). A claim is
         // one, and is not put in a list of its own.
         let (claim, templates) = match triage(request) {
             Triage::Skip(reason) => {
                 return Outcome {
-                    response,
+                    response: response(),
                     kind: OutcomeKind::Skipped(reason),
                     verdict: None,
                 };
@@ -514,14 +516,14 @@ impl<F: FactSource> Reviewer<F> {
                 Err(error) => {
                     return match template {
                         None => {
-                            self.lookup_failed(response, what, self.policy.failure_mode, &error)
+                            self.lookup_failed(response(), what, self.policy.failure_mode, &error)
                         }
                         // Every claim the StatefulSet creates is judged by the claim
                         // webhook with the configured failure mode: refusing the
                         // StatefulSet over a lookup would block it without keeping any
                         // bad clone out.
                         Some(template) => self.lookup_failed(
-                            response,
+                            response(),
                             &format!("{what} template {template}"),
                             FailureMode::FailOpen,
                             &error,
@@ -534,7 +536,7 @@ impl<F: FactSource> Reviewer<F> {
                 Some(template) => verdict.append(found, &template),
             }
         }
-        let mut response = response;
+        let mut response = response();
         if !verdict.warnings.is_empty() {
             response.warnings = Some(verdict.warning_lines());
         }
@@ -563,8 +565,12 @@ impl<F: FactSource> Reviewer<F> {
         if !judged.needs_facts(&self.policy) {
             return Ok(rules::decide(judged, None, &self.policy));
         }
-        let facts = self.gather(judged, Freshness::Cached, deadline).await?;
-        let verdict = rules::decide(judged, Some(&facts), &self.policy);
+        // The cached facts go out of scope before the confirmation's await, so the future
+        // does not hold them and the live ones at once.
+        let verdict = {
+            let facts = self.gather(judged, Freshness::Cached, deadline).await?;
+            rules::decide(judged, Some(&facts), &self.policy)
+        };
         if verdict.allowed() {
             return Ok(verdict);
         }
@@ -587,7 +593,10 @@ impl<F: FactSource> Reviewer<F> {
         freshness: Freshness,
         deadline: tokio::time::Instant,
     ) -> Result<rules::Facts, LookupError> {
-        let mut gathering = std::pin::pin!(self.facts.gather(request, &self.policy, freshness));
+        // Boxed: a lookup that goes to the API server is a large future (kube's requests),
+        // which would otherwise make every review's future that large, plain ones included,
+        // and be copied with it (hyper moves each request's future into place).
+        let mut gathering = Box::pin(self.facts.gather(request, &self.policy, freshness));
         // Facts read from the caches are there at the first poll: no timer is set for them
         // (setting and clearing one was ~2 % of a cached clone review's CPU).
         if let Some(facts) = futures::FutureExt::now_or_never(gathering.as_mut()) {
