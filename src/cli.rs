@@ -176,7 +176,7 @@ fn run_serve(args: ServeArgs) -> Result<()> {
     // Lines are written by a background thread, in batches: one write(2) per review on the
     // request path cost more than the rest of a review's logging (see BENCHMARKS.md). The
     // guard flushes what is left when serve returns.
-    let _flush_on_exit = init_logging(args.log_format);
+    let _flush_on_exit = init_logging(args.log_format)?;
     // kube and the server share one TLS library; name its crypto provider once.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -186,12 +186,13 @@ fn run_serve(args: ServeArgs) -> Result<()> {
     runtime.block_on(serve(args))
 }
 
-fn init_logging(format: LogFormat) -> crate::logging::LogGuard {
+fn init_logging(format: LogFormat) -> Result<crate::logging::LogGuard> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     // Lossless, written by a thread of its own in batches (see `LogWriter`).
-    let (writer, guard) = crate::logging::stderr_writer();
+    let (writer, guard) =
+        crate::logging::stderr_writer().context("cannot start the log writer thread")?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
@@ -204,7 +205,7 @@ fn init_logging(format: LogFormat) -> crate::logging::LogGuard {
             .init(),
         LogFormat::Text => builder.init(),
     }
-    guard
+    Ok(guard)
 }
 
 /// Runs the webhook until SIGTERM or SIGINT, then drains and returns.

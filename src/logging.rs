@@ -214,12 +214,13 @@ impl Shared {
     }
 }
 
-/// The writer of the log lines to stderr, and the guard that flushes it at exit.
-pub fn stderr_writer() -> (LogWriter, LogGuard) {
+/// The writer of the log lines to stderr, and the guard that flushes it at exit. `Err`
+/// when its thread cannot be started (the process then does not start either).
+pub fn stderr_writer() -> std::io::Result<(LogWriter, LogGuard)> {
     writer_to(std::io::stderr())
 }
 
-fn writer_to<W: std::io::Write + Send + 'static>(out: W) -> (LogWriter, LogGuard) {
+fn writer_to<W: std::io::Write + Send + 'static>(out: W) -> std::io::Result<(LogWriter, LogGuard)> {
     let shared = Arc::new(Shared {
         pending: Mutex::new(Pending::default()),
         drained: Condvar::new(),
@@ -229,20 +230,18 @@ fn writer_to<W: std::io::Write + Send + 'static>(out: W) -> (LogWriter, LogGuard
         let shared = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("log-writer".into())
-            .spawn(move || write_batches(&shared, out))
+            .spawn(move || write_batches(&shared, out))?
     };
-    // Without its thread (none could be started) the writer still takes lines; they are
-    // not written.
-    let thread = thread.ok();
-    if let Some(thread) = &thread {
-        let _ = shared.thread.set(thread.thread().clone());
-    }
-    (
+    let _ = shared.thread.set(thread.thread().clone());
+    Ok((
         LogWriter {
             shared: Arc::clone(&shared),
         },
-        LogGuard { shared, thread },
-    )
+        LogGuard {
+            shared,
+            thread: Some(thread),
+        },
+    ))
 }
 
 fn write_batches(shared: &Shared, mut out: impl std::io::Write) {
@@ -517,7 +516,7 @@ mod tests {
     fn the_log_writer_writes_every_line_in_order_and_a_lone_line_at_once() {
         use std::io::Write as _;
         let out = Captured::default();
-        let (writer, guard) = writer_to(out.clone());
+        let (writer, guard) = writer_to(out.clone()).expect("log writer");
         // A lone line, with the thread idle: written without waiting for more.
         (&writer).write_all(b"first\n").expect("write");
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
