@@ -197,8 +197,11 @@ struct Pending {
 
 /// How long the lines of a busy moment gather before the next write.
 const GATHER: Duration = Duration::from_millis(10);
-/// Lines not yet written, past which a new line waits for the thread.
-const MAX_PENDING: usize = 1024 * 1024;
+/// Lines not yet written, past which a new line waits for the thread: ~12,000 review lines,
+/// slack for a log reader that stalls for a moment, and at most 8 MiB with the batch being
+/// written (tracing-appender's queue of 128,000 lines could hold ~45 MiB, a third of the
+/// Deployment's memory limit).
+const MAX_PENDING: usize = 4 * 1024 * 1024;
 /// What the thread keeps of its buffer after a burst.
 const KEEP: usize = 64 * 1024;
 
@@ -527,13 +530,14 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(1));
         }
-        // More than MAX_PENDING from four threads: writers wait, nothing is lost.
+        // Twice MAX_PENDING from four threads: writers wait, nothing is lost.
+        const LINES_PER_THREAD: usize = 2 * MAX_PENDING / 1000 / 4;
         let line = [b'x'; 999];
         std::thread::scope(|scope| {
             for thread in 0..4u8 {
                 let writer = &writer;
                 scope.spawn(move || {
-                    for _ in 0..1000 {
+                    for _ in 0..LINES_PER_THREAD {
                         let mut text = line.to_vec();
                         text[0] = b'0' + thread;
                         text.push(b'\n');
@@ -549,7 +553,7 @@ mod tests {
             .split(|&b| b == b'\n')
             .filter(|l| !l.is_empty())
             .collect();
-        assert_eq!(lines.len(), 1 + 4000);
+        assert_eq!(lines.len(), 1 + 4 * LINES_PER_THREAD);
         assert_eq!(lines[0], b"first");
         for thread in 0..4u8 {
             assert_eq!(
@@ -557,7 +561,7 @@ mod tests {
                     .iter()
                     .filter(|l| l.len() == 999 && l[0] == b'0' + thread)
                     .count(),
-                1000
+                LINES_PER_THREAD
             );
         }
     }
