@@ -19,6 +19,7 @@ use hyper::body::{Body as HttpBody, Bytes, Incoming};
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulConnection;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
@@ -514,28 +515,28 @@ async fn serve_connection<F: FactSource>(
     let io = TokioIo::new(tls_stream);
     let service = service_fn(move |request| Arc::clone(&reviews).serve(request));
     let result = if h2 {
-        let connection = builders.http2.serve_connection(io, service);
-        tokio::pin!(connection);
-        tokio::select! {
-            result = connection.as_mut() => result,
-            () = close.cancelled() => {
-                connection.as_mut().graceful_shutdown();
-                connection.await
-            }
-        }
+        until_closed(builders.http2.serve_connection(io, service), &close).await
     } else {
-        let connection = builders.http1.serve_connection(io, service);
-        tokio::pin!(connection);
-        tokio::select! {
-            result = connection.as_mut() => result,
-            () = close.cancelled() => {
-                connection.as_mut().graceful_shutdown();
-                connection.await
-            }
-        }
+        until_closed(builders.http1.serve_connection(io, service), &close).await
     };
     if let Err(error) = result {
         tracing::debug!(%peer, %error, "connection ended with an error");
+    }
+}
+
+/// Serves one connection until it ends, or until `close`: then asks it to finish (HTTP/1.1
+/// after the response in progress, HTTP/2 with GOAWAY) and waits for that.
+async fn until_closed<C: GracefulConnection>(
+    connection: C,
+    close: &CancellationToken,
+) -> Result<(), C::Error> {
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => result,
+        () = close.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
     }
 }
 
