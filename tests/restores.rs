@@ -19,24 +19,7 @@ use common::cluster::*;
 
 fn crds() {
     static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let dir = ENV.repo.join("tests/cluster/crds");
-        must(
-            kubectl(&["apply", "-f", dir.to_str().expect("utf-8")]),
-            "apply the CRDs",
-        );
-        must(
-            kubectl(&[
-                "wait",
-                "--for=condition=established",
-                "--timeout=60s",
-                "crd/volumesnapshots.snapshot.storage.k8s.io",
-                "crd/volumesnapshotcontents.snapshot.storage.k8s.io",
-                "crd/referencegrants.gateway.networking.k8s.io",
-            ]),
-            "the CRDs are established",
-        );
-    });
+    ONCE.call_once(install_crds);
 }
 
 fn runtime() -> tokio::runtime::Runtime {

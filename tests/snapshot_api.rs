@@ -28,21 +28,7 @@ fn a_restore_is_judged_once_the_snapshot_api_appears_without_a_restart() {
         &create(&restore(ns), &[]),
         "[snapshot-exists] the VolumeSnapshot API (snapshot.storage.k8s.io/v1) is not served by this cluster; install the external-snapshotter CRDs and controller, or remove spec.dataSource",
     );
-    let dir = ENV.repo.join("tests/cluster/crds");
-    must(
-        kubectl(&["apply", "-f", dir.to_str().expect("utf-8")]),
-        "install the CRDs",
-    );
-    must(
-        kubectl(&[
-            "wait",
-            "--for=condition=established",
-            "--timeout=60s",
-            "crd/volumesnapshots.snapshot.storage.k8s.io",
-            "crd/volumesnapshotcontents.snapshot.storage.k8s.io",
-        ]),
-        "established",
-    );
+    install_crds();
     let snapshot = format!(
         "apiVersion: snapshot.storage.k8s.io/v1\nkind: VolumeSnapshot\nmetadata: {{name: snap, namespace: {ns}}}\n\
          spec: {{source: {{persistentVolumeClaimName: data}}}}\n"

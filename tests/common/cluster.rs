@@ -164,6 +164,27 @@ pub fn classes() {
     });
 }
 
+/// Installs the project's CRDs (tests/cluster/crds: VolumeSnapshot, VolumeSnapshotContent,
+/// ReferenceGrant) and waits until the API server serves them.
+pub fn install_crds() {
+    let dir = ENV.repo.join("tests/cluster/crds");
+    must(
+        kubectl(&["apply", "-f", dir.to_str().expect("utf-8")]),
+        "apply the CRDs",
+    );
+    must(
+        kubectl(&[
+            "wait",
+            "--for=condition=established",
+            "--timeout=60s",
+            "crd/volumesnapshots.snapshot.storage.k8s.io",
+            "crd/volumesnapshotcontents.snapshot.storage.k8s.io",
+            "crd/referencegrants.gateway.networking.k8s.io",
+        ]),
+        "the CRDs are established",
+    );
+}
+
 pub fn namespace(name: &str) {
     classes();
     local_cluster(&["namespace", ENV.dir.to_str().expect("utf-8 dir"), name]);
