@@ -20,14 +20,19 @@ use serde_json::{Value, json};
 
 pub const UID: &str = "705ab4f5-6393-11e8-b7cc-42010a800002";
 
-/// A PVC as the API server sends it to a webhook: defaulted, with managedFields.
-pub fn claim(name: &str, data_source: Option<Value>, storage: &str) -> Value {
-    let mut spec = json!({
+/// A claim's spec as the API server defaults it: class gp3, Filesystem, `storage` requested.
+fn claim_spec(storage: &str) -> Value {
+    json!({
         "accessModes": ["ReadWriteOnce"],
         "resources": {"requests": {"storage": storage}},
         "storageClassName": "gp3",
         "volumeMode": "Filesystem"
-    });
+    })
+}
+
+/// A PVC as the API server sends it to a webhook: defaulted, with managedFields.
+pub fn claim(name: &str, data_source: Option<Value>, storage: &str) -> Value {
+    let mut spec = claim_spec(storage);
     if let Some(source) = data_source {
         spec["dataSource"] = source.clone();
         spec["dataSourceRef"] = source;
@@ -96,12 +101,7 @@ pub fn statefulset(templates: Value) -> Value {
 
 /// A `volumeClaimTemplates` entry: a claim "name" of `storage` cloning `data_source`.
 pub fn claim_template(name: &str, data_source: Option<Value>, storage: &str) -> Value {
-    let mut spec = json!({
-        "accessModes": ["ReadWriteOnce"],
-        "resources": {"requests": {"storage": storage}},
-        "storageClassName": "gp3",
-        "volumeMode": "Filesystem"
-    });
+    let mut spec = claim_spec(storage);
     if let Some(source) = data_source {
         spec["dataSource"] = source;
     }
