@@ -74,10 +74,7 @@ fn faults_fail_closed_naming_the_cause_and_recover() {
     // 1. The webhook's identity is refused by RBAC. Watches already open go on (RBAC is
     //    checked when a request starts), so a cached source is still judged; a lookup the
     //    caches cannot answer is refused, and the review fails closed saying so.
-    must(
-        kubectl(&["delete", "clusterrolebinding", "pvc-clone-guard-local"]),
-        "revoke",
-    );
+    revoke_webhook_rbac();
     let forbidden = format!(
         "pvc-clone-guard could not check this clone: reading persistentvolumeclaims from the API server failed: \
          persistentvolumeclaims \"ghost\" is forbidden: User \"pvc-clone-guard\" cannot get resource \"persistentvolumeclaims\" \
@@ -105,16 +102,7 @@ fn faults_fail_closed_naming_the_cause_and_recover() {
         true,
         "plain claims are unaffected"
     );
-    must(
-        kubectl(&[
-            "create",
-            "clusterrolebinding",
-            "pvc-clone-guard-local",
-            "--clusterrole=pvc-clone-guard",
-            "--user=pvc-clone-guard",
-        ]),
-        "restore",
-    );
+    restore_webhook_rbac();
     let exists = "[source-exists] source claim \"ghost\" does not exist in namespace \"faults\"; create it first, or fix spec.dataSource.name";
     wait_until(
         || message(&post_to_webhook(&clone_review("faults", "ghost"))) == exists,

@@ -110,10 +110,7 @@ fn the_audit_log_records_the_verdict_of_refused_and_admitted_clones() {
 
     // A lookup that fails (the webhook's identity loses its RBAC; a source the caches do not
     // hold is then read from the API server, which refuses): the cause is recorded too.
-    must(
-        kubectl(&["delete", "clusterrolebinding", "pvc-clone-guard-local"]),
-        "revoke",
-    );
+    revoke_webhook_rbac();
     let cause = "reading persistentvolumeclaims from the API server failed: persistentvolumeclaims \"ghost\" is forbidden: \
                  User \"pvc-clone-guard\" cannot get resource \"persistentvolumeclaims\" in API group \"\" in the namespace \"ops-audit\"";
     let ghost = clone_yaml(
@@ -133,16 +130,7 @@ fn the_audit_log_records_the_verdict_of_refused_and_admitted_clones() {
         std::thread::sleep(Duration::from_millis(100));
         run = create(&ghost, &[]);
     }
-    must(
-        kubectl(&[
-            "create",
-            "clusterrolebinding",
-            "pvc-clone-guard-local",
-            "--clusterrole=pvc-clone-guard",
-            "--user=pvc-clone-guard",
-        ]),
-        "restore",
-    );
+    restore_webhook_rbac();
     assert_denied(
         &run,
         &format!(

@@ -185,6 +185,29 @@ pub fn install_crds() {
     );
 }
 
+/// Takes the webhook's RBAC away: deletes the binding of the shipped ClusterRole to its user
+/// that the local control plane creates.
+pub fn revoke_webhook_rbac() {
+    must(
+        kubectl(&["delete", "clusterrolebinding", "pvc-clone-guard-local"]),
+        "revoke",
+    );
+}
+
+/// Gives the webhook its RBAC back (see [`revoke_webhook_rbac`]).
+pub fn restore_webhook_rbac() {
+    must(
+        kubectl(&[
+            "create",
+            "clusterrolebinding",
+            "pvc-clone-guard-local",
+            "--clusterrole=pvc-clone-guard",
+            "--user=pvc-clone-guard",
+        ]),
+        "restore",
+    );
+}
+
 pub fn namespace(name: &str) {
     classes();
     local_cluster(&["namespace", ENV.dir.to_str().expect("utf-8 dir"), name]);
