@@ -791,13 +791,7 @@ fn a_source_without_a_storage_class_is_refused() {
          apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: data, namespace: {ns}}}\nspec:\n  \
          accessModes: [ReadWriteOnce]\n  resources: {{requests: {{storage: 10Gi}}}}\n"
     ));
-    local_cluster(&[
-        "bind",
-        ENV.dir.to_str().expect("utf-8 dir"),
-        ns,
-        "data",
-        &format!("{ns}-pv"),
-    ]);
+    bind(ns, "data", &format!("{ns}-pv"));
     assert_denied(
         &create(&clone_of_data(ns, Some("gp3"), "10Gi"), &[]),
         "[source-class] source claim \"data\" has no storageClassName, and the CSI provisioner refuses to clone such a claim; clone a claim that has a StorageClass",
@@ -828,13 +822,7 @@ fn placement_warnings_name_the_zone_and_the_parameters() {
          apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: data, namespace: {ns}}}\nspec:\n  \
          accessModes: [ReadWriteOnce]\n  storageClassName: az-premium\n  resources: {{requests: {{storage: 10Gi}}}}\n"
     ));
-    local_cluster(&[
-        "bind",
-        ENV.dir.to_str().expect("utf-8 dir"),
-        ns,
-        "data",
-        &format!("{ns}-pv"),
-    ]);
+    bind(ns, "data", &format!("{ns}-pv"));
     // The same class: nothing to say.
     assert_created(
         &create(

@@ -208,6 +208,18 @@ pub fn restore_webhook_rbac() {
     );
 }
 
+/// Binds claim `namespace/claim` and PersistentVolume `volume` to each other, as the
+/// PV controller (not running here) would.
+pub fn bind(namespace: &str, claim: &str, volume: &str) {
+    local_cluster(&[
+        "bind",
+        ENV.dir.to_str().expect("utf-8 dir"),
+        namespace,
+        claim,
+        volume,
+    ]);
+}
+
 pub fn namespace(name: &str) {
     classes();
     local_cluster(&["namespace", ENV.dir.to_str().expect("utf-8 dir"), name]);
@@ -264,13 +276,7 @@ impl<'a> Source<'a> {
             request = self.request,
         ));
         if self.bind {
-            local_cluster(&[
-                "bind",
-                ENV.dir.to_str().expect("utf-8 dir"),
-                self.namespace,
-                self.name,
-                &pv,
-            ]);
+            bind(self.namespace, self.name, &pv);
         }
         self
     }
