@@ -48,7 +48,7 @@ pub enum ReviewError {
 /// The object under review, reduced to what the rules read: a claim's spec, or a
 /// StatefulSet's claim templates (the name stays: a StatefulSet is reviewed for the claims
 /// it stands for).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ReviewedClaim {
     metadata: ReviewedMeta,
     spec: ClaimSpec,
@@ -115,7 +115,7 @@ struct Envelope {
 /// not a group/version/kind, an unknown operation); the fields not read are checked for
 /// their shape and skipped without being built. Responses stay on kube's
 /// `AdmissionResponse` (see [`Reviewer::judge`]).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ReviewRequest {
     pub uid: String,
     /// `request.kind`: the group and kind of the object (the version is not read).
@@ -228,7 +228,18 @@ impl<'de> Deserialize<'de> for WireObject {
 }
 
 /// Parses a review body; every failure is a [`ReviewError`], never a panic.
+///
+/// A body in the usual shape is read by [`reader`], by hand and in one pass; any other, and
+/// every one that is not a valid review, by serde, which words the errors.
 pub fn parse(body: &[u8]) -> Result<ReviewRequest, ReviewError> {
+    match reader::read(body) {
+        Some(request) => Ok(request),
+        None => parse_with_serde(body),
+    }
+}
+
+/// [`parse`] without the hand-written fast path.
+fn parse_with_serde(body: &[u8]) -> Result<ReviewRequest, ReviewError> {
     let envelope: Envelope = match serde_json::from_slice(body) {
         Ok(envelope) => envelope,
         // A request of another version may well not parse; saying which version is wanted
@@ -898,6 +909,7 @@ impl<'de> Deserialize<'de> for ObjectSpec {
     }
 }
 
+mod reader;
 mod statefulset;
 use statefulset::ClaimTemplate;
 pub use statefulset::TemplateRequest;
