@@ -15,8 +15,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use kube::core::DynamicObject;
 use kube::core::TypeMeta;
-use kube::core::admission::{AdmissionResponse, Operation};
+use kube::core::admission::{AdmissionResponse, AdmissionReview, Operation};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 
@@ -351,7 +352,7 @@ pub fn triage(request: &ReviewRequest) -> Triage {
     let Some(claim) = request.object.as_ref() else {
         return Triage::Skip(SkipReason::NoObject);
     };
-    match claim_request(review_namespace(request, claim), &claim.spec) {
+    match claim_request(|| review_namespace(request, claim), &claim.spec) {
         Some(judged) => Triage::Judge(judged),
         None => Triage::Skip(SkipReason::NotAClone),
     }
@@ -368,7 +369,10 @@ fn review_namespace(request: &ReviewRequest, object: &ReviewedClaim) -> String {
 
 /// What the rules judge about a claim with this spec in `namespace`, if it is a clone or a
 /// restore.
-fn claim_request(namespace: String, spec: &ClaimSpec) -> Option<DataSourceRequest> {
+fn claim_request(
+    namespace: impl FnOnce() -> String,
+    spec: &ClaimSpec,
+) -> Option<DataSourceRequest> {
     let (reference, kind, field) = match (spec.data_source.as_ref(), spec.data_source_ref.as_ref())
     {
         (Some(source), _) => (source, source_kind(source)?, "dataSource"),
@@ -382,7 +386,7 @@ fn claim_request(namespace: String, spec: &ClaimSpec) -> Option<DataSourceReques
         .filter(|r| source_kind(r) == Some(kind) && r.name == reference.name)
         .and_then(|r| r.namespace.clone());
     Some(DataSourceRequest {
-        namespace,
+        namespace: namespace(),
         source: SourceReference {
             kind,
             name: reference.name.clone().unwrap_or_default(),
@@ -789,16 +793,33 @@ impl fmt::Display for Joined<'_> {
 }
 
 /// Serializes a response as the AdmissionReview the API server expects.
-pub fn to_body(response: AdmissionResponse) -> Vec<u8> {
-    // Serializing plain strings, maps and numbers cannot fail; fall back to a valid
-    // (if uid-less) refusal rather than panicking should it ever do so.
-    // Room for an answer with a message or two, so that it is written without growing.
-    let mut body = Vec::with_capacity(512);
-    match serde_json::to_writer(&mut body, &response.into_review()) {
-        Ok(()) => body,
-        Err(_) => br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"","allowed":false}}"#
-            .to_vec(),
+pub fn to_body(mut response: AdmissionResponse) -> Vec<u8> {
+    thread_local! {
+        /// Where answers are written, kept from review to review (shrunk past 64 KiB).
+        static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
+    // What `into_review` makes, with the response's type fields moved, not cloned.
+    let review = AdmissionReview::<DynamicObject> {
+        types: std::mem::take(&mut response.types),
+        request: None,
+        response: Some(response),
+    };
+    BUFFER.with_borrow_mut(|buffer| {
+        buffer.clear();
+        // Serializing plain strings, maps and numbers cannot fail; fall back to a valid
+        // (if uid-less) refusal rather than panicking should it ever do so.
+        let body = match serde_json::to_writer(&mut *buffer, &review) {
+            // One allocation of the exact size: hyper sends it without another (a `Vec`
+            // with room to spare costs `Bytes` a second allocation).
+            Ok(()) => buffer.to_vec(),
+            Err(_) => br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"","allowed":false}}"#
+                .to_vec(),
+        };
+        if buffer.capacity() > 64 * 1024 {
+            buffer.shrink_to(64 * 1024);
+        }
+        body
+    })
 }
 
 // ---- Tolerant deserialization of the reviewed object -------------------------------------

@@ -224,7 +224,16 @@ where
         turn = Some(turns.acquire().await);
         read_body(body, declared).await
     };
-    let body = match tokio::time::timeout(state.body_read_timeout, read).await {
+    let read = {
+        let mut read = std::pin::pin!(read);
+        // A body already received (the usual case over HTTP/1.1) is read at the first
+        // poll, and no timer is set for it.
+        match futures::FutureExt::now_or_never(read.as_mut()) {
+            Some(read) => Ok(read),
+            None => tokio::time::timeout(state.body_read_timeout, read).await,
+        }
+    };
+    let body = match read {
         Ok(Ok(body)) => body,
         Ok(Err(BodyError::TooLarge)) => return body_too_large(),
         Ok(Err(BodyError::Read(error))) => {

@@ -82,7 +82,7 @@ pub(super) fn triage(request: &ReviewRequest) -> Triage {
         .iter()
         .enumerate()
         .filter_map(|(index, template)| {
-            let request = claim_request(namespace.clone(), &template.spec)?;
+            let request = claim_request(|| namespace.clone(), &template.spec)?;
             Some(TemplateRequest {
                 label: format!(
                     "volumeClaimTemplates[{index}] {:?}",
