@@ -608,6 +608,11 @@ impl<F: FactSource> Reviewer<F> {
         freshness: Freshness,
         deadline: tokio::time::Instant,
     ) -> Result<rules::Facts, LookupError> {
+        if freshness == Freshness::Cached
+            && let Some(facts) = self.facts.cached(request, &self.policy)
+        {
+            return Ok(facts);
+        }
         // Boxed: a lookup that goes to the API server is a large future (kube's requests),
         // which would otherwise make every review's future that large, plain ones included,
         // and be copied with it (hyper moves each request's future into place).

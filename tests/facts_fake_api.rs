@@ -350,6 +350,11 @@ async fn a_synced_cache_answers_a_clone_review_without_an_api_request() {
         .gather(&clone_request("data"), &policy, Freshness::Cached)
         .await
         .expect("facts");
+    // The same facts, read at once without a future, as a review reads them.
+    assert_eq!(
+        facts.cached(&clone_request("data"), &policy).as_ref(),
+        Some(&gathered)
+    );
     let source = gathered.source.expect("source found");
     assert_eq!(source.phase.as_deref(), Some("Bound"));
     assert_eq!(
@@ -370,6 +375,11 @@ async fn a_cache_miss_reads_the_api_server() {
     young["metadata"]["name"] = json!("young");
     fake.put_quietly(CLAIMS, "dev/young", young);
     fake.clear_requests();
+    assert_eq!(
+        facts.cached(&clone_request("young"), &policy),
+        None,
+        "a miss is left to gather"
+    );
     let gathered = facts
         .gather(&clone_request("young"), &policy, Freshness::Cached)
         .await

@@ -103,6 +103,15 @@ pub trait FactSource: Send + Sync + 'static {
         freshness: Freshness,
     ) -> impl Future<Output = Result<Facts, LookupError>> + Send;
 
+    /// The facts of `request` if the caches hold every one of them, read at once: the
+    /// steady state of a clone review. `None` (a miss, or a source that is not cached this
+    /// way) sends the review to [`FactSource::gather`]. Reading them here rather than in
+    /// `gather` spares every such review `gather`'s future, which holds the API requests a
+    /// miss makes (6.8 KB, allocated and moved per review: BENCHMARKS.md, issue 12).
+    fn cached(&self, _request: &DataSourceRequest, _policy: &Policy) -> Option<Facts> {
+        None
+    }
+
     /// Whether reviews can be answered (the `/readyz` answer): the first sync of the
     /// caches of claims, volumes and classes is done, or was given up on after a bounded wait
     /// (lookups then go to the API server); the pods index syncs in the background. A watch
@@ -328,32 +337,36 @@ impl ClusterFacts {
         requested: Option<&str>,
         all: &[Arc<ClassInfo>],
     ) -> Result<ClassFact, LookupError> {
-        let found = |c: &ClassInfo| ClassFact::Found {
-            name: c.name.clone(),
-            provisioner: c.provisioner.clone(),
-            is_default: c.is_default && requested.is_none(),
-            allowed_topologies: c.allowed_topologies.clone(),
-            parameters: c.parameters.clone(),
-        };
-        match requested {
-            Some("") => Ok(ClassFact::Disabled),
-            None => Ok(default_class(all).map_or(ClassFact::NoDefault, found)),
-            Some(name) => {
-                if let Some(class) = all.iter().find(|c| c.name == name) {
-                    return Ok(found(class));
-                }
-                // Not cached yet: a class created a moment ago must not be reported missing.
-                let api = Api::<StorageClass>::all(self.client.clone());
-                let class = api
-                    .get_opt(name)
-                    .await
-                    .map_err(|e| LookupError::api(self.classes.resource, e))?;
-                Ok(class.map_or_else(
-                    || ClassFact::Missing(name.to_owned()),
-                    |c| found(&slim_class(c)),
-                ))
-            }
+        if let Some(fact) = class_among(requested, all) {
+            return Ok(fact);
         }
+        let name = requested.unwrap_or_default();
+        // Not cached yet: a class created a moment ago must not be reported missing.
+        let api = Api::<StorageClass>::all(self.client.clone());
+        let class = api
+            .get_opt(name)
+            .await
+            .map_err(|e| LookupError::api(self.classes.resource, e))?;
+        Ok(class.map_or_else(
+            || ClassFact::Missing(name.to_owned()),
+            |c| class_fact(&slim_class(c), requested),
+        ))
+    }
+
+    /// Pods that mount the source, from the pods index (or nothing to read while
+    /// `source-in-use` is off); `None` while the index is not served.
+    fn cached_pods(&self, policy: &Policy, namespace: &str, claim: &str) -> Option<PodsFact> {
+        if policy.action(RuleId::SourceInUse) == Action::Off {
+            return Some(PodsFact::default());
+        }
+        self.cached_pods_using(namespace, claim)
+            .map(PodsFact::Known)
+    }
+
+    /// The pods that mount `claim`, from the pods index; `None` while it is not served.
+    fn cached_pods_using(&self, namespace: &str, claim: &str) -> Option<Vec<String>> {
+        let pods = self.pods.as_ref()?.in_namespace(namespace)?;
+        Some(pods_mounting(pods.iter().map(|pod| pod.as_ref()), claim))
     }
 
     async fn pods_using(
@@ -362,13 +375,10 @@ impl ClusterFacts {
         claim: &str,
         freshness: Freshness,
     ) -> Result<Vec<String>, LookupError> {
-        let cached = self
-            .pods
-            .as_ref()
-            .filter(|_| freshness == Freshness::Cached)
-            .and_then(|pods| pods.in_namespace(namespace));
-        if let Some(pods) = cached {
-            return Ok(pods_mounting(pods.iter().map(|pod| pod.as_ref()), claim));
+        if freshness == Freshness::Cached
+            && let Some(pods) = self.cached_pods_using(namespace, claim)
+        {
+            return Ok(pods);
         }
         // Read as the pods index reads them (PodClaims), so both paths keep the same pods.
         let api = Api::<PodClaims>::namespaced(self.client.clone(), namespace);
@@ -471,23 +481,88 @@ impl FactSource for ClusterFacts {
         };
         let (volume, classes, pods) = futures::join!(volume, classes, pods);
         let (volume, (classes, class)) = (volume?, classes?);
-        facts.class = class;
-        facts.pods = pods;
-        let driver = volume.as_ref().and_then(|v| v.csi_driver.as_deref());
-        facts.classes_for_source_driver = classes_of(&classes, driver);
-        facts.source_class_parameters = volume
-            .as_ref()
-            .and_then(|v| v.storage_class.as_deref())
-            .and_then(|class| classes.iter().find(|c| c.name == class))
-            .map(|class| class.parameters.clone());
-        facts.source = Some(SourceClaim::clone(&source));
-        facts.volume = volume.map(|v| SourceVolume::clone(&v));
-        Ok(facts)
+        Ok(Facts {
+            grant: facts.grant,
+            ..clone_facts(&source, volume.as_deref(), &classes, class, pods)
+        })
+    }
+
+    fn cached(&self, request: &DataSourceRequest, policy: &Policy) -> Option<Facts> {
+        // Restores and grants are read by `gather` (their lookups are not all cached).
+        if request.is_restore() || request.needs_grant(policy) {
+            return None;
+        }
+        let namespace = request
+            .source_namespace(policy)
+            .unwrap_or(&request.namespace);
+        let name = &request.source.name;
+        let source = self.claims.get(&format!("{namespace}/{name}"))?;
+        let volume = match source.volume_name.as_deref().filter(|v| !v.is_empty()) {
+            Some(volume) => Some(self.volumes.get(volume)?),
+            None => None,
+        };
+        let classes = self.classes.snapshot()?;
+        let class = class_among(request.storage_class.as_deref(), &classes)?;
+        let pods = self.cached_pods(policy, namespace, name)?;
+        Some(clone_facts(
+            &source,
+            volume.as_deref(),
+            &classes,
+            class,
+            pods,
+        ))
     }
 
     fn ready(&self) -> bool {
         self.started.elapsed() >= self.sync_wait
             || self.readiness_caches().iter().all(|cache| cache.listed())
+    }
+}
+
+/// The facts of a clone, from its source, volume, classes and pods however they were read
+/// (from the caches or the API server).
+fn clone_facts(
+    source: &SourceClaim,
+    volume: Option<&SourceVolume>,
+    classes: &[Arc<ClassInfo>],
+    class: ClassFact,
+    pods: PodsFact,
+) -> Facts {
+    let driver = volume.and_then(|v| v.csi_driver.as_deref());
+    Facts {
+        source: Some(source.clone()),
+        volume: volume.cloned(),
+        class,
+        pods,
+        classes_for_source_driver: classes_of(classes, driver),
+        source_class_parameters: volume
+            .and_then(|v| v.storage_class.as_deref())
+            .and_then(|class| classes.iter().find(|c| c.name == class))
+            .map(|class| class.parameters.clone()),
+        ..Facts::default()
+    }
+}
+
+/// The class a claim asks for (`requested`: its `storageClassName`), among `all`; `None`
+/// when it names one that is not among them.
+fn class_among(requested: Option<&str>, all: &[Arc<ClassInfo>]) -> Option<ClassFact> {
+    match requested {
+        Some("") => Some(ClassFact::Disabled),
+        None => Some(default_class(all).map_or(ClassFact::NoDefault, |c| class_fact(c, None))),
+        Some(name) => all
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| class_fact(c, requested)),
+    }
+}
+
+fn class_fact(class: &ClassInfo, requested: Option<&str>) -> ClassFact {
+    ClassFact::Found {
+        name: class.name.clone(),
+        provisioner: class.provisioner.clone(),
+        is_default: class.is_default && requested.is_none(),
+        allowed_topologies: class.allowed_topologies.clone(),
+        parameters: class.parameters.clone(),
     }
 }
 
