@@ -323,9 +323,13 @@ impl<'a> Reader<'a> {
             "namespace" => set(&mut namespace, reader.optional()?),
             "operation" => set(&mut operation, operation_named(reader.plain()?)?),
             "userInfo" => {
-                // An object, as k8s-openapi's `UserInfo`, skipped.
-                (reader.peek()? == b'{').then_some(())?;
-                set(&mut user_info, reader.skip(DEPTH + 1)?)
+                // An object, as k8s-openapi's `UserInfo`, skipped. serde parses its keys
+                // (an escaped one, e.g. a lone surrogate, can fail): those are left to it.
+                reader.object(DEPTH + 1, |reader, key| {
+                    key?;
+                    reader.skip(DEPTH + 2)
+                })?;
+                set(&mut user_info, ())
             }
             "object" => {
                 let claim = reader.nullable(|r| r.claim(DEPTH + 1))?;

@@ -171,6 +171,10 @@ fn unusual_bodies_are_left_to_serde() {
             edited(|r| r["request"]["object"]["spec"]["volumeClaimTemplates"] = json!([])),
         ),
         (
+            "an escaped key in userInfo, which serde parses",
+            replaced("\"username\"", "\"user\\ud800name\""),
+        ),
+        (
             "a null name",
             edited(|r| r["request"]["name"] = Value::Null),
         ),
