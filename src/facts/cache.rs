@@ -1,6 +1,8 @@
 //! The caches: maps of slim objects that kube's watcher keeps in step with the API server.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
@@ -16,6 +18,32 @@ use serde::de::DeserializeOwned;
 use super::WatchOptions;
 use super::slim::{ClaimObject, PodClaims, VolumeObject};
 use crate::metrics::Metrics;
+
+/// Calls `f` with the key `namespace/name`, joined in a buffer kept per thread: a lookup
+/// (one or two per clone review) allocates no key.
+fn with_key<R>(namespace: &str, name: &str, f: impl FnOnce(&str) -> R) -> R {
+    thread_local! {
+        static KEY: RefCell<String> = const { RefCell::new(String::new()) };
+    }
+    let join = |key: &mut String| {
+        key.clear();
+        key.push_str(namespace);
+        key.push('/');
+        key.push_str(name);
+    };
+    KEY.with(|buffer| match buffer.try_borrow_mut() {
+        Ok(mut key) => {
+            join(&mut key);
+            f(&key)
+        }
+        // Only if `f` itself asked for a key: that one gets a buffer of its own.
+        Err(_) => {
+            let mut key = String::new();
+            join(&mut key);
+            f(&key)
+        }
+    })
+}
 
 /// A map of slim objects filled by a watch. Served only while its watch is healthy.
 pub struct Cache<T> {
@@ -67,20 +95,29 @@ impl<T> Cache<T> {
             .then(|| self.read().values().cloned().collect())
     }
 
-    /// Every object whose key starts with `namespace/`, only while the cache is served.
-    pub(super) fn in_namespace(&self, namespace: &str) -> Option<Vec<Arc<T>>> {
+    /// The cached object `namespace/name`, only while the cache is served.
+    pub(super) fn get_namespaced(&self, namespace: &str, name: &str) -> Option<Arc<T>> {
+        with_key(namespace, name, |key| self.get(key))
+    }
+
+    /// What `read` makes of the objects whose key starts with `namespace/`, read under the lock (no list of them
+    /// is made), only while the cache is served.
+    pub(super) fn in_namespace_with<R>(
+        &self,
+        namespace: &str,
+        read: impl FnOnce(&mut dyn Iterator<Item = &Arc<T>>) -> R,
+    ) -> Option<R> {
         if !self.is_serving() {
             return None;
         }
-        let prefix = format!("{namespace}/");
         let objects = self.read();
-        Some(
-            objects
-                .range(prefix.clone()..)
-                .take_while(|(key, _)| key.starts_with(&prefix))
-                .map(|(_, object)| Arc::clone(object))
-                .collect(),
-        )
+        with_key(namespace, "", |prefix| {
+            let mut in_namespace = objects
+                .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+                .take_while(|(key, _)| key.starts_with(prefix))
+                .map(|(_, object)| object);
+            Some(read(&mut in_namespace))
+        })
     }
 
     pub fn len(&self) -> usize {

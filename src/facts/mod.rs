@@ -284,7 +284,7 @@ impl ClusterFacts {
         freshness: Freshness,
     ) -> Result<Option<Arc<SourceClaim>>, LookupError> {
         if freshness == Freshness::Cached
-            && let Some(claim) = self.claims.get(&format!("{namespace}/{name}"))
+            && let Some(claim) = self.claims.get_namespaced(namespace, name)
         {
             return Ok(Some(claim));
         }
@@ -365,8 +365,9 @@ impl ClusterFacts {
 
     /// The pods that mount `claim`, from the pods index; `None` while it is not served.
     fn cached_pods_using(&self, namespace: &str, claim: &str) -> Option<Vec<String>> {
-        let pods = self.pods.as_ref()?.in_namespace(namespace)?;
-        Some(pods_mounting(pods.iter().map(|pod| pod.as_ref()), claim))
+        self.pods.as_ref()?.in_namespace_with(namespace, |pods| {
+            pods_mounting(pods.map(|pod| pod.as_ref()), claim)
+        })
     }
 
     async fn pods_using(
@@ -496,7 +497,7 @@ impl FactSource for ClusterFacts {
             .source_namespace(policy)
             .unwrap_or(&request.namespace);
         let name = &request.source.name;
-        let source = self.claims.get(&format!("{namespace}/{name}"))?;
+        let source = self.claims.get_namespaced(namespace, name)?;
         let volume = match source.volume_name.as_deref().filter(|v| !v.is_empty()) {
             Some(volume) => Some(self.volumes.get(volume)?),
             None => None,
@@ -750,22 +751,15 @@ mod tests {
         for (key, value) in [("a/x", 1), ("ab/y", 2), ("b/z", 3), ("a/w", 4)] {
             cache.write().insert(key.into(), Arc::new(value));
         }
-        assert_eq!(
-            cache.in_namespace("a"),
-            None,
-            "not served before the cache is in sync"
-        );
+        let values = |namespace: &str| {
+            cache.in_namespace_with(namespace, |objects| {
+                objects.map(|v| **v).collect::<Vec<u32>>()
+            })
+        };
+        assert_eq!(values("a"), None, "not served before the cache is in sync");
         cache.serving.store(true, Ordering::Release);
-        let values: Vec<u32> = cache
-            .in_namespace("a")
-            .expect("synced")
-            .iter()
-            .map(|v| **v)
-            .collect();
-        assert_eq!(values, [4, 1]);
-        assert_eq!(
-            cache.in_namespace("c").expect("synced"),
-            Vec::<Arc<u32>>::new()
-        );
+        assert_eq!(values("a"), Some(vec![4, 1]));
+        assert_eq!(values("c"), Some(vec![]));
+        assert_eq!(cache.get_namespaced("ab", "y").as_deref(), Some(&2));
     }
 }

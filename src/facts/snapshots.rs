@@ -294,7 +294,7 @@ impl Snapshots {
         }
         let caches = self.caches.get().filter(|_| freshness == Freshness::Cached);
         let cached_snapshot =
-            caches.and_then(|(snapshots, _)| snapshots.get(&format!("{namespace}/{name}")));
+            caches.and_then(|(snapshots, _)| snapshots.get_namespaced(namespace, name));
         let snapshot = match cached_snapshot {
             Some(snapshot) => SnapshotInfo::clone(&snapshot),
             None => {
