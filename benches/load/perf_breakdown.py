@@ -23,6 +23,11 @@ PRIORITY = [
     ("rules", re.compile(r"pvc_clone_guard::rules::")),
     ("response JSON", re.compile(r"pvc_clone_guard::review::to_body|serde_json::ser::to_vec|AdmissionResponse")),
     ("metrics", re.compile(r"prometheus_client|pvc_clone_guard::metrics")),
+    # What is left of a review's own work once the above are taken out: triage, the
+    # verdict's lines, the response built (kube's AdmissionResponse), the audit annotations,
+    # the values moved between them. Without this line it was counted as HTTP (the leaf's
+    # nearest low-level frame is hyper's dispatcher).
+    ("judging (triage, verdict, response built)", re.compile(r"pvc_clone_guard::review::")),
 ]
 LOW = [
     ("socket write (kernel, incl. loopback delivery)", re.compile(r"__GI___writev|__writev|do_writev|tcp_sendmsg")),
