@@ -9,7 +9,8 @@
 //! whole body (managedFields included) before parsing it. The envelope here is a plain
 //! struct around a slim [`ReviewRequest`] (see there why not kube's `AdmissionRequest`),
 //! whose object is a [`ReviewedClaim`], which keeps only what the rules read and skips
-//! everything else without building it.
+//! everything else without building it. A review in the usual shape is read into the same
+//! types by hand, in one pass ([`reader`]); serde reads every other body.
 
 use std::collections::HashMap;
 use std::fmt;

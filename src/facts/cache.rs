@@ -100,8 +100,8 @@ impl<T> Cache<T> {
         with_key(namespace, name, |key| self.get(key))
     }
 
-    /// What `read` makes of the objects whose key starts with `namespace/`, read under the lock (no list of them
-    /// is made), only while the cache is served.
+    /// What `read` makes of the objects whose key starts with `namespace/`, read under the
+    /// lock (no list of them is made), only while the cache is served.
     pub(super) fn in_namespace_with<R>(
         &self,
         namespace: &str,

@@ -91,21 +91,34 @@ impl<'a> Reader<'a> {
         depth: usize,
         mut field: impl FnMut(&mut Self, Option<&'a str>) -> Option<()>,
     ) -> Option<()> {
+        self.items(depth, b'{', b'}', |reader| {
+            let (key, escaped) = reader.string()?;
+            reader.expect(b':')?;
+            field(reader, (!escaped).then_some(key))
+        })
+    }
+
+    /// The items of an object or an array, from `open` to `close`, each read by `item`.
+    fn items(
+        &mut self,
+        depth: usize,
+        open: u8,
+        close: u8,
+        mut item: impl FnMut(&mut Self) -> Option<()>,
+    ) -> Option<()> {
         if depth > MAX_DEPTH {
             return None;
         }
-        self.expect(b'{')?;
-        if self.peek()? == b'}' {
+        self.expect(open)?;
+        if self.peek()? == close {
             self.at += 1;
             return Some(());
         }
         loop {
-            let (key, escaped) = self.string()?;
-            self.expect(b':')?;
-            field(self, (!escaped).then_some(key))?;
+            item(self)?;
             match self.peek()? {
                 b',' => self.at += 1,
-                b'}' => {
+                byte if byte == close => {
                     self.at += 1;
                     return Some(());
                 }
@@ -194,35 +207,13 @@ impl<'a> Reader<'a> {
     fn skip(&mut self, depth: usize) -> Option<()> {
         match self.peek()? {
             b'{' => self.object(depth, |reader, _| reader.skip(depth + 1)),
-            b'[' => self.skip_array(depth),
+            b'[' => self.items(depth, b'[', b']', |reader| reader.skip(depth + 1)),
             b'"' => self.string().map(drop),
             b't' => self.literal("true"),
             b'f' => self.literal("false"),
             b'n' => self.literal("null"),
             b'-' | b'0'..=b'9' => self.number(),
             _ => None,
-        }
-    }
-
-    fn skip_array(&mut self, depth: usize) -> Option<()> {
-        if depth > MAX_DEPTH {
-            return None;
-        }
-        self.expect(b'[')?;
-        if self.peek()? == b']' {
-            self.at += 1;
-            return Some(());
-        }
-        loop {
-            self.skip(depth + 1)?;
-            match self.peek()? {
-                b',' => self.at += 1,
-                b']' => {
-                    self.at += 1;
-                    return Some(());
-                }
-                _ => return None,
-            }
         }
     }
 
