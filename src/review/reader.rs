@@ -348,22 +348,43 @@ impl<'a> Reader<'a> {
         })
     }
 
-    /// An object whose `N` fields named are strings, every one optional and kept unescaped;
-    /// other fields are skipped.
+    /// An object whose fields `names` are each read by `read` (every one optional); other
+    /// fields are skipped.
+    fn fields<T, const N: usize>(
+        &mut self,
+        depth: usize,
+        names: [&str; N],
+        read: impl Fn(&mut Self) -> Option<T>,
+    ) -> Option<[Option<T>; N]> {
+        let mut values = [(); N].map(|()| None);
+        self.object(depth, |reader, key| {
+            let key = key?;
+            match names.iter().position(|name| *name == key) {
+                Some(index) => set(&mut values[index], read(reader)?),
+                None => reader.skip(depth + 1),
+            }
+        })?;
+        Some(values)
+    }
+
+    /// An object whose fields `names` are strings, kept unescaped.
     fn strings<const N: usize>(
         &mut self,
         depth: usize,
         names: [&str; N],
     ) -> Option<[Option<&'a str>; N]> {
-        let mut values = [None; N];
-        self.object(depth, |reader, key| {
-            let key = key?;
-            match names.iter().position(|name| *name == key) {
-                Some(index) => set(&mut values[index], reader.plain()?),
-                None => reader.skip(depth + 1),
-            }
-        })?;
-        Some(values)
+        self.fields(depth, names, Self::plain)
+    }
+
+    /// An object whose fields `names` are each a string or null (what `lenient_string` reads
+    /// as a string or as absent).
+    fn optional_strings<const N: usize>(
+        &mut self,
+        depth: usize,
+        names: [&str; N],
+    ) -> Option<[Option<String>; N]> {
+        self.fields(depth, names, Self::optional)
+            .map(|values| values.map(Option::flatten))
     }
 
     /// A `GroupVersionKind` or `GroupVersionResource` (`last` is "kind" or "resource"):
@@ -390,17 +411,12 @@ impl<'a> Reader<'a> {
 
     /// `ReviewedMeta`.
     fn meta(&mut self, depth: usize) -> Option<ReviewedMeta> {
-        let (mut name, mut generate_name, mut namespace) = (None, None, None);
-        self.object(depth, |reader, key| match key? {
-            "name" => set(&mut name, reader.optional()?),
-            "generateName" => set(&mut generate_name, reader.optional()?),
-            "namespace" => set(&mut namespace, reader.optional()?),
-            _ => reader.skip(depth + 1),
-        })?;
+        let [name, generate_name, namespace] =
+            self.optional_strings(depth, ["name", "generateName", "namespace"])?;
         Some(ReviewedMeta {
-            name: name.flatten(),
-            generate_name: generate_name.flatten(),
-            namespace: namespace.flatten(),
+            name,
+            generate_name,
+            namespace,
         })
     }
 
@@ -443,15 +459,8 @@ impl<'a> Reader<'a> {
         let mut requests = None;
         self.object(depth, |reader, key| match key? {
             "requests" => {
-                let storage = reader.nullable(|r| {
-                    let mut storage = None;
-                    r.object(depth + 1, |reader, key| match key? {
-                        "storage" => set(&mut storage, reader.optional()?),
-                        _ => reader.skip(depth + 2),
-                    })?;
-                    Some(storage.flatten())
-                })?;
-                set(&mut requests, storage.flatten())
+                let storage = reader.nullable(|r| r.optional_strings(depth + 1, ["storage"]))?;
+                set(&mut requests, storage.and_then(|[storage]| storage))
             }
             _ => reader.skip(depth + 1),
         })?;
@@ -460,19 +469,13 @@ impl<'a> Reader<'a> {
 
     /// `TypedReference`.
     fn reference(&mut self, depth: usize) -> Option<TypedReference> {
-        let (mut api_group, mut kind, mut name, mut namespace) = (None, None, None, None);
-        self.object(depth, |reader, key| match key? {
-            "apiGroup" => set(&mut api_group, reader.optional()?),
-            "kind" => set(&mut kind, reader.optional()?),
-            "name" => set(&mut name, reader.optional()?),
-            "namespace" => set(&mut namespace, reader.optional()?),
-            _ => reader.skip(depth + 1),
-        })?;
+        let [api_group, kind, name, namespace] =
+            self.optional_strings(depth, ["apiGroup", "kind", "name", "namespace"])?;
         Some(TypedReference {
-            api_group: api_group.flatten(),
-            kind: kind.flatten(),
-            name: name.flatten(),
-            namespace: namespace.flatten(),
+            api_group,
+            kind,
+            name,
+            namespace,
         })
     }
 }
