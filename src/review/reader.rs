@@ -15,9 +15,10 @@
 //! - a non-null `oldObject`, a StatefulSet's `volumeClaimTemplates`;
 //! - nesting deeper than [`MAX_DEPTH`], invalid UTF-8 anywhere, and any syntax error.
 //!
-//! For every body it accepts, its result is the one serde gives: the tests below hold it to
-//! that on the benchmark's bodies, on the test suite's reviews and on mutated ones. Nothing
-//! here panics or allocates beyond the strings kept.
+//! For every body it accepts, its result is the one serde gives: `reader/tests.rs` holds it
+//! to that on the benchmark's bodies, on usual variations of them, on bodies it must leave
+//! to serde, and on mutated and edited ones (proptest). Nothing here panics or allocates
+//! beyond the strings kept.
 
 use kube::core::admission::Operation;
 
