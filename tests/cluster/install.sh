@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
 # Installs what the local control plane needs, idempotently:
 #   etcd (Debian etcd-server), wrk, openssl, jq, python3-yaml, prometheus (promtool and the
-#   server, for the alert tests), and kube-apiserver 1.20.2 built from
-#   Debian's `kubernetes` source package. The build takes 5-8 minutes on 2 cores, so the
-#   binary is cached outside the repository, keyed by version:
-#   ${PVC_CLONE_GUARD_CACHE:-~/.cache/pvc-clone-guard}/kube-apiserver-<version>/kube-apiserver
+#   server, for the alert tests), the node's runtime (containerd, runc, the CNI plugins,
+#   conntrack, iptables, umoci), and the five Kubernetes 1.20.2 binaries (kube-apiserver,
+#   kubelet, kube-proxy, kube-controller-manager, kube-scheduler) built in one `make` from
+#   Debian's `kubernetes` source package. The build takes about 10-13 minutes on 2 cores, so
+#   the binaries are cached outside the repository, keyed by version:
+#   ${PVC_CLONE_GUARD_CACHE:-~/.cache/pvc-clone-guard}/kube-<version>/{kube-apiserver,kubelet,...}
+#   together with the static pause binary of the same tree (build/pause/linux/pause.c).
 # Prints nothing but progress; safe to run again.
 set -euo pipefail
 
 KUBE_VERSION=1.20.2
 CACHE_DIR="${PVC_CLONE_GUARD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pvc-clone-guard}"
-APISERVER="$CACHE_DIR/kube-apiserver-$KUBE_VERSION/kube-apiserver"
-# Records which source fixes the cached binary was built with; a binary without the
-# current list (e.g. one built before a fix was added) is rebuilt.
-BUILD_STAMP="$CACHE_DIR/kube-apiserver-$KUBE_VERSION/build-fixes"
-BUILD_FIXES="reflect2-1.0.2"
+KUBE_DIR="$CACHE_DIR/kube-$KUBE_VERSION"
+BINARIES="kube-apiserver kubelet kube-proxy kube-controller-manager kube-scheduler"
+# Records which binaries and source fixes the cache was built with; a cache without the
+# current list (e.g. one built before a fix or a binary was added) is rebuilt.
+BUILD_STAMP="$KUBE_DIR/build-stamp"
+BUILD_FIXES="reflect2-1.0.2 pause $BINARIES"
 
 log() { echo "[install] $*" >&2; }
 
@@ -53,8 +57,12 @@ if [ ! -x /usr/bin/kubectl ] && ! command -v kubectl >/dev/null 2>&1; then
   apt_install kubernetes-client
 fi
 
-if [ -x "$APISERVER" ] && [ "$(cat "$BUILD_STAMP" 2>/dev/null)" = "$BUILD_FIXES" ]; then
-  log "kube-apiserver $KUBE_VERSION cached at $APISERVER"
+# The node: containerd (CRI) with runc, bridge/host-local/portmap CNI plugins, conntrack and
+# iptables for kube-proxy, umoci to pack images from scratch (no registry, no Docker engine).
+apt_install --no-install-recommends containerd runc containernetworking-plugins conntrack iptables umoci
+
+if [ "$(cat "$BUILD_STAMP" 2>/dev/null)" = "$BUILD_FIXES" ]; then
+  log "Kubernetes $KUBE_VERSION binaries cached in $KUBE_DIR"
   exit 0
 fi
 
@@ -142,12 +150,17 @@ log "replacing vendored reflect2 with Debian's 1.0.2 (Go >= 1.18 fix)"
 rm -f "$REFLECT2_VENDOR"/*.go
 find "$REFLECT2_SRC" -maxdepth 1 -name '*.go' ! -name '*_test.go' -exec cp {} "$REFLECT2_VENDOR"/ \;
 
-log "building kube-apiserver (5-8 minutes on 2 cores)"
-(cd "$SRC_DIR" && make WHAT=cmd/kube-apiserver >"$BUILD_DIR/build.log" 2>&1) || {
+what=""
+for b in $BINARIES; do what="$what cmd/$b"; done
+log "building$what (10-13 minutes on 2 cores)"
+(cd "$SRC_DIR" && make WHAT="${what# }" >"$BUILD_DIR/build.log" 2>&1) || {
   tail -n 40 "$BUILD_DIR/build.log" >&2
   exit 1
 }
-mkdir -p "$(dirname "$APISERVER")"
-install -m 0755 "$SRC_DIR/_output/bin/kube-apiserver" "$APISERVER"
+mkdir -p "$KUBE_DIR"
+for b in $BINARIES; do install -m 0755 "$SRC_DIR/_output/bin/$b" "$KUBE_DIR/$b"; done
+# The pause container's only binary, from the same tree, static so that the image needs
+# nothing else (tests/cluster/node.sh packs it into an image from scratch).
+gcc -Os -static -o "$KUBE_DIR/pause" "$SRC_DIR/build/pause/linux/pause.c"
 echo "$BUILD_FIXES" >"$BUILD_STAMP"
-log "kube-apiserver $KUBE_VERSION cached at $APISERVER"
+log "Kubernetes $KUBE_VERSION binaries cached in $KUBE_DIR"

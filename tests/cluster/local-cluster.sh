@@ -45,7 +45,7 @@ set -euo pipefail
 KUBE_VERSION=1.20.2
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CACHE_DIR="${PVC_CLONE_GUARD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pvc-clone-guard}"
-APISERVER_BIN="$CACHE_DIR/kube-apiserver-$KUBE_VERSION/kube-apiserver"
+APISERVER_BIN="$CACHE_DIR/kube-$KUBE_VERSION/kube-apiserver"
 ETCD_BIN="${ETCD_BIN:-etcd}"
 KUBECTL="${KUBECTL:-kubectl}"
 TIMEOUT="${LOCAL_CLUSTER_TIMEOUT:-60}"
