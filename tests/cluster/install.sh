@@ -58,8 +58,9 @@ if [ ! -x /usr/bin/kubectl ] && ! command -v kubectl >/dev/null 2>&1; then
 fi
 
 # The node: containerd (CRI) with runc, bridge/host-local/portmap CNI plugins, conntrack and
-# iptables for kube-proxy, umoci to pack images from scratch (no registry, no Docker engine).
-apt_install --no-install-recommends containerd runc containernetworking-plugins conntrack iptables umoci
+# iptables for kube-proxy, nft to remove the iptables tables a node created (teardown), umoci
+# to pack images from scratch (no registry, no Docker engine).
+apt_install --no-install-recommends containerd runc containernetworking-plugins conntrack iptables nftables umoci
 
 if [ "$(cat "$BUILD_STAMP" 2>/dev/null)" = "$BUILD_FIXES" ]; then
   log "Kubernetes $KUBE_VERSION binaries cached in $KUBE_DIR"

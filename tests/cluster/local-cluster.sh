@@ -38,6 +38,11 @@
 #
 # Environment:
 #   LOCAL_CLUSTER_TIMEOUT   seconds to wait for readiness (default 60)
+#   LOCAL_CLUSTER_NODE_IP   the address of a real node (tests/cluster/node.sh sets it): the
+#                           API server binds and advertises it instead of 127.0.0.1, keeps
+#                           the `kubernetes` Endpoints (pods reach it at 10.0.0.1:443),
+#                           authorizes kubelets (Node,RBAC), has a client certificate for
+#                           kubelets, and tokens.csv gets the node's components
 #   PVC_CLONE_GUARD_CACHE   where install.sh caches kube-apiserver (see install.sh)
 #   LOCAL_CLUSTER_SKIP_INSTALL=1  do not run install.sh (binaries must already be there)
 set -euo pipefail
@@ -49,6 +54,8 @@ APISERVER_BIN="$CACHE_DIR/kube-$KUBE_VERSION/kube-apiserver"
 ETCD_BIN="${ETCD_BIN:-etcd}"
 KUBECTL="${KUBECTL:-kubectl}"
 TIMEOUT="${LOCAL_CLUSTER_TIMEOUT:-60}"
+NODE_IP="${LOCAL_CLUSTER_NODE_IP:-}"
+API_HOST="${NODE_IP:-127.0.0.1}"
 
 log() { echo "[local-cluster] $*" >&2; }
 die() {
@@ -241,24 +248,25 @@ gen_certs() {
   fi
   if [ ! -s "$certs/apiserver.crt" ] || [ ! -s "$certs/apiserver.key" ]; then
     log "generating kube-apiserver serving cert"
-    # 10.0.0.1 is the first IP of --service-cluster-ip-range (the `kubernetes` service);
-    # only 127.0.0.1 is ever dialled.
+    # 10.0.0.1 is the first IP of --service-cluster-ip-range (the `kubernetes` service),
+    # which pods dial on a real node; otherwise only 127.0.0.1 is ever dialled.
     issue_cert "$dir" "$certs/apiserver" "kube-apiserver" \
-      "IP:127.0.0.1,DNS:localhost,IP:10.0.0.1,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+      "IP:127.0.0.1,DNS:localhost,IP:10.0.0.1,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local${NODE_IP:+,IP:$NODE_IP}"
     # kube-apiserver serves the whole file as the chain: leaf first, then the CA.
     cat "$dir/ca.crt" >>"$certs/apiserver.crt"
   fi
 }
 
-# issue_cert DIR OUT_PREFIX CN SANS : OUT_PREFIX.crt/.key signed by DIR/ca.{crt,key}.
+# issue_cert DIR OUT_PREFIX CN SANS [USAGE [SUBJECT]]: OUT_PREFIX.crt/.key signed by
+# DIR/ca.{crt,key}. USAGE: serverAuth (default) or clientAuth (then SANS may be empty).
 issue_cert() {
-  local dir=$1 out=$2 cn=$3 sans=$4 ext
+  local dir=$1 out=$2 cn=$3 sans=$4 usage=${5:-serverAuth} subject=${6:-/CN=$3} ext
   ext="$(mktemp)"
   printf '%s\n' "basicConstraints=critical,CA:FALSE" \
     "keyUsage=critical,digitalSignature,keyEncipherment" \
-    "extendedKeyUsage=serverAuth" "subjectAltName=$sans" >"$ext"
+    "extendedKeyUsage=$usage" ${sans:+"subjectAltName=$sans"} >"$ext"
   openssl req -newkey rsa:2048 -nodes -sha256 -keyout "$out.key" -out "$out.csr" \
-    -subj "/CN=$cn" 2>/dev/null
+    -subj "$subject" 2>/dev/null
   openssl x509 -req -in "$out.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial \
     -days 3650 -sha256 -extfile "$ext" -out "$out.crt" 2>/dev/null
   rm -f "$out.csr" "$ext" "$dir/ca.srl"
@@ -286,6 +294,16 @@ gen_tokens() {
     {
       echo "$(openssl rand -hex 32),admin,admin,\"system:masters\""
       echo "$(openssl rand -hex 32),pvc-clone-guard,pvc-clone-guard"
+    } >>"$dir/tokens.csv"
+  fi
+  # A real node's components, each with the identity the bootstrap RBAC (and the Node
+  # authorizer, for the kubelet) expects.
+  if [ -n "$NODE_IP" ] && ! grep -q ',system:kube-proxy,' "$dir/tokens.csv"; then
+    {
+      echo "$(openssl rand -hex 32),system:node:pcg-node,system:node:pcg-node,\"system:nodes\""
+      echo "$(openssl rand -hex 32),system:kube-proxy,system:kube-proxy"
+      echo "$(openssl rand -hex 32),system:kube-controller-manager,system:kube-controller-manager"
+      echo "$(openssl rand -hex 32),system:kube-scheduler,system:kube-scheduler"
     } >>"$dir/tokens.csv"
   fi
 }
@@ -328,7 +346,7 @@ write_cluster_env() {
   {
     printf 'KUBECONFIG=%q\n' "$dir/admin.kubeconfig"
     printf 'PVC_CLONE_GUARD_WEBHOOK_KUBECONFIG=%q\n' "$dir/webhook.kubeconfig"
-    printf 'APISERVER_URL=%q\n' "https://127.0.0.1:$APISERVER_PORT"
+    printf 'APISERVER_URL=%q\n' "https://$API_HOST:$APISERVER_PORT"
     printf 'APISERVER_PORT=%q\n' "$APISERVER_PORT"
     printf 'ETCD_URL=%q\n' "http://127.0.0.1:$ETCD_CLIENT_PORT"
     printf 'ETCD_CLIENT_PORT=%q\n' "$ETCD_CLIENT_PORT"
@@ -378,19 +396,31 @@ write_apiserver_args() {
   #    kinds (alpha in 1.20; 1.20 has no spec.dataSourceRef field at all).
   #  --audit-*: an audit log of PVC creates only (see write_audit_policy), where the
   #    webhook's audit annotations land; rotated at 10 MiB so it can never grow unbounded.
+  local -a node_args=(--endpoint-reconciler-type=none --authorization-mode=RBAC)
+  if [ -n "$NODE_IP" ]; then
+    # A real node: the `kubernetes` Endpoints name the node's address (pods dial
+    # 10.0.0.1:443), kubelets are authorized by the Node authorizer, and the API server
+    # authenticates to the kubelets (logs, exec) with a client certificate in
+    # system:masters; kubelets are reached at their InternalIP (no DNS here).
+    node_args=(
+      --authorization-mode=Node,RBAC
+      "--kubelet-client-certificate=$dir/apiserver-kubelet-client.crt"
+      "--kubelet-client-key=$dir/apiserver-kubelet-client.key"
+      --kubelet-preferred-address-types=InternalIP
+    )
+  fi
   printf '%s\n' "$APISERVER_BIN" \
     "--etcd-servers=http://127.0.0.1:$ETCD_CLIENT_PORT" \
     "--secure-port=$APISERVER_PORT" \
-    --bind-address=127.0.0.1 \
-    --advertise-address=127.0.0.1 \
+    "--bind-address=$API_HOST" \
+    "--advertise-address=$API_HOST" \
     "--cert-dir=$dir/apiserver-certs" \
     "--token-auth-file=$dir/tokens.csv" \
     "--service-account-key-file=$dir/sa.pub" \
     "--service-account-signing-key-file=$dir/sa.key" \
     --service-account-issuer=https://kubernetes.default.svc \
-    --authorization-mode=RBAC \
     --service-cluster-ip-range=10.0.0.0/24 \
-    --endpoint-reconciler-type=none \
+    "${node_args[@]}" \
     --feature-gates=AnyVolumeDataSource=true \
     "--audit-policy-file=$dir/audit-policy.yaml" \
     "--audit-log-path=$dir/audit.log" \
@@ -444,7 +474,7 @@ choose_ports() {
 # kubectl call at the end proves the written kubeconfig itself works.
 wait_ready() {
   local dir=$1 url token deadline
-  url="https://127.0.0.1:$APISERVER_PORT"
+  url="https://$API_HOST:$APISERVER_PORT"
   token="$(token_of "$dir" admin)"
   deadline=$((SECONDS + TIMEOUT))
   local -a curl=(curl -fsS --max-time 3 --cacert "$dir/ca.crt" -H "Authorization: Bearer $token" -o /dev/null)
@@ -501,12 +531,16 @@ cmd_up() {
   gen_certs "$dir"
   gen_sa_keys "$dir"
   gen_tokens "$dir"
+  if [ -n "$NODE_IP" ] && [ ! -s "$dir/apiserver-kubelet-client.crt" ]; then
+    issue_cert "$dir" "$dir/apiserver-kubelet-client" kube-apiserver-kubelet-client "" clientAuth \
+      "/O=system:masters/CN=kube-apiserver-kubelet-client"
+  fi
   choose_ports "$dir"
   write_etcd_args "$dir"
   write_audit_policy "$dir"
   write_apiserver_args "$dir"
 
-  local url="https://127.0.0.1:$APISERVER_PORT"
+  local url="https://$API_HOST:$APISERVER_PORT"
   write_kubeconfig "$dir" "$dir/admin.kubeconfig" admin "$(token_of "$dir" admin)" "$url"
   write_kubeconfig "$dir" "$dir/webhook.kubeconfig" pvc-clone-guard "$(token_of "$dir" pvc-clone-guard)" "$url"
   write_cluster_env "$dir"
@@ -579,7 +613,7 @@ cmd_start_apiserver() {
     start_process "$dir" kube-apiserver
   fi
   wait_ready "$dir"
-  log "kube-apiserver ready at https://127.0.0.1:$APISERVER_PORT"
+  log "kube-apiserver ready at https://$API_HOST:$APISERVER_PORT"
 }
 
 cmd_status() {
@@ -660,12 +694,13 @@ EOF
 
 # Merge-patches a status subresource as admin; prints the server's error on failure.
 status_patch() {
-  local dir=$1 path=$2 body=$3 port out
+  local dir=$1 path=$2 body=$3 port host out
   port="$(sed -n 's|^--secure-port=||p' "$dir/kube-apiserver.args")"
+  host="$(sed -n 's|^--bind-address=||p' "$dir/kube-apiserver.args")"
   if ! out="$(curl -sS --max-time 10 --cacert "$dir/ca.crt" -X PATCH \
     -H "Authorization: Bearer $(token_of "$dir" admin)" \
     -H "Content-Type: application/merge-patch+json" --data "$body" \
-    -w '\n%{http_code}' "https://127.0.0.1:$port$path")" || [ "${out##*$'\n'}" != 200 ]; then
+    -w '\n%{http_code}' "https://$host:$port$path")" || [ "${out##*$'\n'}" != 200 ]; then
     echo "${out%$'\n'*}" >&2
     die "PATCH $path failed (HTTP ${out##*$'\n'})"
   fi
