@@ -867,3 +867,95 @@ fn placement_warnings_name_the_zone_and_the_parameters() {
         ],
     );
 }
+
+// ---- opt-outs ----------------------------------------------------------------------------------
+
+#[test]
+#[ignore = "needs the local control plane: run tests/e2e.sh"]
+fn a_namespace_labelled_skip_is_reviewed_by_neither_webhook() {
+    let ns = "e2e-nsoptout";
+    namespace(ns);
+    let clone = clone_yaml(ns, "clone", "ghost", Some("gp3"), "1Gi", "Filesystem");
+    let statefulset = statefulset_yaml(ns, 1, "1Gi");
+    // Reviewed while the namespace is not labelled: both refused.
+    assert_denied(
+        &create(&clone, &[]),
+        "[source-exists] source claim \"ghost\" does not exist in namespace \"e2e-nsoptout\"; create it first, or fix spec.dataSource.name",
+    );
+    let run = apply_sts(&statefulset);
+    assert_eq!(
+        run.stderr,
+        format!(
+            "Error from server (Forbidden): error when creating \"sts.yaml\": admission webhook \"{STATEFULSET_WEBHOOK}\" \
+             denied the request: volumeClaimTemplates[0] \"data\": [source-exists] source claim \"data\" does not exist \
+             in namespace \"e2e-nsoptout\"; create it first, or fix spec.dataSource.name\n"
+        )
+    );
+
+    // The runbooks' emergency opt-out: neither webhook is called for the namespace any more
+    // (the API server sees the label through its namespace informer, within moments).
+    must(
+        kubectl(&["label", "namespace", ns, "pvc-clone-guard.io/skip=true"]),
+        "label the namespace",
+    );
+    let mut admitted = None;
+    wait_until(
+        || {
+            let run = create(&clone, &[]);
+            let created = run.code == 0;
+            admitted = created.then_some(run);
+            created
+        },
+        "the bad clone is created in the opted-out namespace",
+    );
+    assert_created(&admitted.expect("created"), "clone", &[]);
+    let run = apply_sts(&statefulset);
+    assert_eq!(run.code, 0, "kubectl apply must succeed:\n{}", run.stderr);
+    assert_eq!(run.stdout, "statefulset.apps/db created\n");
+    assert_eq!(run.stderr, "");
+
+    // Label removed: reviewed again.
+    must(
+        kubectl(&["label", "namespace", ns, "pvc-clone-guard.io/skip-"]),
+        "unlabel the namespace",
+    );
+    let mut attempt = 0;
+    let mut refused = None;
+    wait_until(
+        || {
+            attempt += 1;
+            let name = format!("again-{attempt}");
+            let run = create(
+                &clone_yaml(ns, &name, "ghost", Some("gp3"), "1Gi", "Filesystem"),
+                &[],
+            );
+            let denied = run.code != 0;
+            refused = denied.then_some(run);
+            denied
+        },
+        "the namespace is reviewed again",
+    );
+    assert_denied(
+        &refused.expect("refused"),
+        "[source-exists] source claim \"ghost\" does not exist in namespace \"e2e-nsoptout\"; create it first, or fix spec.dataSource.name",
+    );
+}
+
+#[test]
+#[ignore = "needs the local control plane: run tests/e2e.sh"]
+fn a_statefulset_labelled_skip_is_not_reviewed() {
+    let ns = "e2e-stsoptout";
+    namespace(ns);
+    // Its template clones a claim that does not exist: refused when reviewed.
+    let labelled = statefulset_yaml(ns, 1, "1Gi").replace(
+        &format!("metadata: {{name: db, namespace: {ns}}}"),
+        &format!(
+            "metadata: {{name: db, namespace: {ns}, labels: {{pvc-clone-guard.io/skip: \"true\"}}}}"
+        ),
+    );
+    assert_ne!(labelled, statefulset_yaml(ns, 1, "1Gi"), "the label is set");
+    let run = apply_sts(&labelled);
+    assert_eq!(run.code, 0, "kubectl apply must succeed:\n{}", run.stderr);
+    assert_eq!(run.stdout, "statefulset.apps/db created\n");
+    assert_eq!(run.stderr, "");
+}

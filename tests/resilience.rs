@@ -1,6 +1,8 @@
 //! Never the reason a cluster cannot create volumes, never a refused valid clone: proven
 //! against the real local control plane by causing the failures. A webhook whose view of
-//! the API server lags, a ClusterRole without pods, kube-apiserver restarted under load.
+//! the API server lags, a ClusterRole without pods, kube-apiserver restarted under load, no
+//! replica at all (claims go on under the default registration, are refused under
+//! `components/strict`, and the namespace opt-out unblocks them).
 //! Run by tests/e2e.sh with tests/faults.rs, one test at a time (they restart the webhook
 //! and the API server).
 
@@ -229,12 +231,190 @@ fn a_lagging_view_of_the_api_server_never_refuses_a_valid_clone() {
     restart_webhook(&[]);
 }
 
+/// The shipped `components/strict` (the claim webhook with failurePolicy: Fail) applied over
+/// the local registration, until dropped: then the default registration is applied again.
+struct Strict;
+
+impl Strict {
+    fn register() -> Strict {
+        let overlay = ENV.dir.join("webhook-registration-strict");
+        let component = overlay.join("strict");
+        std::fs::create_dir_all(&component).expect("mkdir");
+        std::fs::copy(
+            ENV.repo
+                .join("manifests/components/strict/kustomization.yaml"),
+            component.join("kustomization.yaml"),
+        )
+        .expect("copy the strict component");
+        std::fs::write(
+            overlay.join("kustomization.yaml"),
+            "resources: [../webhook-registration]\ncomponents: [strict]\n",
+        )
+        .expect("write the overlay");
+        must(
+            kubectl(&["apply", "-k", overlay.to_str().expect("utf-8")]),
+            "apply the strict registration",
+        );
+        assert_eq!(failure_policies(), "Fail Ignore");
+        Strict
+    }
+}
+
+impl Drop for Strict {
+    fn drop(&mut self) {
+        let default = ENV.dir.join("webhook-registration");
+        let _ = kubectl(&["apply", "-k", default.to_str().expect("utf-8")]);
+    }
+}
+
+/// The webhook stopped (no replica), until dropped: then started again, whatever happened.
+struct WebhookStopped;
+
+impl WebhookStopped {
+    fn stop() -> WebhookStopped {
+        dev_env("stop-webhook", &[]);
+        WebhookStopped
+    }
+}
+
+impl Drop for WebhookStopped {
+    fn drop(&mut self) {
+        // Not dev_env(), which panics: a drop while a failed test unwinds must not.
+        let status = Command::new(ENV.repo.join("tests/cluster/dev-env.sh"))
+            .args(["start-webhook", ENV.dir.to_str().expect("utf-8 dir")])
+            .status();
+        if !std::thread::panicking() {
+            assert!(
+                status.is_ok_and(|s| s.success()),
+                "the webhook starts again"
+            );
+        }
+    }
+}
+
+/// The registration's failure policies, claim webhook first.
+fn failure_policies() -> String {
+    must(
+        kubectl(&[
+            "get",
+            "validatingwebhookconfiguration",
+            "pvc-clone-guard",
+            "-o",
+            "jsonpath={.webhooks[*].failurePolicy}",
+        ]),
+        "read the registration",
+    )
+    .stdout
+}
+
+/// `kubectl create` of `yaml` until `done` says its outcome has arrived (the API server sees
+/// a registration or namespace change within moments); returns that outcome.
+fn create_until(yaml: impl Fn(usize) -> String, done: impl Fn(&Run) -> bool, what: &str) -> Run {
+    let mut attempt = 0;
+    let mut last = None;
+    wait_until(
+        || {
+            attempt += 1;
+            let run = create(&yaml(attempt), &[]);
+            let arrived = done(&run);
+            last = arrived.then_some(run);
+            arrived
+        },
+        what,
+    );
+    last.expect("an outcome")
+}
+
+#[test]
+#[ignore = "needs the local control plane: run tests/e2e.sh"]
+fn with_no_replica_claims_go_on_unless_strict_and_the_namespace_opt_out_unblocks_strict() {
+    let namespace = "noreplica";
+    common::cluster::namespace(namespace);
+    assert_eq!(failure_policies(), "Ignore Ignore", "the shipped default");
+    let plain = |i: usize| {
+        format!(
+            "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: plain-{i}, namespace: {namespace}}}\n\
+             spec:\n  accessModes: [ReadWriteOnce]\n  storageClassName: gp3\n  resources: {{requests: {{storage: 1Gi}}}}\n"
+        )
+    };
+    let bad_clone = |i: usize| {
+        clone_yaml(
+            namespace,
+            &format!("clone-{i}"),
+            "ghost",
+            Some("gp3"),
+            "1Gi",
+            "Filesystem",
+        )
+    };
+    let stopped = WebhookStopped::stop();
+
+    // No replica, default registration: plain claims and clones are created unchecked.
+    assert_created(&create(&plain(1), &[]), "plain-1", &[]);
+    assert_created(&create(&bad_clone(1), &[]), "clone-1", &[]);
+
+    // Under strict, every claim create in a reviewed namespace is refused, naming the webhook.
+    let strict = Strict::register();
+    let refused = create_until(plain, |run| run.code != 0, "strict refuses claims");
+    assert!(
+        refused.stderr.starts_with(&format!(
+            "Error from server (InternalError): error when creating \"clone.yaml\": Internal error occurred: \
+             failed calling webhook \"{WEBHOOK}\""
+        )),
+        "{}",
+        refused.stderr
+    );
+    assert_ne!(create(&bad_clone(100), &[]).code, 0, "a clone too");
+
+    // The runbook's emergency opt-out: the namespace is not reviewed, claims are created.
+    must(
+        kubectl(&[
+            "label",
+            "namespace",
+            namespace,
+            "pvc-clone-guard.io/skip=true",
+        ]),
+        "label the namespace",
+    );
+    let created = create_until(
+        bad_clone,
+        |run| run.code == 0,
+        "the opt-out unblocks the namespace",
+    );
+    assert!(created.stdout.ends_with(" created\n"), "{}", created.stdout);
+    assert_eq!(created.stderr, "");
+    must(
+        kubectl(&["label", "namespace", namespace, "pvc-clone-guard.io/skip-"]),
+        "unlabel the namespace",
+    );
+
+    // A replica back: the strict registration judges again.
+    drop(stopped);
+    let judged = create_until(
+        |i| bad_clone(200 + i),
+        |run| run.stderr.contains("denied the request"),
+        "the webhook judges again",
+    );
+    assert_eq!(
+        judged.stderr.split("denied the request: ").nth(1),
+        Some(
+            "[source-exists] source claim \"ghost\" does not exist in namespace \"noreplica\"; create it first, or fix spec.dataSource.name\n"
+        )
+    );
+    drop(strict);
+    assert_eq!(failure_policies(), "Ignore Ignore");
+}
+
+/// Under the `strict` registration, so that a review the API server could not deliver is a
+/// refusal ("failed calling webhook") and not an unchecked admission: every create gets its
+/// verdict or a failure naming the cause.
 #[test]
 #[ignore = "needs the local control plane: run tests/e2e.sh"]
 fn an_api_server_restarted_twice_under_load_loses_no_verdict() {
     let namespace = "restart";
     common::cluster::namespace(namespace);
     Source::new(namespace).create();
+    let _strict = Strict::register();
     let pid = webhook_pid();
     let stop = Arc::new(AtomicBool::new(false));
     let tally: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
