@@ -143,10 +143,131 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("pvc-clone-guard: {error:#}");
+            eprintln!("pvc-clone-guard: {}", error_text(&error));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, each said once: a cause whose text an outer
+/// message already quotes (a `thiserror` message that formats its source, for one) is not
+/// repeated.
+pub fn error_text(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause = cause.to_string();
+        if text.contains(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
+}
+
+/// The registration's `timeoutSeconds` (both webhooks of
+/// `manifests/base/validatingwebhookconfiguration.yaml`, held equal by a test). The webhook
+/// cannot read its own registration (that would take RBAC on
+/// validatingwebhookconfigurations, beyond what the rules read), so it knows the shipped
+/// value; an overlay that changes `timeoutSeconds` keeps `lookupTimeout` below it.
+pub const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The policy file, with an error that names it (some of the parser's errors do not).
+fn load_policy(path: &std::path::Path) -> Result<Policy> {
+    Policy::from_file(path).map_err(|error| {
+        let text = error.to_string();
+        let shown = path.display().to_string();
+        if text.contains(&shown) {
+            anyhow::anyhow!(text)
+        } else {
+            anyhow::anyhow!("{shown}: {text}")
+        }
+    })
+}
+
+/// The effective policy, for the start-up log line: every option and every rule's action.
+pub fn policy_summary(policy: &Policy) -> String {
+    use crate::config::{CrossNamespace, FailureMode};
+    let failure_mode = match policy.failure_mode {
+        FailureMode::FailClosed => "fail-closed",
+        FailureMode::FailOpen => "fail-open",
+    };
+    let cross_namespace = match policy.cross_namespace {
+        CrossNamespace::Deny => "deny",
+        CrossNamespace::ReferenceGrant => "reference-grant",
+        CrossNamespace::Allow => "allow",
+    };
+    let rules: Vec<String> = crate::config::RuleId::ALL
+        .iter()
+        .map(|rule| format!("{}={}", rule.as_str(), policy.action(*rule).as_str()))
+        .collect();
+    format!(
+        "failureMode={failure_mode} lookupTimeout={} crossNamespace={cross_namespace} \
+         cloneCapableDrivers=[{}] rules: {}",
+        humantime::format_duration(policy.lookup_timeout),
+        policy.clone_capable_drivers.join(","),
+        rules.join(" ")
+    )
+}
+
+/// The start-up warning when `failureMode` cannot apply: a `lookupTimeout` not below the
+/// registration's `timeoutSeconds` lets the API server give up first.
+pub fn lookup_timeout_warning(policy: &Policy) -> Option<String> {
+    (policy.lookup_timeout >= REGISTRATION_TIMEOUT).then(|| {
+        format!(
+            "lookupTimeout {} is not below the webhook registration's timeoutSeconds {}: \
+             when the API server is slow it gives up first and applies failurePolicy, \
+             not failureMode; set lookupTimeout below {}",
+            humantime::format_duration(policy.lookup_timeout),
+            REGISTRATION_TIMEOUT.as_secs(),
+            humantime::format_duration(REGISTRATION_TIMEOUT),
+        )
+    })
+}
+
+/// One short line for a Kubernetes client that cannot be configured (kube's own error
+/// lists every place it tried, with their causes, in several hundred characters).
+fn kube_config_error(error: kube::Error) -> anyhow::Error {
+    if let Some(paths) = std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
+        for path in std::env::split_paths(&paths) {
+            if let Err(io) = std::fs::metadata(&path) {
+                return anyhow::anyhow!(
+                    "cannot read the kubeconfig {} (KUBECONFIG): {io}",
+                    path.display()
+                );
+            }
+        }
+        return anyhow::anyhow!(
+            "the kubeconfig in KUBECONFIG cannot be used: {}",
+            root_cause(&error)
+        );
+    }
+    let home = std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".kube/config"));
+    match home {
+        Some(path) if path.exists() => anyhow::anyhow!(
+            "the kubeconfig {} cannot be used: {}",
+            path.display(),
+            root_cause(&error)
+        ),
+        _ if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() => anyhow::anyhow!(
+            "the in-cluster Kubernetes configuration cannot be used: {}",
+            root_cause(&error)
+        ),
+        _ => anyhow::anyhow!(
+            "no Kubernetes configuration: set KUBECONFIG, create ~/.kube/config, or run in a pod"
+        ),
+    }
+}
+
+/// The innermost cause of an error: what actually went wrong.
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
 }
 
 fn run_certs(args: CertsArgs) -> Result<()> {
@@ -155,6 +276,7 @@ fn run_certs(args: CertsArgs) -> Result<()> {
     } else {
         args.dns_names
     };
+    let args_out_dir = args.out_dir.clone();
     let outcome = certs::generate(&CertsRequest {
         out_dir: args.out_dir,
         dns_names,
@@ -162,12 +284,29 @@ fn run_certs(args: CertsArgs) -> Result<()> {
         days: args.days,
         ca_days: args.ca_days,
     })?;
-    if !outcome.created_ca {
-        eprintln!("kept the existing CA; issued a new serving certificate");
+    if outcome.created_ca {
+        println!(
+            "created a new CA {} (valid until {}): register it with the API server (caBundle)",
+            outcome.ca_cert.display(),
+            outcome.ca_not_after.date()
+        );
+    } else {
+        println!(
+            "used the existing CA {} (valid until {}): caBundle does not change",
+            outcome.ca_cert.display(),
+            outcome.ca_not_after.date()
+        );
     }
-    for file in outcome.files {
-        println!("{}", file.display());
+    println!(
+        "issued {} (valid until {}), signed by that CA",
+        outcome.cert.display(),
+        outcome.not_after.date()
+    );
+    println!("wrote:");
+    for file in &outcome.files {
+        println!("  {}", file.display());
     }
+    println!("next: {}", certs::next_step(&args_out_dir));
     Ok(())
 }
 
@@ -211,19 +350,24 @@ fn init_logging(format: LogFormat) -> Result<crate::logging::LogGuard> {
 /// Runs the webhook until SIGTERM or SIGINT, then drains and returns.
 pub async fn serve(args: ServeArgs) -> Result<()> {
     let policy = match &args.config {
-        Some(path) => Policy::from_file(path)?,
+        Some(path) => load_policy(path)?,
         None => Policy::default(),
     };
+    let effective_policy = policy_summary(&policy);
+    if let Some(warning) = lookup_timeout_warning(&policy) {
+        tracing::warn!("{warning}");
+    }
     let cert = ReloadingCert::load(&args.tls_cert, &args.tls_key)?;
     let tls = cert
         .server_config()
         .context("cannot build the TLS configuration")?;
     cert.spawn_watch(args.cert_reload_interval);
 
-    let client = kube::Client::try_default().await.context(
-        "no usable Kubernetes client configuration (KUBECONFIG, ~/.kube/config or in-cluster)",
-    )?;
+    let client = kube::Client::try_default()
+        .await
+        .map_err(kube_config_error)?;
     let metrics = Metrics::new();
+    cert.report_expiry_to(&metrics);
     let facts = ClusterFacts::start(
         client,
         metrics.clone(),
@@ -242,7 +386,14 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let admin_listener = server::bind(args.admin_listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.admin_listen))?;
-    tracing::info!(listen = %args.listen, admin_listen = %args.admin_listen, "serving");
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        listen = %args.listen,
+        admin_listen = %args.admin_listen,
+        config = %args.config.as_ref().map_or("none (the defaults)".into(), |p| p.display().to_string()),
+        policy = %effective_policy,
+        "serving"
+    );
 
     let (stop_reviews, reviews_stopped) = watch::channel(false);
     let (stop_admin, admin_stopped) = watch::channel(false);
@@ -299,5 +450,82 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = terminate => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_registration_timeout_is_the_shipped_one() {
+        let manifest: serde_yaml_ng::Value = serde_yaml_ng::from_str(include_str!(
+            "../manifests/base/validatingwebhookconfiguration.yaml"
+        ))
+        .expect("the shipped webhook configuration parses");
+        for webhook in manifest["webhooks"].as_sequence().expect("webhooks") {
+            assert_eq!(
+                webhook["timeoutSeconds"].as_u64(),
+                Some(REGISTRATION_TIMEOUT.as_secs()),
+                "{:?}",
+                webhook["name"]
+            );
+        }
+    }
+
+    #[test]
+    fn a_lookup_timeout_not_below_the_registrations_is_warned_about() {
+        let mut policy = Policy::default();
+        assert_eq!(lookup_timeout_warning(&policy), None);
+        policy.lookup_timeout = Duration::from_millis(4900);
+        assert_eq!(lookup_timeout_warning(&policy), None);
+        policy.lookup_timeout = Duration::from_secs(5);
+        assert_eq!(
+            lookup_timeout_warning(&policy).as_deref(),
+            Some(
+                "lookupTimeout 5s is not below the webhook registration's timeoutSeconds 5: when \
+                 the API server is slow it gives up first and applies failurePolicy, not \
+                 failureMode; set lookupTimeout below 5s"
+            )
+        );
+    }
+
+    #[test]
+    fn the_effective_policy_names_every_option_and_rule() {
+        let summary = policy_summary(&Policy::default());
+        assert!(
+            summary.starts_with(
+                "failureMode=fail-closed lookupTimeout=3s crossNamespace=deny cloneCapableDrivers=[] rules: same-namespace=deny "
+            ),
+            "{summary}"
+        );
+        for rule in crate::config::RuleId::ALL {
+            assert!(
+                summary.contains(&format!(" {}=", rule.as_str())),
+                "{rule:?}"
+            );
+        }
+        assert!(summary.contains(" clone-capable-driver=off "), "{summary}");
+    }
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory");
+        let error = anyhow::Error::new(io).context("cannot read /x.crt");
+        assert_eq!(
+            error_text(&error),
+            "cannot read /x.crt: No such file or directory"
+        );
+
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot read /x.crt: {source}")]
+        struct Quoting {
+            source: std::io::Error,
+        }
+        let error = anyhow::Error::new(Quoting {
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "gone"),
+        });
+        assert_eq!(format!("{error:#}"), "cannot read /x.crt: gone: gone");
+        assert_eq!(error_text(&error), "cannot read /x.crt: gone");
     }
 }

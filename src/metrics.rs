@@ -39,6 +39,7 @@ struct Inner {
     undecodable: Family<ResourceLabels, Counter>,
     confirmations: Family<OutcomeLabels, Counter>,
     malformed: Counter,
+    certificate_expiry: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -123,6 +124,12 @@ impl Metrics {
             "Bodies refused with 400 because they are not a valid AdmissionReview",
             malformed.clone(),
         );
+        let certificate_expiry = Gauge::default();
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "When the serving certificate being served expires (its notAfter), in seconds since the epoch; updated when it is reloaded",
+            certificate_expiry.clone(),
+        );
         // Series that alerts take `increase()` of exist from the start, at 0, so that their
         // first increment is counted (a series born at 1 shows no increase).
         for verdict in [
@@ -150,6 +157,7 @@ impl Metrics {
             undecodable,
             confirmations,
             malformed,
+            certificate_expiry,
         }))
     }
 
@@ -218,6 +226,11 @@ impl Metrics {
             .confirmations
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
+    }
+
+    /// The serving certificate's notAfter, in seconds since the epoch.
+    pub fn set_certificate_expiry(&self, unix_seconds: i64) {
+        self.0.certificate_expiry.set(unix_seconds);
     }
 
     pub fn record_malformed(&self) {

@@ -27,12 +27,10 @@ pub enum TlsError {
     BadCertificate { path: PathBuf, message: String },
     #[error("{path} is not a PEM private key: {message}")]
     BadKey { path: PathBuf, message: String },
-    #[error("the key in {key} does not match the certificate in {cert}: {message}")]
-    Mismatch {
-        cert: PathBuf,
-        key: PathBuf,
-        message: String,
-    },
+    #[error("the key in {key} does not match the certificate in {cert}")]
+    Mismatch { cert: PathBuf, key: PathBuf },
+    #[error("{path} cannot be used for TLS: {message}")]
+    Unusable { path: PathBuf, message: String },
 }
 
 /// The file pair and the certificate last loaded from it.
@@ -41,10 +39,14 @@ pub struct ReloadingCert {
     key_path: PathBuf,
     provider: Arc<CryptoProvider>,
     current: RwLock<Loaded>,
+    /// Told the serving certificate's notAfter at every load (the expiry metric).
+    expiry: std::sync::OnceLock<crate::metrics::Metrics>,
 }
 
 struct Loaded {
     key: Arc<CertifiedKey>,
+    /// The leaf certificate's notAfter, in seconds since the epoch (None if unreadable).
+    not_after: Option<i64>,
     /// The bytes it was loaded from, to notice a change.
     files: (Vec<u8>, Vec<u8>),
 }
@@ -72,8 +74,30 @@ impl ReloadingCert {
             cert_path: cert_path.to_owned(),
             key_path: key_path.to_owned(),
             provider,
-            current: RwLock::new(Loaded { key, files }),
+            current: RwLock::new(Loaded {
+                not_after: not_after(&key),
+                key,
+                files,
+            }),
+            expiry: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// The serving certificate's notAfter (seconds since the epoch), now and after every
+    /// reload, as `pvc_clone_guard_certificate_expiry_timestamp_seconds`.
+    pub fn report_expiry_to(&self, metrics: &crate::metrics::Metrics) {
+        let metrics = self.expiry.get_or_init(|| metrics.clone());
+        if let Some(at) = self.not_after() {
+            metrics.set_certificate_expiry(at);
+        }
+    }
+
+    /// The notAfter of the certificate being served, in seconds since the epoch.
+    pub fn not_after(&self) -> Option<i64> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .not_after
     }
 
     /// Re-reads the files; returns whether a new certificate is now served.
@@ -83,7 +107,15 @@ impl ReloadingCert {
             return Ok(false);
         }
         let key = certified_key(&self.cert_path, &self.key_path, &files, &self.provider)?;
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Loaded { key, files };
+        let not_after = not_after(&key);
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Loaded {
+            key,
+            not_after,
+            files,
+        };
+        if let (Some(metrics), Some(at)) = (self.expiry.get(), not_after) {
+            metrics.set_certificate_expiry(at);
+        }
         Ok(true)
     }
 
@@ -161,9 +193,21 @@ fn certified_key(
     })?;
     CertifiedKey::from_der(chain, key, provider)
         .map(Arc::new)
-        .map_err(|e| TlsError::Mismatch {
-            cert: cert_path.to_owned(),
-            key: key_path.to_owned(),
-            message: e.to_string(),
+        .map_err(|e| match e {
+            rustls::Error::InconsistentKeys(_) => TlsError::Mismatch {
+                cert: cert_path.to_owned(),
+                key: key_path.to_owned(),
+            },
+            other => TlsError::Unusable {
+                path: key_path.to_owned(),
+                message: other.to_string(),
+            },
         })
+}
+
+/// The leaf certificate's notAfter, in seconds since the epoch.
+fn not_after(key: &CertifiedKey) -> Option<i64> {
+    let leaf = key.cert.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf).ok()?;
+    Some(cert.validity().not_after.timestamp())
 }

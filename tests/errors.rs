@@ -1,0 +1,140 @@
+//! Errors said once: the real binary's start-up errors, word for word. Each names the file
+//! or the flag, says its cause once, and uses no library's enum names.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+struct Run {
+    code: i32,
+    stderr: String,
+}
+
+/// `pvc-clone-guard serve ARGS` with `env` (and no inherited kubeconfig or in-cluster
+/// settings); it is expected to stop at start-up.
+fn serve(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let output = Command::new(env!("CARGO_BIN_EXE_pvc-clone-guard"))
+        .arg("serve")
+        .args(args)
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUBERNETES_SERVICE_PORT")
+        .env("RUST_LOG", "error")
+        .envs(env.iter().copied())
+        .output()
+        .expect("pvc-clone-guard runs");
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}
+
+fn assert_stops(run: Run, message: &str) {
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.stderr, format!("pvc-clone-guard: {message}\n"));
+}
+
+#[test]
+fn a_missing_certificate_is_named_once() {
+    assert_stops(
+        serve(&["--tls-cert", "/nope.crt", "--tls-key", "/nope.key"], &[]),
+        "cannot read /nope.crt: No such file or directory (os error 2)",
+    );
+}
+
+#[test]
+fn a_key_that_does_not_match_says_so_in_words() {
+    let (one, two) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    common::issue_certs(one.path());
+    common::issue_certs(two.path());
+    let (cert, key) = (one.path().join("tls.crt"), two.path().join("tls.key"));
+    assert_stops(
+        serve(&["--tls-cert", p(&cert), "--tls-key", p(&key)], &[]),
+        &format!(
+            "the key in {} does not match the certificate in {}",
+            key.display(),
+            cert.display()
+        ),
+    );
+}
+
+#[test]
+fn a_yaml_error_is_said_once_with_its_place() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, "rules:\n  size: block\n").expect("write");
+    assert_stops(
+        serve(
+            &[
+                "--tls-cert",
+                "/nope.crt",
+                "--tls-key",
+                "/nope.key",
+                "--config",
+                p(&config),
+            ],
+            &[],
+        ),
+        &format!(
+            "{} is not a valid configuration: rules.size: unknown variant `block`, expected one of \
+             `deny`, `warn`, `off` at line 2 column 9",
+            config.display()
+        ),
+    );
+}
+
+#[test]
+fn an_unknown_rule_names_the_file_and_the_known_rules() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, "rules:\n  sizes: deny\n").expect("write");
+    let known: Vec<&str> = pvc_clone_guard::config::RuleId::ALL
+        .iter()
+        .map(|rule| rule.as_str())
+        .collect();
+    assert_stops(
+        serve(
+            &[
+                "--tls-cert",
+                "/nope.crt",
+                "--tls-key",
+                "/nope.key",
+                "--config",
+                p(&config),
+            ],
+            &[],
+        ),
+        &format!(
+            "{}: unknown rule \"sizes\" (known rules: {})",
+            config.display(),
+            known.join(", ")
+        ),
+    );
+}
+
+#[test]
+fn a_missing_kubeconfig_is_one_short_line() {
+    let dir = tempfile::tempdir().expect("dir");
+    common::issue_certs(dir.path());
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let args = ["--tls-cert", p(&cert), "--tls-key", p(&key)];
+    assert_stops(
+        serve(&args, &[("KUBECONFIG", "/nope/kubeconfig")]),
+        "cannot read the kubeconfig /nope/kubeconfig (KUBECONFIG): No such file or directory (os error 2)",
+    );
+    // No KUBECONFIG, no ~/.kube/config, not in a pod.
+    let home = tempfile::tempdir().expect("home");
+    assert_stops(
+        serve(&args, &[("HOME", p(home.path()))]),
+        "no Kubernetes configuration: set KUBECONFIG, create ~/.kube/config, or run in a pod",
+    );
+}
