@@ -9,8 +9,7 @@
 //! whole body (managedFields included) before parsing it. The envelope here is a plain
 //! struct around a slim [`ReviewRequest`] (see there why not kube's `AdmissionRequest`),
 //! whose object is a [`ReviewedClaim`], which keeps only what the rules read and skips
-//! everything else without building it. A review in the usual shape is read into the same
-//! types by hand, in one pass ([`reader`]); serde reads every other body.
+//! everything else without building it. serde reads every body.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -230,18 +229,7 @@ impl<'de> Deserialize<'de> for WireObject {
 }
 
 /// Parses a review body; every failure is a [`ReviewError`], never a panic.
-///
-/// A body in the usual shape is read by [`reader`], by hand and in one pass; any other, and
-/// every one that is not a valid review, by serde, which words the errors.
 pub fn parse(body: &[u8]) -> Result<ReviewRequest, ReviewError> {
-    match reader::read(body) {
-        Some(request) => Ok(request),
-        None => parse_with_serde(body),
-    }
-}
-
-/// [`parse`] without the hand-written fast path.
-fn parse_with_serde(body: &[u8]) -> Result<ReviewRequest, ReviewError> {
     let envelope: Envelope = match serde_json::from_slice(body) {
         Ok(envelope) => envelope,
         // A request of another version may well not parse; saying which version is wanted
@@ -936,11 +924,7 @@ impl<'de> Deserialize<'de> for ObjectSpec {
     }
 }
 
-mod reader;
 mod statefulset;
 use statefulset::ClaimTemplate;
 pub use statefulset::TemplateRequest;
 
-#[cfg(test)]
-#[path = "review_tests.rs"]
-mod tests;
