@@ -23,10 +23,10 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 
 use crate::lenient::{LenientMap, d_any, lenient_string};
 
-use crate::config::{FailureMode, Policy};
 use crate::facts::{FactSource, Freshness, LookupError};
 use crate::metrics::Metrics;
 use crate::rules::{self, DataSourceRequest, SNAPSHOT_GROUP, SourceKind, SourceReference, Verdict};
+use crate::rules::{FailureMode, Policy};
 
 pub const ADMISSION_API_VERSION: &str = "admission.k8s.io/v1";
 const PVC_KIND: &str = "PersistentVolumeClaim";
@@ -927,4 +927,3 @@ impl<'de> Deserialize<'de> for ObjectSpec {
 mod statefulset;
 use statefulset::ClaimTemplate;
 pub use statefulset::TemplateRequest;
-

@@ -22,7 +22,7 @@ use kube::Client;
 use kube::api::{Api, ListParams};
 use kube::core::DeserializeGuard;
 
-use crate::config::{Action, Policy, RuleId};
+use crate::rules::{Action, Policy, RuleId};
 pub use cache::{Cache, Delivered};
 use cache::{Listed, spawn_watch};
 pub use slim::{ClaimObject, ClassInfo, PodClaims, PodUse, VolumeObject, slim_class};

@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::config::{Action, CrossNamespace, Policy};
+mod policy;
+pub use policy::{Action, CrossNamespace, FailureMode, Policy};
 
 mod clone;
 mod placement;

@@ -3,7 +3,7 @@
 
 use super::snapshot::{restore_facts, restore_request};
 use super::*;
-use crate::config::CrossNamespace;
+use crate::rules::CrossNamespace;
 
 fn cross(mut r: DataSourceRequest) -> DataSourceRequest {
     r.source.field = "dataSourceRef";

@@ -7,7 +7,7 @@ mod snapshot;
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::config::{Action, Policy, RuleId};
+use crate::rules::{Action, Policy, RuleId};
 
 const DRIVER: &str = "ebs.csi.aws.com";
 
