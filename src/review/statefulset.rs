@@ -15,10 +15,9 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::lenient::scalars_are_default;
 
-use super::{
-    ClaimSpec, LenientMap, ReviewKind, ReviewRequest, SkipReason, Triage, claim_request, d_any,
-    lenient_string, review_namespace,
-};
+use super::envelope::{ClaimSpec, ReviewKind, ReviewRequest};
+use super::triage::{SkipReason, Triage, claim_request, review_namespace};
+use crate::lenient::{LenientMap, d_any, lenient_string};
 use crate::rules::DataSourceRequest;
 
 const APPS_GROUP: &str = "apps";

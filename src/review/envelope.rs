@@ -1,0 +1,429 @@
+//! The envelope: an AdmissionReview body in, the request it carries out (parsed by serde,
+//! reading only what triage, the rules and the log line need); an AdmissionResponse with
+//! the request's uid echoed back, serialized as the AdmissionReview the API server expects.
+
+use std::fmt;
+
+use kube::core::DynamicObject;
+use kube::core::TypeMeta;
+use kube::core::admission::{AdmissionResponse, AdmissionReview, Operation};
+use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+
+use super::statefulset::{self, ClaimTemplate};
+use crate::lenient::{LenientMap, d_any, lenient_string};
+
+pub const ADMISSION_API_VERSION: &str = "admission.k8s.io/v1";
+pub(super) const PVC_KIND: &str = "PersistentVolumeClaim";
+
+/// Why a body is not a review we can answer (HTTP 400).
+#[derive(Debug, thiserror::Error)]
+pub enum ReviewError {
+    #[error("the body is not a valid AdmissionReview: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error(
+        "apiVersion {0:?} is not supported: send admission.k8s.io/v1 (set admissionReviewVersions: [v1])"
+    )]
+    Version(String),
+    #[error("kind {0:?} is not AdmissionReview")]
+    Kind(String),
+    #[error("the AdmissionReview has no request")]
+    NoRequest,
+}
+
+/// The object under review, reduced to what the rules read: a claim's spec, or a
+/// StatefulSet's claim templates (the name stays: a StatefulSet is reviewed for the claims
+/// it stands for).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ReviewedClaim {
+    pub(super) metadata: ReviewedMeta,
+    pub(super) spec: ClaimSpec,
+    /// A StatefulSet's `spec.volumeClaimTemplates`; empty for a claim.
+    pub(super) templates: Vec<ClaimTemplate>,
+}
+
+/// The object's metadata that the review reads (the name, for the log line; the namespace,
+/// when the request has none). k8s-openapi's `ObjectMeta` would be ~20 times the size,
+/// moved with the review from the parser to the judge.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ReviewedMeta {
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub(super) name: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub(super) generate_name: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub(super) namespace: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(super) struct ClaimSpec {
+    pub(super) data_source: Option<TypedReference>,
+    pub(super) data_source_ref: Option<TypedReference>,
+    pub(super) volume_mode: Option<String>,
+    pub(super) storage_class_name: Option<String>,
+    pub(super) requested_storage: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct TypedReference {
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub(super) api_group: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub(super) kind: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub(super) name: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub(super) namespace: Option<String>,
+}
+
+/// The review as sent by the API server, without `#[serde(flatten)]`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Envelope {
+    #[serde(default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+    request: Option<WireRequest>,
+}
+
+/// The request of a review, reduced to what triage, the log line and the response read.
+///
+/// STYLE.md asks for kube's `AdmissionRequest` here. Input departs from it for speed: that
+/// type builds four `GroupVersionKind`/`GroupVersionResource`s (12 owned strings), the
+/// whole `userInfo` (a map of lists) and `options` as a `serde_json::Value` on every review,
+/// none of which the webhook reads: about a third of the CPU of parsing a plain review
+/// (BENCHMARKS.md). The fields mirror kube's, with the same names, types, defaults and
+/// declaration order, so that a review that kube's type refuses is refused here with the
+/// same message (a missing `uid`, `resource`, `operation` or `userInfo`, a `kind` that is
+/// not a group/version/kind, an unknown operation); the fields not read are checked for
+/// their shape and skipped without being built. Responses stay on kube's
+/// `AdmissionResponse` (see [`Reviewer::judge`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReviewRequest {
+    pub uid: String,
+    /// `request.kind`: the group and kind of the object (the version is not read).
+    pub kind: ReviewKind,
+    pub sub_resource: Option<String>,
+    pub name: String,
+    pub namespace: Option<String>,
+    pub operation: Operation,
+    /// Boxed, as is the old object: the request is moved from the parser to the judge and
+    /// the log line, and ~360 bytes each would be copied with it every time.
+    pub object: Option<Box<ReviewedClaim>>,
+    /// Read for a StatefulSet UPDATE only (are its templates unchanged?).
+    pub old_object: Option<Box<ReviewedClaim>>,
+    pub dry_run: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct ReviewKind {
+    pub group: String,
+    #[serde(rename = "version")]
+    _version: WireStr,
+    pub kind: String,
+}
+
+/// kube's `AdmissionRequest` field by field; `WireStr`, `WireGroupVersionKind`,
+/// `WireGroupVersionResource` and `WireObject` check a field's shape without building it.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)] // the fields only checked are never read
+struct WireRequest {
+    uid: String,
+    kind: ReviewKind,
+    resource: WireGroupVersionResource,
+    #[serde(default)]
+    sub_resource: Option<String>,
+    #[serde(default)]
+    request_kind: Option<WireGroupVersionKind>,
+    #[serde(default)]
+    request_resource: Option<WireGroupVersionResource>,
+    #[serde(default)]
+    request_sub_resource: Option<WireStr>,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    namespace: Option<String>,
+    operation: Operation,
+    user_info: WireObject,
+    object: Option<Box<ReviewedClaim>>,
+    old_object: Option<Box<ReviewedClaim>>,
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default)]
+    options: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct WireGroupVersionKind {
+    group: WireStr,
+    version: WireStr,
+    kind: WireStr,
+}
+
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct WireGroupVersionResource {
+    group: WireStr,
+    version: WireStr,
+    resource: WireStr,
+}
+
+/// A JSON string, checked (UTF-8 included) and not kept.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct WireStr;
+
+impl<'de> Deserialize<'de> for WireStr {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct StrVisitor;
+        impl<'de> Visitor<'de> for StrVisitor {
+            type Value = WireStr;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<WireStr, E> {
+                Ok(WireStr)
+            }
+        }
+        deserializer.deserialize_str(StrVisitor)
+    }
+}
+
+/// A JSON object (as k8s-openapi's `UserInfo` requires), skipped without being built.
+struct WireObject;
+
+impl<'de> Deserialize<'de> for WireObject {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor;
+        impl<'de> Visitor<'de> for ObjectVisitor {
+            type Value = WireObject;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("UserInfo")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<WireObject, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(WireObject)
+            }
+        }
+        deserializer.deserialize_map(ObjectVisitor)
+    }
+}
+
+/// Parses a review body; every failure is a [`ReviewError`], never a panic.
+pub fn parse(body: &[u8]) -> Result<ReviewRequest, ReviewError> {
+    let envelope: Envelope = match serde_json::from_slice(body) {
+        Ok(envelope) => envelope,
+        // A request of another version may well not parse; saying which version is wanted
+        // helps more than naming the first field that did not fit.
+        Err(error) => return Err(header_error(body).unwrap_or(ReviewError::Json(error))),
+    };
+    check_header(&envelope.api_version, &envelope.kind)?;
+    let wire = envelope.request.ok_or(ReviewError::NoRequest)?;
+    let is_statefulset = statefulset::is_statefulset_kind(&wire.kind);
+    Ok(ReviewRequest {
+        uid: wire.uid,
+        kind: wire.kind,
+        sub_resource: wire.sub_resource,
+        name: wire.name,
+        namespace: wire.namespace,
+        operation: wire.operation,
+        object: wire.object,
+        old_object: wire.old_object.filter(|_| is_statefulset),
+        dry_run: wire.dry_run,
+    })
+}
+
+fn check_header(api_version: &str, kind: &str) -> Result<(), ReviewError> {
+    if api_version != ADMISSION_API_VERSION {
+        return Err(ReviewError::Version(api_version.to_owned()));
+    }
+    if kind != "AdmissionReview" {
+        return Err(ReviewError::Kind(kind.to_owned()));
+    }
+    Ok(())
+}
+
+/// The header's error, if the body is JSON with a wrong apiVersion or kind.
+fn header_error(body: &[u8]) -> Option<ReviewError> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Header {
+        #[serde(default)]
+        api_version: String,
+        #[serde(default)]
+        kind: String,
+    }
+    let header: Header = serde_json::from_slice(body).ok()?;
+    check_header(&header.api_version, &header.kind).err()
+}
+
+/// The response to a review, allowed until the rules say otherwise, with the request's uid
+/// echoed. kube's `AdmissionResponse` is `#[non_exhaustive]` and made from an
+/// `AdmissionRequest`, which the slim [`ReviewRequest`] is not: it is made from kube's own
+/// constructor once, set to what `AdmissionResponse::from(&request)` gives for a v1 review
+/// (allowed, default status), and cloned with the uid of each review.
+pub(super) fn allowed_response(uid: &str) -> AdmissionResponse {
+    static TEMPLATE: std::sync::LazyLock<AdmissionResponse> = std::sync::LazyLock::new(|| {
+        let mut response = AdmissionResponse::invalid("");
+        response.types = TypeMeta {
+            api_version: ADMISSION_API_VERSION.to_owned(),
+            kind: "AdmissionReview".to_owned(),
+        };
+        response.allowed = true;
+        response.result = Default::default();
+        response
+    });
+    let mut response = TEMPLATE.clone();
+    uid.clone_into(&mut response.uid);
+    response
+}
+
+/// Refuses with 403 Forbidden, as SPEC §4 asks.
+pub(super) fn deny(response: AdmissionResponse, message: String) -> AdmissionResponse {
+    let mut response = response.deny(message);
+    response.result.code = 403;
+    response.result.reason = "Forbidden".to_owned();
+    response
+}
+
+/// Serializes a response as the AdmissionReview the API server expects.
+pub fn to_body(mut response: AdmissionResponse) -> Vec<u8> {
+    thread_local! {
+        /// Where answers are written, kept from review to review (shrunk past 64 KiB).
+        static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    // What `into_review` makes, with the response's type fields moved, not cloned.
+    let review = AdmissionReview::<DynamicObject> {
+        types: std::mem::take(&mut response.types),
+        request: None,
+        response: Some(response),
+    };
+    BUFFER.with_borrow_mut(|buffer| {
+        buffer.clear();
+        // Serializing plain strings, maps and numbers cannot fail; fall back to a valid
+        // (if uid-less) refusal rather than panicking should it ever do so.
+        let body = match serde_json::to_writer(&mut *buffer, &review) {
+            // One allocation of the exact size: hyper sends it without another (a `Vec`
+            // with room to spare costs `Bytes` a second allocation).
+            Ok(()) => buffer.to_vec(),
+            Err(_) => br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"","allowed":false}}"#
+                .to_vec(),
+        };
+        if buffer.capacity() > 64 * 1024 {
+            buffer.shrink_to(64 * 1024);
+        }
+        body
+    })
+}
+
+// ---- Tolerant deserialization of the reviewed object -------------------------------------
+//
+// The webhook is registered for claims, but anything may be posted to it. A field of an
+// unexpected type is treated as absent instead of failing the whole review, so that a
+// non-claim object is allowed (SPEC §2) rather than refused as malformed.
+
+impl<'de> Deserialize<'de> for ReviewedClaim {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize, Default)]
+        struct Wire {
+            #[serde(default, deserialize_with = "lenient_meta")]
+            metadata: ReviewedMeta,
+            #[serde(default, deserialize_with = "lenient_spec")]
+            spec: ObjectSpec,
+        }
+        fn lenient_meta<'de, D: Deserializer<'de>>(d: D) -> Result<ReviewedMeta, D::Error> {
+            d.deserialize_any(LenientMap::<ReviewedMeta>::new())
+        }
+        fn lenient_spec<'de, D: Deserializer<'de>>(d: D) -> Result<ObjectSpec, D::Error> {
+            d.deserialize_any(LenientMap::<ObjectSpec>::new())
+        }
+
+        let wire = d_any(deserializer)?;
+        let Wire { metadata, spec } = wire;
+        Ok(ReviewedClaim {
+            metadata,
+            spec: spec.claim,
+            templates: spec.templates,
+        })
+    }
+}
+
+/// A `spec`: a claim's fields and a StatefulSet's templates, read in one pass (a review
+/// holds one or the other; reading both keeps the parser free of the kind).
+#[derive(Default)]
+struct ObjectSpec {
+    claim: ClaimSpec,
+    templates: Vec<ClaimTemplate>,
+}
+
+impl<'de> Deserialize<'de> for ClaimSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // A template's spec: templates within it, if anyone wrote any, are not read.
+        ObjectSpec::deserialize(deserializer).map(|spec| spec.claim)
+    }
+}
+
+impl<'de> Deserialize<'de> for ObjectSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize, Default)]
+        struct Requests {
+            #[serde(default, deserialize_with = "lenient_string")]
+            storage: Option<String>,
+        }
+        #[derive(Deserialize, Default)]
+        struct Resources {
+            #[serde(default, deserialize_with = "lenient_requests")]
+            requests: Requests,
+        }
+        fn lenient_requests<'de, D: Deserializer<'de>>(d: D) -> Result<Requests, D::Error> {
+            d_any(d)
+        }
+        fn lenient_resources<'de, D: Deserializer<'de>>(d: D) -> Result<Resources, D::Error> {
+            d_any(d)
+        }
+        fn lenient_reference<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<TypedReference>, D::Error> {
+            d.deserialize_any(LenientMap::<OptionalReference>::new())
+                .map(|r| r.0)
+        }
+        #[derive(Default)]
+        struct OptionalReference(Option<TypedReference>);
+        impl<'de> Deserialize<'de> for OptionalReference {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                TypedReference::deserialize(d).map(|r| OptionalReference(Some(r)))
+            }
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Wire {
+            #[serde(default, deserialize_with = "lenient_reference")]
+            data_source: Option<TypedReference>,
+            #[serde(default, deserialize_with = "lenient_reference")]
+            data_source_ref: Option<TypedReference>,
+            #[serde(default, deserialize_with = "lenient_string")]
+            volume_mode: Option<String>,
+            #[serde(default, deserialize_with = "lenient_string")]
+            storage_class_name: Option<String>,
+            #[serde(default, deserialize_with = "lenient_resources")]
+            resources: Resources,
+            #[serde(default, deserialize_with = "statefulset::lenient_templates")]
+            volume_claim_templates: Vec<ClaimTemplate>,
+        }
+        let wire = Wire::deserialize(deserializer)?;
+        Ok(ObjectSpec {
+            claim: ClaimSpec {
+                data_source: wire.data_source,
+                data_source_ref: wire.data_source_ref,
+                volume_mode: wire.volume_mode,
+                storage_class_name: wire.storage_class_name,
+                requested_storage: wire.resources.requests.storage,
+            },
+            templates: wire.volume_claim_templates,
+        })
+    }
+}
