@@ -1,6 +1,5 @@
 //! Restores: the VolumeSnapshot a claim names and the VolumeSnapshotContent it is bound to
-//! (`snapshot.storage.k8s.io/v1`), and ReferenceGrants (`gateway.networking.k8s.io/v1beta1`)
-//! for cross-namespace sources.
+//! (`snapshot.storage.k8s.io/v1`).
 //!
 //! The snapshot API is a set of CRDs that a cluster may not have. Discovery is asked at
 //! start and again every [`DISCOVERY_INTERVAL`]; the two watches start once the API is
@@ -13,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use kube::core::{ClusterResourceScope, DeserializeGuard, NamespaceResourceScope};
 use kube::{Client, Resource};
 use serde::Deserialize;
@@ -21,10 +20,7 @@ use serde::Deserialize;
 use super::cache::{Cache, spawn_watch};
 use super::{Freshness, LookupError, WatchOptions};
 use crate::metrics::Metrics;
-use crate::rules::{
-    ClaimRef, ContentInfo, GrantFrom, GrantTo, ReferenceGrantInfo, SNAPSHOT_GROUP, SnapshotFact,
-    SnapshotInfo,
-};
+use crate::rules::{ClaimRef, ContentInfo, SNAPSHOT_GROUP, SnapshotFact, SnapshotInfo};
 
 /// How often discovery is asked whether the snapshot API is served.
 pub const DISCOVERY_INTERVAL: Duration = Duration::from_secs(30);
@@ -130,69 +126,6 @@ impl VolumeSnapshotContent {
                 name: reference.name.map(Into::into),
                 uid: reference.uid.map(Into::into),
             },
-        }
-    }
-}
-
-/// A ReferenceGrant, as far as the matching reads it.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct ReferenceGrant {
-    metadata: ObjectMeta,
-    spec: GrantSpec,
-}
-
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(default)]
-struct GrantSpec {
-    from: Vec<GrantEntry>,
-    to: Vec<GrantEntry>,
-}
-
-/// A `from` or `to` entry; a null field reads as empty, as Go's zero value (the core
-/// group is `""`).
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(default)]
-struct GrantEntry {
-    group: Option<String>,
-    kind: Option<String>,
-    namespace: Option<String>,
-    name: Option<String>,
-}
-
-slim_resource!(
-    ReferenceGrant,
-    "ReferenceGrant",
-    "gateway.networking.k8s.io",
-    "v1beta1",
-    "referencegrants",
-    NamespaceResourceScope
-);
-
-impl ReferenceGrant {
-    pub fn slim(self) -> ReferenceGrantInfo {
-        ReferenceGrantInfo {
-            name: self.metadata.name.unwrap_or_default(),
-            from: self
-                .spec
-                .from
-                .into_iter()
-                .map(|f| GrantFrom {
-                    group: f.group.unwrap_or_default(),
-                    kind: f.kind.unwrap_or_default(),
-                    namespace: f.namespace.unwrap_or_default(),
-                })
-                .collect(),
-            to: self
-                .spec
-                .to
-                .into_iter()
-                .map(|t| GrantTo {
-                    group: t.group.unwrap_or_default(),
-                    kind: t.kind.unwrap_or_default(),
-                    name: t.name,
-                })
-                .collect(),
         }
     }
 }
@@ -323,19 +256,5 @@ impl Snapshots {
             },
         };
         Ok(SnapshotFact::Found { snapshot, content })
-    }
-}
-
-/// The ReferenceGrants in `namespace`, read from the API server (only cross-namespace
-/// reviews in `reference-grant` mode ask). A cluster without the API has none.
-pub async fn grants_in(
-    client: &Client,
-    namespace: &str,
-) -> Result<Vec<ReferenceGrantInfo>, LookupError> {
-    let api = Api::<ReferenceGrant>::namespaced(client.clone(), namespace);
-    match api.list(&ListParams::default()).await {
-        Ok(list) => Ok(list.items.into_iter().map(ReferenceGrant::slim).collect()),
-        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(Vec::new()),
-        Err(error) => Err(LookupError::api("referencegrants", error)),
     }
 }

@@ -1,0 +1,156 @@
+//! The watch-backed caches of the live cluster: which resources are watched (what the
+//! policy's rules read), and readiness (the first sync, or a bounded wait for it).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::Client;
+use kube::api::Api;
+use kube::core::DeserializeGuard;
+
+use super::cache::{Cache, Listed, spawn_watch};
+use super::slim::{ClaimObject, ClassInfo, PodClaims, PodUse, VolumeObject, slim_class};
+use super::snapshots::Snapshots;
+use crate::metrics::Metrics;
+use crate::rules::{Action, Applies, Policy, RULES, RuleId, SourceClaim, SourceVolume};
+
+/// Facts from the live cluster.
+pub struct ClusterFacts {
+    pub(super) client: Client,
+    pub(super) claims: Arc<Cache<SourceClaim>>,
+    pub(super) volumes: Arc<Cache<SourceVolume>>,
+    pub(super) classes: Arc<Cache<ClassInfo>>,
+    /// `None` while no rule reads pods (`source-in-use: off`): not watched at all.
+    pub(super) pods: Option<Arc<Cache<PodUse>>>,
+    pub(super) snapshots: Arc<Snapshots>,
+    pub(super) started: Instant,
+    /// How long readiness waits for the first sync before it gives up on it.
+    pub(super) sync_wait: Duration,
+}
+
+/// Pods per page when the pods index lists them (at most; `--list-page-size` if smaller).
+pub const POD_PAGE_SIZE: u32 = 100;
+
+/// How the watches are run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WatchOptions {
+    /// Objects per page of the initial (and any later) list: bounds the memory a list
+    /// takes, whatever the size of the cluster.
+    pub page_size: u32,
+    /// Readiness waits at most this long for the first sync of every cache.
+    pub sync_wait: Duration,
+}
+
+impl Default for WatchOptions {
+    fn default() -> Self {
+        WatchOptions {
+            page_size: 500,
+            sync_wait: Duration::from_secs(10),
+        }
+    }
+}
+
+impl ClusterFacts {
+    /// Starts the watches a policy needs; the caches fill in the background (see
+    /// [`FactSource::ready`]).
+    pub fn start(client: Client, metrics: Metrics, policy: &Policy, options: WatchOptions) -> Self {
+        let watches_pods = policy.action(RuleId::SourceInUse) != Action::Off;
+        // Snapshots are watched (once their API is served) while a restore rule is on.
+        let watches_snapshots = RULES
+            .iter()
+            .any(|rule| rule.applies == Applies::Restore && policy.action(rule.id) != Action::Off);
+        let facts = ClusterFacts {
+            claims: Cache::new("persistentvolumeclaims"),
+            volumes: Cache::new("persistentvolumes"),
+            classes: Cache::new("storageclasses"),
+            pods: watches_pods.then(|| Cache::new("pods")),
+            snapshots: Snapshots::start(
+                client.clone(),
+                metrics.clone(),
+                options,
+                watches_snapshots,
+            ),
+            client,
+            started: Instant::now(),
+            sync_wait: options.sync_wait,
+        };
+        spawn_watch(
+            Api::<ClaimObject>::all(facts.client.clone()),
+            facts.claims.clone(),
+            |claim| Some(claim.slim()),
+            metrics.clone(),
+            options,
+        );
+        spawn_watch(
+            Api::<VolumeObject>::all(facts.client.clone()),
+            facts.volumes.clone(),
+            |pv| Some(pv.slim()),
+            metrics.clone(),
+            options,
+        );
+        spawn_watch(
+            Api::<DeserializeGuard<StorageClass>>::all(facts.client.clone()),
+            facts.classes.clone(),
+            |sc| Some(slim_class(sc)),
+            metrics.clone(),
+            options,
+        );
+        if let Some(pods) = &facts.pods {
+            // Realistic pods are large (containers, env, managedFields): smaller pages keep
+            // the list's transient memory (the page's JSON and kube's parse tree of it) small.
+            let pod_pages = WatchOptions {
+                page_size: options.page_size.min(POD_PAGE_SIZE),
+                ..options
+            };
+            spawn_watch(
+                Api::<PodClaims>::all(facts.client.clone()),
+                pods.clone(),
+                PodClaims::into_use,
+                metrics.clone(),
+                pod_pages,
+            );
+        }
+        facts.spawn_sync_deadline();
+        facts
+    }
+
+    /// The caches readiness waits for. Not the pods index: it only serves a warning, and in
+    /// a large cluster listing every pod takes the API server far longer than the rest
+    /// (50,000 realistic pods: ~11 s more, see BENCHMARKS.md). Until it is listed,
+    /// source-in-use reads the source's namespace from the API server.
+    pub(super) fn readiness_caches(&self) -> [Arc<dyn Listed>; 3] {
+        [
+            Arc::clone(&self.claims) as Arc<dyn Listed>,
+            Arc::clone(&self.volumes) as Arc<dyn Listed>,
+            Arc::clone(&self.classes) as Arc<dyn Listed>,
+        ]
+    }
+
+    /// Says once, at the deadline, which caches readiness stopped waiting for (their
+    /// `cache_synced` gauge is 0 until their watch lists them).
+    fn spawn_sync_deadline(&self) {
+        let caches = self.readiness_caches();
+        let wait = self.sync_wait;
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            let pending: Vec<&str> = caches
+                .iter()
+                .filter(|c| !c.listed())
+                .map(|c| c.resource())
+                .collect();
+            if !pending.is_empty() {
+                tracing::warn!(
+                    caches = %pending.join(","),
+                    waited = ?wait,
+                    "ready without the first sync of these caches: their lookups go to the API server until their watch lists them"
+                );
+            }
+        });
+    }
+
+    pub(super) fn is_ready(&self) -> bool {
+        self.started.elapsed() >= self.sync_wait
+            || self.readiness_caches().iter().all(|cache| cache.listed())
+    }
+}
