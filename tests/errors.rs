@@ -138,3 +138,41 @@ fn a_missing_kubeconfig_is_one_short_line() {
         "no Kubernetes configuration: set KUBECONFIG, create ~/.kube/config, or run in a pod",
     );
 }
+
+#[test]
+fn a_lookup_timeout_not_below_timeout_seconds_is_warned_about_at_start_up() {
+    let dir = tempfile::tempdir().expect("dir");
+    common::issue_certs(dir.path());
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, "lookupTimeout: 5s\n").expect("write");
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    // It stops at the kubeconfig, after the policy is read and the warning logged.
+    let run = serve(
+        &[
+            "--tls-cert",
+            p(&cert),
+            "--tls-key",
+            p(&key),
+            "--config",
+            p(&config),
+            "--log-format",
+            "text",
+        ],
+        &[("KUBECONFIG", "/nope/kubeconfig"), ("RUST_LOG", "warn")],
+    );
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", run.stderr);
+    assert!(
+        lines[0].ends_with(
+            "lookupTimeout 5s is not below the webhook registration's timeoutSeconds 5: when the \
+             API server is slow it gives up first and applies failurePolicy, not failureMode; set \
+             lookupTimeout below 5s"
+        ) && lines[0].contains("WARN"),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(
+        lines[1],
+        "pvc-clone-guard: cannot read the kubeconfig /nope/kubeconfig (KUBECONFIG): No such file or directory (os error 2)"
+    );
+}
