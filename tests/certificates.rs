@@ -185,7 +185,13 @@ fn invalid_dns_names_are_refused() {
     for name in ["bad name!", "-x.example", "a..b", ""] {
         assert_refused(
             work.path(),
-            &["--out-dir", path(&dir), "--dns", "localhost", &format!("--dns={name}")],
+            &[
+                "--out-dir",
+                path(&dir),
+                "--dns",
+                "localhost",
+                &format!("--dns={name}"),
+            ],
             &format!(
                 "--dns {name:?} is not a valid DNS name (labels of letters, digits and '-', \
                  1-63 characters each, separated by dots; a leading \"*.\" is allowed)"
