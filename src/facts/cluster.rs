@@ -52,6 +52,22 @@ impl Default for WatchOptions {
 }
 
 impl ClusterFacts {
+    /// No watch: every fact is read from the API server when a review asks for it. For
+    /// `check` and `explain`, which judge a few claims once: listing the whole cluster
+    /// first would cost more than the lookups, and needs rights a reader may not have.
+    pub fn lookups_only(client: Client, metrics: Metrics) -> Self {
+        ClusterFacts {
+            claims: Cache::new("persistentvolumeclaims"),
+            volumes: Cache::new("persistentvolumes"),
+            classes: Cache::new("storageclasses"),
+            pods: None,
+            snapshots: Snapshots::start(client.clone(), metrics, WatchOptions::default(), false),
+            client,
+            started: Instant::now(),
+            sync_wait: Duration::ZERO,
+        }
+    }
+
     /// Starts the watches a policy needs; the caches fill in the background (see
     /// [`FactSource::ready`]).
     pub fn start(client: Client, metrics: Metrics, policy: &Policy, options: WatchOptions) -> Self {
