@@ -36,6 +36,12 @@ enum Command {
     Serve(ServeArgs),
     /// Create a CA (or reuse the one in --out-dir) and issue a serving certificate.
     Certs(CertsArgs),
+    /// Judge the claims and StatefulSet templates with a data source in manifests, before
+    /// they reach a cluster. Exit 0: nothing refused; 1: something refused; 2: could not check.
+    Check(CheckArgs),
+    /// Say what keeps claims with a data source Pending: the rules' lines, the provisioner's
+    /// latest ProvisioningFailed event, or that no rule refuses it.
+    Explain(ExplainArgs),
     /// Sleep, then exit 0: a preStop hook for images without a shell.
     Sleep {
         #[arg(value_parser = humantime::parse_duration, help = "How long, e.g. 5s")]
@@ -123,6 +129,49 @@ struct CertsArgs {
     ca_days: u32,
 }
 
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// Manifests: a file, a directory (read recursively) or - for standard input (e.g.
+    /// `kubectl kustomize DIR | pvc-clone-guard check -f -`). Repeatable.
+    #[arg(short = 'f', long = "filename", required = true)]
+    files: Vec<PathBuf>,
+    /// YAML file of rule actions and options, as the webhook's --config.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Read facts from files of objects (`kubectl get pvc,pv,sc,... -A -o yaml`) instead of
+    /// the cluster of the usual kubeconfig. Repeatable.
+    #[arg(long)]
+    state: Vec<PathBuf>,
+    /// One line per finding (text), or one JSON document for CI annotations.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Text)]
+    output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+struct ExplainArgs {
+    /// The claim to explain; every Pending claim with a data source without it.
+    #[arg(conflicts_with = "all_namespaces")]
+    claim: Option<String>,
+    /// Namespace of the claims [default: the kubeconfig context's].
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+    /// Claims of every namespace.
+    #[arg(short = 'A', long, conflicts_with = "namespace")]
+    all_namespaces: bool,
+    /// YAML file of rule actions and options, as the webhook's --config.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Read claims, events and facts from files of objects instead of the cluster.
+    #[arg(long)]
+    state: Vec<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum OutputFormat {
+    Text,
+    Json,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum LogFormat {
     Json,
@@ -131,8 +180,25 @@ enum LogFormat {
 
 /// Parses the command line and runs it; the whole of `main`.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse();
     let result = match cli.command {
+        Command::Check(args) => {
+            return crate::offline::check::run(crate::offline::check::CheckOptions {
+                files: args.files,
+                config: args.config,
+                state: args.state,
+                json: args.output == OutputFormat::Json,
+            });
+        }
+        Command::Explain(args) => {
+            return crate::offline::explain::run(crate::offline::explain::ExplainOptions {
+                namespace: args.namespace,
+                all_namespaces: args.all_namespaces,
+                claim: args.claim,
+                config: args.config,
+                state: args.state,
+            });
+        }
         Command::Serve(args) => run_serve(args),
         Command::Certs(args) => run_certs(args),
         Command::Sleep { duration } => {
@@ -268,6 +334,25 @@ fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
         cause = source;
     }
     cause.to_string()
+}
+
+/// The command line, whatever the binary is called; installed as `kubectl-pvc_clone_guard`
+/// (a kubectl plugin), usage and errors name it `kubectl pvc-clone-guard`.
+fn parse() -> Cli {
+    let invoked_as = std::env::args_os()
+        .next()
+        .and_then(|arg0| {
+            std::path::Path::new(&arg0)
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+        })
+        .unwrap_or_default();
+    let mut command = <Cli as clap::CommandFactory>::command();
+    if invoked_as.starts_with("kubectl-") {
+        command = command.bin_name("kubectl pvc-clone-guard");
+    }
+    let matches = command.get_matches();
+    <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|error| error.exit())
 }
 
 fn run_certs(args: CertsArgs) -> Result<()> {

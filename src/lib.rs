@@ -13,6 +13,7 @@ pub mod lenient;
 pub mod logging;
 pub mod memory;
 pub mod metrics;
+pub mod offline;
 pub mod quantity;
 pub mod review;
 pub mod rules;
