@@ -30,9 +30,7 @@ use pvc_clone_guard::config::Policy;
 use pvc_clone_guard::facts::StaticFacts;
 use pvc_clone_guard::metrics::Metrics;
 use pvc_clone_guard::review::{self, Reviewer, Triage};
-use pvc_clone_guard::rules::{
-    self, ClaimRef, ClassFact, DataSourceRequest, Facts, PodsFact, SourceClaim, SourceVolume,
-};
+use pvc_clone_guard::rules::{self, DataSourceRequest, Facts, fixtures};
 use serde::Deserialize;
 
 /// A plain (non-clone) PVC CREATE review, 20Gi, gp3.
@@ -43,42 +41,9 @@ const CLONE: &[u8] = include_bytes!("load/review-clone.json");
 /// The facts of the load benchmark's cluster: a Bound 10Gi CSI claim "bench/data" on PV
 /// "pv-data" of driver ebs.csi.aws.com, StorageClass gp3 of that driver, no pod.
 fn good_facts() -> Facts {
-    Facts {
-        source: Some(SourceClaim {
-            uid: Some("1b2c3d4e-0000-4000-8000-000000000001".into()),
-            phase: Some("Bound".into()),
-            deletion_timestamp: None,
-            volume_name: Some("pv-data".into()),
-            volume_mode: Some("Filesystem".into()),
-            requested_storage: Some("10Gi".into()),
-            capacity: Some("10Gi".into()),
-            storage_class: Some("gp3".into()),
-        }),
-        volume: Some(SourceVolume {
-            name: "pv-data".into(),
-            phase: Some("Bound".into()),
-            claim_ref: Some(ClaimRef {
-                namespace: Some("bench".into()),
-                name: Some("data".into()),
-                uid: Some("1b2c3d4e-0000-4000-8000-000000000001".into()),
-            }),
-            csi_driver: Some("ebs.csi.aws.com".into()),
-            plugin: "csi".into(),
-            volume_mode: Some("Filesystem".into()),
-            storage_class: Some("gp3".into()),
-            node_affinity: Vec::new().into(),
-        }),
-        class: ClassFact::Found {
-            name: "gp3".into(),
-            provisioner: "ebs.csi.aws.com".into(),
-            is_default: false,
-            allowed_topologies: vec![],
-            parameters: Default::default(),
-        },
-        pods: PodsFact::default(),
-        classes_for_source_driver: vec!["gp3".into(), "gp3-encrypted".into()],
-        ..Facts::default()
-    }
+    let mut facts = fixtures::good_facts_in("bench", "pv-data");
+    facts.classes_for_source_driver = vec!["gp3".into(), "gp3-encrypted".into()];
+    facts
 }
 
 /// Facts that make the same clone break three rules: the source is a 20Gi Block claim

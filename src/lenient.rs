@@ -85,6 +85,24 @@ impl<'de, T: Deserialize<'de> + Default> Visitor<'de> for LenientMap<T> {
     other_values_are_default!();
 }
 
+/// An object as `Some(T)`, or `None` for any other JSON value (which is skipped, not built).
+pub fn lenient_object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error> {
+    struct Present<T>(Option<T>);
+    impl<T> Default for Present<T> {
+        fn default() -> Self {
+            Present(None)
+        }
+    }
+    impl<'de, T: Deserialize<'de>> Deserialize<'de> for Present<T> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            T::deserialize(d).map(|t| Present(Some(t)))
+        }
+    }
+    d_any::<_, Present<T>>(deserializer).map(|p| p.0)
+}
+
 /// A string, or `None` for any other JSON value (which is skipped, not built).
 pub fn lenient_string<'de, D: Deserializer<'de>>(
     deserializer: D,

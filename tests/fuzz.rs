@@ -9,8 +9,8 @@ use pvc_clone_guard::config::{Action, Policy, RuleId};
 use pvc_clone_guard::quantity;
 use pvc_clone_guard::review;
 use pvc_clone_guard::rules::{
-    self, ClaimRef, ClassFact, DataSourceRequest, Facts, PodsFact, SourceClaim, SourceKind,
-    SourceReference, SourceVolume,
+    self, ClaimRef, ClaimSpec, ClassFact, DataSourceRequest, Facts, PodsFact, SourceClaim,
+    SourceKind, SourceReference, SourceVolume,
 };
 use serde_json::{Value, json};
 
@@ -231,9 +231,12 @@ fn clone_request() -> impl Strategy<Value = DataSourceRequest> {
                     api_group,
                     field: "dataSource",
                 },
-                volume_mode,
-                storage_class,
-                requested_storage,
+                spec: ClaimSpec {
+                    volume_mode,
+                    storage_class,
+                    requested_storage,
+                    ..ClaimSpec::default()
+                },
             },
         )
 }

@@ -13,7 +13,7 @@ use super::cache::{Cache, Listed, spawn_watch};
 use super::slim::{ClaimObject, ClassInfo, PodClaims, PodUse, VolumeObject, slim_class};
 use super::snapshots::Snapshots;
 use crate::metrics::Metrics;
-use crate::rules::{Action, Applies, Policy, RULES, RuleId, SourceClaim, SourceVolume};
+use crate::rules::{Fact, Policy, SourceClaim, SourceVolume};
 
 /// Facts from the live cluster.
 pub struct ClusterFacts {
@@ -21,7 +21,7 @@ pub struct ClusterFacts {
     pub(super) claims: Arc<Cache<SourceClaim>>,
     pub(super) volumes: Arc<Cache<SourceVolume>>,
     pub(super) classes: Arc<Cache<ClassInfo>>,
-    /// `None` while no rule reads pods (`source-in-use: off`): not watched at all.
+    /// `None` while no rule that reads pods is on: not watched at all.
     pub(super) pods: Option<Arc<Cache<PodUse>>>,
     pub(super) snapshots: Arc<Snapshots>,
     pub(super) started: Instant,
@@ -71,11 +71,10 @@ impl ClusterFacts {
     /// Starts the watches a policy needs; the caches fill in the background (see
     /// [`FactSource::ready`]).
     pub fn start(client: Client, metrics: Metrics, policy: &Policy, options: WatchOptions) -> Self {
-        let watches_pods = policy.action(RuleId::SourceInUse) != Action::Off;
-        // Snapshots are watched (once their API is served) while a restore rule is on.
-        let watches_snapshots = RULES
-            .iter()
-            .any(|rule| rule.applies == Applies::Restore && policy.action(rule.id) != Action::Off);
+        // Pods and snapshots are watched only while a rule that reads them is on (snapshots
+        // once their API is served).
+        let watches_pods = policy.reads(Fact::Pods);
+        let watches_snapshots = policy.reads(Fact::Snapshot);
         let facts = ClusterFacts {
             claims: Cache::new("persistentvolumeclaims"),
             volumes: Cache::new("persistentvolumes"),
@@ -134,7 +133,7 @@ impl ClusterFacts {
     /// The caches readiness waits for. Not the pods index: it only serves a warning, and in
     /// a large cluster listing every pod takes the API server far longer than the rest
     /// (50,000 realistic pods: ~11 s more, see BENCHMARKS.md). Until it is listed,
-    /// source-in-use reads the source's namespace from the API server.
+    /// the pods are read in the source's namespace from the API server.
     pub(super) fn readiness_caches(&self) -> [Arc<dyn Listed>; 3] {
         [
             Arc::clone(&self.claims) as Arc<dyn Listed>,

@@ -10,7 +10,7 @@ use super::cluster::ClusterFacts;
 use super::slim::{ClaimObject, ClassInfo, PodClaims, PodUse, VolumeObject, slim_class};
 use super::{FactSource, Freshness, LookupError, grants};
 use crate::rules::{
-    Action, ClassFact, DataSourceRequest, Facts, GrantFact, PodsFact, Policy, RuleId, SnapshotFact,
+    ClassFact, DataSourceRequest, Fact, Facts, GrantFact, PodsFact, Policy, SnapshotFact,
     SourceClaim, SourceVolume, match_grant,
 };
 
@@ -92,9 +92,9 @@ impl ClusterFacts {
     }
 
     /// Pods that mount the source, from the pods index (or nothing to read while
-    /// `source-in-use` is off); `None` while the index is not served.
+    /// no rule that reads pods is on); `None` while the index is not served.
     fn cached_pods(&self, policy: &Policy, namespace: &str, claim: &str) -> Option<PodsFact> {
-        if policy.action(RuleId::SourceInUse) == Action::Off {
+        if !policy.reads(Fact::Pods) {
             return Some(PodsFact::default());
         }
         self.cached_pods_using(namespace, claim)
@@ -174,7 +174,7 @@ impl FactSource for ClusterFacts {
             facts.snapshot = self.snapshots.lookup(namespace, name, freshness).await?;
             let classes = self.all_classes(freshness).await?;
             facts.class = self
-                .class(request.storage_class.as_deref(), &classes)
+                .class(request.spec.storage_class.as_deref(), &classes)
                 .await?;
             let driver = match &facts.snapshot {
                 SnapshotFact::Found {
@@ -201,12 +201,12 @@ impl FactSource for ClusterFacts {
         let classes = async {
             let classes = self.all_classes(freshness).await?;
             let class = self
-                .class(request.storage_class.as_deref(), &classes)
+                .class(request.spec.storage_class.as_deref(), &classes)
                 .await?;
             Ok::<_, LookupError>((classes, class))
         };
         let pods = async {
-            if policy.action(RuleId::SourceInUse) == Action::Off {
+            if !policy.reads(Fact::Pods) {
                 return PodsFact::default();
             }
             // Pods are read for a warning only: when they cannot be read (e.g. the pods rule
@@ -241,7 +241,7 @@ impl FactSource for ClusterFacts {
             None => None,
         };
         let classes = self.classes.snapshot()?;
-        let class = class_among(request.storage_class.as_deref(), &classes)?;
+        let class = class_among(request.spec.storage_class.as_deref(), &classes)?;
         let pods = self.cached_pods(policy, namespace, name)?;
         Some(clone_facts(
             &source,

@@ -6,7 +6,7 @@
 //! ago) or a cache that is not served (never listed yet, or its watch failed) falls back
 //! to a direct request. Of a pod, only its name and the claims it mounts are kept, and
 //! only while it mounts one and has not finished: most pods cost nothing; and pods are
-//! watched only while `source-in-use` is not `off`.
+//! watched only while a rule that reads them is on (the rule table says which).
 //!
 //! The caches are an optimisation, never a precondition: readiness waits for the first
 //! sync only for a bounded time, a watch that fails later resumes by itself (kube's

@@ -9,9 +9,11 @@ use kube::core::TypeMeta;
 use kube::core::admission::{AdmissionResponse, AdmissionReview, Operation};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
 
 use super::statefulset::{self, ClaimTemplate};
-use crate::lenient::{LenientMap, d_any, lenient_string};
+use crate::lenient::{d_any, lenient_string};
+use crate::rules::ClaimSpec;
 
 pub const ADMISSION_API_VERSION: &str = "admission.k8s.io/v1";
 pub(super) const PVC_KIND: &str = "PersistentVolumeClaim";
@@ -56,37 +58,16 @@ pub(super) struct ReviewedMeta {
     pub(super) namespace: Option<String>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq)]
-pub(super) struct ClaimSpec {
-    pub(super) data_source: Option<TypedReference>,
-    pub(super) data_source_ref: Option<TypedReference>,
-    pub(super) volume_mode: Option<String>,
-    pub(super) storage_class_name: Option<String>,
-    pub(super) requested_storage: Option<String>,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(super) struct TypedReference {
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub(super) api_group: Option<String>,
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub(super) kind: Option<String>,
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub(super) name: Option<String>,
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub(super) namespace: Option<String>,
-}
-
-/// The review as sent by the API server, without `#[serde(flatten)]`.
+/// The review as sent by the API server, without `#[serde(flatten)]`. Its objects `O` are
+/// borrowed as raw JSON ([`RawValue`]) and read once the request's kind says what they are.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Envelope {
+struct Envelope<O> {
     #[serde(default)]
     api_version: String,
     #[serde(default)]
     kind: String,
-    request: Option<WireRequest>,
+    request: Option<WireRequest<O>>,
 }
 
 /// The request of a review, reduced to what triage, the log line and the response read.
@@ -131,7 +112,7 @@ pub struct ReviewKind {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 #[allow(dead_code)] // the fields only checked are never read
-struct WireRequest {
+struct WireRequest<O> {
     uid: String,
     kind: ReviewKind,
     resource: WireGroupVersionResource,
@@ -149,8 +130,8 @@ struct WireRequest {
     namespace: Option<String>,
     operation: Operation,
     user_info: WireObject,
-    object: Option<Box<ReviewedClaim>>,
-    old_object: Option<Box<ReviewedClaim>>,
+    object: Option<O>,
+    old_object: Option<O>,
     #[serde(default)]
     dry_run: bool,
     #[serde(default)]
@@ -175,7 +156,7 @@ struct WireGroupVersionResource {
 
 /// A JSON string, checked (UTF-8 included) and not kept.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct WireStr;
+pub(super) struct WireStr;
 
 impl<'de> Deserialize<'de> for WireStr {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -215,7 +196,7 @@ impl<'de> Deserialize<'de> for WireObject {
 
 /// Parses a review body; every failure is a [`ReviewError`], never a panic.
 pub fn parse(body: &[u8]) -> Result<ReviewRequest, ReviewError> {
-    let envelope: Envelope = match serde_json::from_slice(body) {
+    let envelope: Envelope<&RawValue> = match serde_json::from_slice(body) {
         Ok(envelope) => envelope,
         // A request of another version may well not parse; saying which version is wanted
         // helps more than naming the first field that did not fit.
@@ -224,6 +205,15 @@ pub fn parse(body: &[u8]) -> Result<ReviewRequest, ReviewError> {
     check_header(&envelope.api_version, &envelope.kind)?;
     let wire = envelope.request.ok_or(ReviewError::NoRequest)?;
     let is_statefulset = statefulset::is_statefulset_kind(&wire.kind);
+    let read = |raw: Option<&RawValue>| {
+        raw.map(|raw| read_object(raw.get(), is_statefulset))
+            .transpose()
+    };
+    // The old object is read for a StatefulSet UPDATE only (are its templates unchanged?).
+    let old_object = wire.old_object.filter(|_| is_statefulset);
+    let (Ok(object), Ok(old_object)) = (read(wire.object), read(old_object)) else {
+        return Err(object_error(body, is_statefulset));
+    };
     Ok(ReviewRequest {
         uid: wire.uid,
         kind: wire.kind,
@@ -231,10 +221,45 @@ pub fn parse(body: &[u8]) -> Result<ReviewRequest, ReviewError> {
         name: wire.name,
         namespace: wire.namespace,
         operation: wire.operation,
-        object: wire.object,
-        old_object: wire.old_object.filter(|_| is_statefulset),
+        object,
+        old_object,
         dry_run: wire.dry_run,
     })
+}
+
+/// The object of a review: a StatefulSet's claim templates, or (any other kind) a claim's
+/// spec. Any JSON value reads; one that is not an object reads as an empty one.
+fn read_object(json: &str, is_statefulset: bool) -> serde_json::Result<Box<ReviewedClaim>> {
+    Ok(Box::new(if is_statefulset {
+        let Object { metadata, spec } = serde_json::from_str::<Object<StatefulSetSpec>>(json)?;
+        ReviewedClaim {
+            metadata,
+            spec: ClaimSpec::default(),
+            templates: spec.volume_claim_templates,
+        }
+    } else {
+        let Object { metadata, spec } = serde_json::from_str::<Object<ClaimSpec>>(json)?;
+        ReviewedClaim {
+            metadata,
+            spec,
+            templates: Vec::new(),
+        }
+    }))
+}
+
+/// Why an object did not read (a field given twice is the only way): the error serde gives
+/// for the whole body, with its place in the body.
+fn object_error(body: &[u8], is_statefulset: bool) -> ReviewError {
+    let error = if is_statefulset {
+        serde_json::from_slice::<Envelope<Object<StatefulSetSpec>>>(body).err()
+    } else {
+        serde_json::from_slice::<Envelope<Object<ClaimSpec>>>(body).err()
+    };
+    ReviewError::Json(
+        error.unwrap_or_else(|| {
+            serde::de::Error::custom("the object of the request could not be read")
+        }),
+    )
 }
 
 fn check_header(api_version: &str, kind: &str) -> Result<(), ReviewError> {
@@ -326,104 +351,33 @@ pub fn to_body(mut response: AdmissionResponse) -> Vec<u8> {
 // unexpected type is treated as absent instead of failing the whole review, so that a
 // non-claim object is allowed (SPEC §2) rather than refused as malformed.
 
-impl<'de> Deserialize<'de> for ReviewedClaim {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize, Default)]
-        struct Wire {
-            #[serde(default, deserialize_with = "lenient_meta")]
-            metadata: ReviewedMeta,
-            #[serde(default, deserialize_with = "lenient_spec")]
-            spec: ObjectSpec,
-        }
-        fn lenient_meta<'de, D: Deserializer<'de>>(d: D) -> Result<ReviewedMeta, D::Error> {
-            d.deserialize_any(LenientMap::<ReviewedMeta>::new())
-        }
-        fn lenient_spec<'de, D: Deserializer<'de>>(d: D) -> Result<ObjectSpec, D::Error> {
-            d.deserialize_any(LenientMap::<ObjectSpec>::new())
-        }
-
-        let wire = d_any(deserializer)?;
-        let Wire { metadata, spec } = wire;
-        Ok(ReviewedClaim {
-            metadata,
-            spec: spec.claim,
-            templates: spec.templates,
-        })
-    }
-}
-
-/// A `spec`: a claim's fields and a StatefulSet's templates, read in one pass (a review
-/// holds one or the other; reading both keeps the parser free of the kind).
+/// A claim or a StatefulSet: its metadata and its spec `S`.
 #[derive(Default)]
-struct ObjectSpec {
-    claim: ClaimSpec,
-    templates: Vec<ClaimTemplate>,
+struct Object<S> {
+    metadata: ReviewedMeta,
+    spec: S,
 }
 
-impl<'de> Deserialize<'de> for ClaimSpec {
+impl<'de, S: Deserialize<'de> + Default> Deserialize<'de> for Object<S> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        // A template's spec: templates within it, if anyone wrote any, are not read.
-        ObjectSpec::deserialize(deserializer).map(|spec| spec.claim)
+        #[derive(Deserialize, Default)]
+        #[serde(bound = "S: Deserialize<'de> + Default")]
+        struct Wire<S> {
+            #[serde(default, deserialize_with = "d_any")]
+            metadata: ReviewedMeta,
+            #[serde(default, deserialize_with = "d_any")]
+            spec: S,
+        }
+        let Wire { metadata, spec } = d_any(deserializer)?;
+        Ok(Object { metadata, spec })
     }
 }
 
-impl<'de> Deserialize<'de> for ObjectSpec {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize, Default)]
-        struct Requests {
-            #[serde(default, deserialize_with = "lenient_string")]
-            storage: Option<String>,
-        }
-        #[derive(Deserialize, Default)]
-        struct Resources {
-            #[serde(default, deserialize_with = "lenient_requests")]
-            requests: Requests,
-        }
-        fn lenient_requests<'de, D: Deserializer<'de>>(d: D) -> Result<Requests, D::Error> {
-            d_any(d)
-        }
-        fn lenient_resources<'de, D: Deserializer<'de>>(d: D) -> Result<Resources, D::Error> {
-            d_any(d)
-        }
-        fn lenient_reference<'de, D: Deserializer<'de>>(
-            d: D,
-        ) -> Result<Option<TypedReference>, D::Error> {
-            d.deserialize_any(LenientMap::<OptionalReference>::new())
-                .map(|r| r.0)
-        }
-        #[derive(Default)]
-        struct OptionalReference(Option<TypedReference>);
-        impl<'de> Deserialize<'de> for OptionalReference {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                TypedReference::deserialize(d).map(|r| OptionalReference(Some(r)))
-            }
-        }
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Wire {
-            #[serde(default, deserialize_with = "lenient_reference")]
-            data_source: Option<TypedReference>,
-            #[serde(default, deserialize_with = "lenient_reference")]
-            data_source_ref: Option<TypedReference>,
-            #[serde(default, deserialize_with = "lenient_string")]
-            volume_mode: Option<String>,
-            #[serde(default, deserialize_with = "lenient_string")]
-            storage_class_name: Option<String>,
-            #[serde(default, deserialize_with = "lenient_resources")]
-            resources: Resources,
-            #[serde(default, deserialize_with = "statefulset::lenient_templates")]
-            volume_claim_templates: Vec<ClaimTemplate>,
-        }
-        let wire = Wire::deserialize(deserializer)?;
-        Ok(ObjectSpec {
-            claim: ClaimSpec {
-                data_source: wire.data_source,
-                data_source_ref: wire.data_source_ref,
-                volume_mode: wire.volume_mode,
-                storage_class_name: wire.storage_class_name,
-                requested_storage: wire.resources.requests.storage,
-            },
-            templates: wire.volume_claim_templates,
-        })
-    }
+/// A StatefulSet's spec: its claim templates; the pod template and everything else are
+/// skipped without being built.
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StatefulSetSpec {
+    #[serde(default, deserialize_with = "statefulset::lenient_templates")]
+    volume_claim_templates: Vec<ClaimTemplate>,
 }

@@ -15,10 +15,10 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::lenient::scalars_are_default;
 
-use super::envelope::{ClaimSpec, ReviewKind, ReviewRequest};
+use super::envelope::{ReviewKind, ReviewRequest};
 use super::triage::{SkipReason, Triage, claim_request, review_namespace};
 use crate::lenient::{LenientMap, d_any, lenient_string};
-use crate::rules::DataSourceRequest;
+use crate::rules::{ClaimSpec, DataSourceRequest};
 
 const APPS_GROUP: &str = "apps";
 const STATEFULSET_KIND: &str = "StatefulSet";
@@ -172,7 +172,7 @@ mod tests {
 
     use super::*;
     use crate::review::parse;
-    use crate::rules::{SourceKind, SourceReference};
+    use crate::rules::{SourceKind, SourceReference, TypedReference};
 
     /// A StatefulSet as the API server sends it: defaulted, with a pod template and
     /// managedFields that the parser skips.
@@ -273,10 +273,18 @@ mod tests {
                             api_group: None,
                             field: "dataSource",
                         },
-                        volume_mode: None,
-                        // Nil: the claim gets the default class when it is created.
-                        storage_class: None,
-                        requested_storage: Some("10Gi".to_owned()),
+                        spec: ClaimSpec {
+                            data_source: Some(Box::new(TypedReference {
+                                kind: Some("PersistentVolumeClaim".to_owned()),
+                                name: Some("golden".to_owned()),
+                                ..TypedReference::default()
+                            })),
+                            data_source_ref: None,
+                            volume_mode: None,
+                            // Nil: the claim gets the default class when it is created.
+                            storage_class: None,
+                            requested_storage: Some("10Gi".to_owned()),
+                        },
                     },
                 },
                 TemplateRequest {
@@ -290,9 +298,18 @@ mod tests {
                             api_group: Some("snapshot.storage.k8s.io".to_owned()),
                             field: "dataSourceRef",
                         },
-                        volume_mode: Some("Block".to_owned()),
-                        storage_class: Some("gp3".to_owned()),
-                        requested_storage: Some("5Gi".to_owned()),
+                        spec: ClaimSpec {
+                            data_source: None,
+                            data_source_ref: Some(Box::new(TypedReference {
+                                api_group: Some("snapshot.storage.k8s.io".to_owned()),
+                                kind: Some("VolumeSnapshot".to_owned()),
+                                name: Some("nightly".to_owned()),
+                                namespace: None,
+                            })),
+                            volume_mode: Some("Block".to_owned()),
+                            storage_class: Some("gp3".to_owned()),
+                            requested_storage: Some("5Gi".to_owned()),
+                        },
                     },
                 },
             ])
@@ -335,7 +352,7 @@ mod tests {
         };
         assert_eq!(templates.len(), 2);
         assert_eq!(
-            templates[0].request.requested_storage.as_deref(),
+            templates[0].request.spec.requested_storage.as_deref(),
             Some("20Gi")
         );
     }

@@ -3,9 +3,11 @@
 
 use kube::core::admission::Operation;
 
-use super::envelope::{ClaimSpec, PVC_KIND, ReviewRequest, ReviewedClaim, TypedReference};
+use super::envelope::{PVC_KIND, ReviewRequest, ReviewedClaim};
 use super::statefulset::{self, TemplateRequest};
-use crate::rules::{DataSourceRequest, SNAPSHOT_GROUP, SourceKind, SourceReference};
+use crate::rules::{
+    ClaimSpec, DataSourceRequest, SNAPSHOT_GROUP, SourceKind, SourceReference, TypedReference,
+};
 
 /// What a review is, before any rule runs.
 #[derive(Debug, PartialEq)]
@@ -114,8 +116,6 @@ pub(super) fn claim_request(
             api_group: reference.api_group.clone(),
             field,
         },
-        volume_mode: spec.volume_mode.clone(),
-        storage_class: spec.storage_class_name.clone(),
-        requested_storage: spec.requested_storage.clone(),
+        spec: spec.clone(),
     })
 }

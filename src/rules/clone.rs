@@ -222,7 +222,12 @@ pub(super) fn volume_mode(input: &Input) -> Option<String> {
         .and_then(|v| v.volume_mode.as_deref())
         .or(source.volume_mode.as_deref())
         .unwrap_or("Filesystem");
-    let clone_mode = input.request.volume_mode.as_deref().unwrap_or("Filesystem");
+    let clone_mode = input
+        .request
+        .spec
+        .volume_mode
+        .as_deref()
+        .unwrap_or("Filesystem");
     (source_mode != clone_mode).then(|| {
         format!(
             "source claim {name:?} is {source_mode} but this claim asks for {clone_mode}; \
@@ -259,7 +264,7 @@ pub(super) fn size(input: &Input) -> Option<String> {
     };
     let name = input.source_name();
     let fix = format_args!("request at least {source_text}");
-    let Some(text) = input.request.requested_storage.as_deref() else {
+    let Some(text) = input.request.spec.requested_storage.as_deref() else {
         return Some(format!(
             "this claim requests no storage (spec.resources.requests.storage) but source claim {name:?} \
              requests {source_text}; {fix}"
@@ -280,7 +285,7 @@ pub(super) fn size_capacity(input: &Input) -> Option<String> {
     let (source_size, source_text) = source_request(input)?.ok()?;
     let capacity_text = input.source()?.capacity.as_deref()?;
     let capacity = bytes(capacity_text).ok()?;
-    let requested = bytes(input.request.requested_storage.as_deref()?).ok()?;
+    let requested = bytes(input.request.spec.requested_storage.as_deref()?).ok()?;
     (requested >= source_size && requested < capacity).then(|| {
         format!(
             "source claim {name:?} holds {capacity_text} (its request: {source_text}); \

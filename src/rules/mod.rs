@@ -9,10 +9,16 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
+use serde::{Deserialize, Deserializer};
+
+use crate::lenient::{d_any, lenient_object, lenient_string};
+
 mod policy;
 pub use policy::{Action, CrossNamespace, FailureMode, Policy};
 
 mod clone;
+#[doc(hidden)]
+pub mod fixtures;
 mod placement;
 mod snapshot;
 
@@ -75,13 +81,67 @@ impl SourceKind {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct DataSourceRequest {
     pub namespace: String,
+    /// The source, from `spec.dataSource` or `spec.dataSourceRef`.
     pub source: SourceReference,
+    pub spec: ClaimSpec,
+}
+
+/// The spec of a claim (or of a StatefulSet's claim template), as far as the webhook reads
+/// it: serde fills it from the review and the rules read it as it is, so a field a rule
+/// needs is declared here, once. Read tolerantly (anything may be posted to the webhook): a
+/// field of an unexpected type reads as absent, and the fields not declared are skipped
+/// without being built.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimSpec {
+    /// Boxed, as is `data_source_ref`: the request the rules judge carries the spec across
+    /// the lookups, and the references are read before them (into `source`).
+    #[serde(default, deserialize_with = "lenient_object")]
+    pub data_source: Option<Box<TypedReference>>,
+    #[serde(default, deserialize_with = "lenient_object")]
+    pub data_source_ref: Option<Box<TypedReference>>,
     /// `spec.volumeMode`; `None` means Filesystem.
+    #[serde(default, deserialize_with = "lenient_string")]
     pub volume_mode: Option<String>,
     /// `spec.storageClassName`; `None` means no default class existed at create time.
+    #[serde(
+        default,
+        rename = "storageClassName",
+        deserialize_with = "lenient_string"
+    )]
     pub storage_class: Option<String>,
     /// `spec.resources.requests.storage`, as written.
+    #[serde(default, rename = "resources", deserialize_with = "requested_storage")]
     pub requested_storage: Option<String>,
+}
+
+/// `spec.dataSource` or `spec.dataSourceRef`, as written.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TypedReference {
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub api_group: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub kind: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub namespace: Option<String>,
+}
+
+/// `resources.requests.storage` of `resources`.
+fn requested_storage<'de, D: Deserializer<'de>>(resources: D) -> Result<Option<String>, D::Error> {
+    #[derive(Default, Deserialize)]
+    struct Requests {
+        #[serde(default, deserialize_with = "lenient_string")]
+        storage: Option<String>,
+    }
+    #[derive(Default, Deserialize)]
+    struct Resources {
+        #[serde(default, deserialize_with = "d_any")]
+        requests: Requests,
+    }
+    d_any::<_, Resources>(resources).map(|r| r.requests.storage)
 }
 
 /// The object named by `spec.dataSource` or `spec.dataSourceRef`.
@@ -537,14 +597,51 @@ pub enum Applies {
     Both,
 }
 
+/// A fact of the cluster that rules read. The gathering reads (and watches) the pods and
+/// the snapshots only while a rule that needs them is on ([`Policy::reads`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fact {
+    /// The source claim.
+    Claim,
+    /// The source claim's PersistentVolume.
+    Volume,
+    /// The StorageClasses: the clone's, the source's, those of the source's driver.
+    Class,
+    /// The pods that mount the source claim.
+    Pods,
+    /// The VolumeSnapshot and its VolumeSnapshotContent.
+    Snapshot,
+    /// The ReferenceGrants of the source's namespace (`crossNamespace: reference-grant`).
+    Grants,
+}
+
+/// Whether a rule can be on under a policy: some rules have nothing to check until a
+/// setting gives them something.
+type Switch = fn(&Policy) -> bool;
+
+/// Every rule: on whenever its action is not `off`.
+fn always(_: &Policy) -> bool {
+    true
+}
+
+/// `clone-capable-driver`: on once a list of clone-capable drivers is configured.
+fn drivers_listed(policy: &Policy) -> bool {
+    !policy.clone_capable_drivers.is_empty()
+}
+
 /// A row of [`RULES`].
 pub struct Rule {
     pub id: RuleId,
     /// The id users see in messages, the configuration and the metrics.
     pub name: &'static str,
-    /// The action when the configuration does not name the rule.
+    /// The action when the configuration does not name it (and [`Rule::switched_on`] says
+    /// it can be on).
     pub default: Action,
     pub applies: Applies,
+    /// What the rule reads of the cluster.
+    pub needs: &'static [Fact],
+    /// What turns the rule on besides its action.
+    pub switched_on: Switch,
     check: Check,
     /// What a user reads when the rule is violated (without the `[id]` prefix); the tests
     /// hold it equal to what the rule says, and the README shows it.
@@ -552,9 +649,9 @@ pub struct Rule {
 }
 
 /// Declares [`RuleId`] and [`RULES`] from one list, so that an id, its default, its order,
-/// its function and its example cannot drift apart.
+/// its facts, its switch, its function and its example cannot drift apart.
 macro_rules! rule_table {
-    ($($variant:ident => $name:literal, $default:ident, $applies:ident, $check:path, $example:expr;)+) => {
+    ($($variant:ident => $name:literal, $default:ident, $applies:ident, [$($fact:ident),*], $switch:path, $check:path, $example:expr;)+) => {
         /// A rule, by its position in [`RULES`] (the order violations are reported in).
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum RuleId {
@@ -571,61 +668,41 @@ macro_rules! rule_table {
             name: $name,
             default: Action::$default,
             applies: Applies::$applies,
+            needs: &[$(Fact::$fact),*],
+            switched_on: $switch,
             check: $check,
             example: $example,
         }),+];
     };
 }
 
+// One row a rule, in report order:
+// id => name, default action, what it judges, the facts it reads, what turns it on, its check, its example;
 rule_table! {
-    SameNamespace => "same-namespace", Deny, Both, same_namespace,
-        "dataSourceRef names claim \"data\" in namespace \"prod\", but this claim is in namespace \"dev\"; a clone must be created in its source's namespace: create this claim in namespace \"prod\"";
-    SourceExists => "source-exists", Deny, Clone, source_exists,
-        "source claim \"nope\" does not exist in namespace \"dev\"; create it first, or fix spec.dataSource.name";
-    SourceBound => "source-bound", Deny, Clone, source_bound,
-        "source claim \"data\" is Pending, not Bound; wait until it is Bound, then create the clone";
-    SourceDeleting => "source-deleting", Deny, Clone, source_deleting,
-        "source claim \"data\" is being deleted (since 2026-11-21T10:00:00Z); clone a claim that is not being deleted";
-    SourceVolume => "source-volume", Deny, Clone, source_volume,
-        "PersistentVolume \"pv-1\" is bound to claim \"dev/other\", not to source claim \"dev/data\"; repair the volume's binding or clone another claim";
-    SourceClass => "source-class", Deny, Clone, source_class,
-        "source claim \"data\" has no storageClassName, and the CSI provisioner refuses to clone such a claim; clone a claim that has a StorageClass";
-    CsiSource => "csi-source", Deny, Clone, csi_source,
-        "source volume \"pv-1\" is not a CSI volume (it uses hostPath), and only CSI volumes can be cloned; copy the data into a claim of a CSI StorageClass instead";
-    DynamicProvisioning => "dynamic-provisioning", Deny, Both, dynamic_provisioning,
-        "StorageClass \"local-disks\" has provisioner kubernetes.io/no-provisioner, which cannot provision a clone; set spec.storageClassName to a class provisioned by ebs.csi.aws.com, e.g. \"gp3\" or \"gp3-encrypted\"";
-    SameDriver => "same-driver", Deny, Clone, same_driver,
-        "StorageClass \"standard-rwo\" is provisioned by pd.csi.storage.gke.io but source volume \"pv-1\" belongs to CSI driver ebs.csi.aws.com; set spec.storageClassName to a class provisioned by ebs.csi.aws.com, e.g. \"gp3\" or \"gp3-encrypted\"";
-    VolumeMode => "volume-mode", Deny, Clone, volume_mode,
-        "source claim \"data\" is Block but this claim asks for Filesystem; set spec.volumeMode: Block";
-    Size => "size", Deny, Clone, size,
-        "this claim requests 1000Mi but source claim \"data\" requests 1Gi; request at least 1Gi";
-    SizeCapacity => "size-capacity", Warn, Clone, size_capacity,
-        "source claim \"data\" holds 10Gi (its request: 8Gi); some drivers refuse a smaller clone: request 10Gi";
-    SourceInUse => "source-in-use", Warn, Clone, source_in_use,
-        "source claim \"data\" is mounted by pod \"web-0\"; the clone is only crash-consistent";
-    CloneCapableDriver => "clone-capable-driver", Deny, Clone, clone_capable_driver,
-        "CSI driver nfs.csi.k8s.io is not in the configured list of clone-capable drivers (ebs.csi.aws.com, pd.csi.storage.gke.io); clone a volume of one of those drivers, or ask an administrator to add nfs.csi.k8s.io to the list";
-    SourceApiGroup => "source-api-group", Deny, Clone, source_api_group,
-        "spec.dataSource names kind PersistentVolumeClaim with apiGroup \"example.com\", but claims belong to the core API group; remove apiGroup to clone claim \"data\"";
-    SnapshotExists => "snapshot-exists", Deny, Restore, snapshot_exists,
-        "VolumeSnapshot \"snap-1\" does not exist in namespace \"dev\"; create it first, or fix spec.dataSource.name";
-    SnapshotDeleting => "snapshot-deleting", Deny, Restore, snapshot_deleting,
-        "VolumeSnapshot \"snap-1\" is being deleted (since 2026-11-21T10:00:00Z); restore from a snapshot that is not being deleted";
-    SnapshotBound => "snapshot-bound", Deny, Restore, snapshot_bound,
-        "VolumeSnapshot \"snap-1\" is not bound to a VolumeSnapshotContent (status.boundVolumeSnapshotContentName is empty); wait until it is bound, then create the claim";
-    SnapshotDriver => "snapshot-driver", Deny, Restore, snapshot_driver,
-        "VolumeSnapshot \"snap-1\" was taken by CSI driver ebs.csi.aws.com but StorageClass \"standard-rwo\" is provisioned by pd.csi.storage.gke.io; set spec.storageClassName to a class provisioned by ebs.csi.aws.com, e.g. \"gp3\"";
-    SnapshotReady => "snapshot-ready", Deny, Restore, snapshot_ready,
-        "VolumeSnapshot \"snap-1\" is not ready to use (status.readyToUse is false); wait until it is, then create the claim";
-    RestoreSize => "restore-size", Deny, Restore, restore_size,
-        "this claim requests 100Mi but snapshot \"snap-1\" needs at least 1Gi (its restoreSize); request at least 1Gi";
-    SnapshotVolumeMode => "snapshot-volume-mode", Deny, Restore, snapshot_volume_mode,
-        "VolumeSnapshot \"snap-1\" was taken of a Block volume but this claim asks for Filesystem; set spec.volumeMode: Block, or annotate VolumeSnapshotContent \"snapcontent-1\" with snapshot.storage.kubernetes.io/allow-volume-mode-change: \"true\"";
-    Topology => "topology", Warn, Clone, topology,
-        "StorageClass \"gp3-west\" allows topology.kubernetes.io/zone in [us-west-2a] but source volume \"pv-1\" is in [us-east-1a]; most drivers clone only in the source's zone";
-    ClassParameters => "class-parameters", Warn, Clone, class_parameters,
-        "StorageClass \"gp3\" and the source's class \"gp3-encrypted\" differ in parameters encrypted, kmsKeyId; the clone may not mount";
+    SameNamespace => "same-namespace", Deny, Both, [Grants], always, same_namespace, "dataSourceRef names claim \"data\" in namespace \"prod\", but this claim is in namespace \"dev\"; a clone must be created in its source's namespace: create this claim in namespace \"prod\"";
+    SourceExists => "source-exists", Deny, Clone, [Claim], always, source_exists, "source claim \"nope\" does not exist in namespace \"dev\"; create it first, or fix spec.dataSource.name";
+    SourceBound => "source-bound", Deny, Clone, [Claim], always, source_bound, "source claim \"data\" is Pending, not Bound; wait until it is Bound, then create the clone";
+    SourceDeleting => "source-deleting", Deny, Clone, [Claim], always, source_deleting, "source claim \"data\" is being deleted (since 2026-11-21T10:00:00Z); clone a claim that is not being deleted";
+    SourceVolume => "source-volume", Deny, Clone, [Claim, Volume], always, source_volume, "PersistentVolume \"pv-1\" is bound to claim \"dev/other\", not to source claim \"dev/data\"; repair the volume's binding or clone another claim";
+    SourceClass => "source-class", Deny, Clone, [Claim], always, source_class, "source claim \"data\" has no storageClassName, and the CSI provisioner refuses to clone such a claim; clone a claim that has a StorageClass";
+    CsiSource => "csi-source", Deny, Clone, [Volume], always, csi_source, "source volume \"pv-1\" is not a CSI volume (it uses hostPath), and only CSI volumes can be cloned; copy the data into a claim of a CSI StorageClass instead";
+    DynamicProvisioning => "dynamic-provisioning", Deny, Both, [Class], always, dynamic_provisioning, "StorageClass \"local-disks\" has provisioner kubernetes.io/no-provisioner, which cannot provision a clone; set spec.storageClassName to a class provisioned by ebs.csi.aws.com, e.g. \"gp3\" or \"gp3-encrypted\"";
+    SameDriver => "same-driver", Deny, Clone, [Volume, Class], always, same_driver, "StorageClass \"standard-rwo\" is provisioned by pd.csi.storage.gke.io but source volume \"pv-1\" belongs to CSI driver ebs.csi.aws.com; set spec.storageClassName to a class provisioned by ebs.csi.aws.com, e.g. \"gp3\" or \"gp3-encrypted\"";
+    VolumeMode => "volume-mode", Deny, Clone, [Claim, Volume], always, volume_mode, "source claim \"data\" is Block but this claim asks for Filesystem; set spec.volumeMode: Block";
+    Size => "size", Deny, Clone, [Claim], always, size, "this claim requests 1000Mi but source claim \"data\" requests 1Gi; request at least 1Gi";
+    SizeCapacity => "size-capacity", Warn, Clone, [Claim], always, size_capacity, "source claim \"data\" holds 10Gi (its request: 8Gi); some drivers refuse a smaller clone: request 10Gi";
+    SourceInUse => "source-in-use", Warn, Clone, [Pods], always, source_in_use, "source claim \"data\" is mounted by pod \"web-0\"; the clone is only crash-consistent";
+    CloneCapableDriver => "clone-capable-driver", Deny, Clone, [Volume, Class], drivers_listed, clone_capable_driver, "CSI driver nfs.csi.k8s.io is not in the configured list of clone-capable drivers (ebs.csi.aws.com, pd.csi.storage.gke.io); clone a volume of one of those drivers, or ask an administrator to add nfs.csi.k8s.io to the list";
+    SourceApiGroup => "source-api-group", Deny, Clone, [], always, source_api_group, "spec.dataSource names kind PersistentVolumeClaim with apiGroup \"example.com\", but claims belong to the core API group; remove apiGroup to clone claim \"data\"";
+    SnapshotExists => "snapshot-exists", Deny, Restore, [Snapshot], always, snapshot_exists, "VolumeSnapshot \"snap-1\" does not exist in namespace \"dev\"; create it first, or fix spec.dataSource.name";
+    SnapshotDeleting => "snapshot-deleting", Deny, Restore, [Snapshot], always, snapshot_deleting, "VolumeSnapshot \"snap-1\" is being deleted (since 2026-11-21T10:00:00Z); restore from a snapshot that is not being deleted";
+    SnapshotBound => "snapshot-bound", Deny, Restore, [Snapshot], always, snapshot_bound, "VolumeSnapshot \"snap-1\" is not bound to a VolumeSnapshotContent (status.boundVolumeSnapshotContentName is empty); wait until it is bound, then create the claim";
+    SnapshotDriver => "snapshot-driver", Deny, Restore, [Snapshot, Class], always, snapshot_driver, "VolumeSnapshot \"snap-1\" was taken by CSI driver ebs.csi.aws.com but StorageClass \"standard-rwo\" is provisioned by pd.csi.storage.gke.io; set spec.storageClassName to a class provisioned by ebs.csi.aws.com, e.g. \"gp3\"";
+    SnapshotReady => "snapshot-ready", Deny, Restore, [Snapshot], always, snapshot_ready, "VolumeSnapshot \"snap-1\" is not ready to use (status.readyToUse is false); wait until it is, then create the claim";
+    RestoreSize => "restore-size", Deny, Restore, [Snapshot], always, restore_size, "this claim requests 100Mi but snapshot \"snap-1\" needs at least 1Gi (its restoreSize); request at least 1Gi";
+    SnapshotVolumeMode => "snapshot-volume-mode", Deny, Restore, [Snapshot], always, snapshot_volume_mode, "VolumeSnapshot \"snap-1\" was taken of a Block volume but this claim asks for Filesystem; set spec.volumeMode: Block, or annotate VolumeSnapshotContent \"snapcontent-1\" with snapshot.storage.kubernetes.io/allow-volume-mode-change: \"true\"";
+    Topology => "topology", Warn, Clone, [Volume, Class], always, topology, "StorageClass \"gp3-west\" allows topology.kubernetes.io/zone in [us-west-2a] but source volume \"pv-1\" is in [us-east-1a]; most drivers clone only in the source's zone";
+    ClassParameters => "class-parameters", Warn, Clone, [Volume, Class], always, class_parameters, "StorageClass \"gp3\" and the source's class \"gp3-encrypted\" differ in parameters encrypted, kmsKeyId; the clone may not mount";
 }
 
 impl RuleId {

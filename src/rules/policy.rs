@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::RuleId;
+use super::{Fact, RULES, RuleId};
 
 /// What a violated rule does to the review.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -78,16 +78,56 @@ impl Default for Policy {
 }
 
 impl Policy {
-    /// The action of a rule, taking into account that `clone-capable-driver` has nothing
-    /// to check until a list of drivers is configured.
+    /// The action of a rule: `off` while its switch in the table says it has nothing to
+    /// check (e.g. `clone-capable-driver` until a list of drivers is configured).
     pub fn action(&self, rule: RuleId) -> Action {
-        if rule == RuleId::CloneCapableDriver && self.clone_capable_drivers.is_empty() {
+        if !(rule.rule().switched_on)(self) {
             return Action::Off;
         }
         self.actions[rule as usize]
     }
 
+    /// Whether a rule that reads `fact` is on: the gathering reads (and watches) a fact only
+    /// then.
+    pub fn reads(&self, fact: Fact) -> bool {
+        RULES
+            .iter()
+            .any(|rule| rule.needs.contains(&fact) && self.action(rule.id) != Action::Off)
+    }
+
     pub fn set_action(&mut self, rule: RuleId, action: Action) {
         self.actions[rule as usize] = action;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_specification() {
+        let policy = Policy::default();
+        for rule in RuleId::ALL {
+            let expected = match rule {
+                RuleId::CloneCapableDriver => Action::Off,
+                _ => rule.rule().default,
+            };
+            assert_eq!(policy.action(rule), expected, "{rule}");
+        }
+        assert_eq!(policy.failure_mode, FailureMode::FailClosed);
+        assert_eq!(policy.cross_namespace, CrossNamespace::Deny);
+        assert_eq!(policy.lookup_timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn a_fact_is_read_while_a_rule_that_needs_it_is_on() {
+        let mut policy = Policy::default();
+        assert!(policy.reads(Fact::Pods) && policy.reads(Fact::Snapshot));
+        policy.set_action(RuleId::SourceInUse, Action::Off);
+        assert!(!policy.reads(Fact::Pods));
+        for rule in RULES.iter().filter(|r| r.needs.contains(&Fact::Snapshot)) {
+            policy.set_action(rule.id, Action::Off);
+        }
+        assert!(!policy.reads(Fact::Snapshot));
     }
 }

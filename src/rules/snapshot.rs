@@ -122,7 +122,7 @@ pub(super) fn restore_size(input: &Input) -> Option<String> {
     let needs = format!(
         "snapshot {name:?} needs at least {needed_text} (its restoreSize); request at least {needed_text}"
     );
-    let Some(text) = input.request.requested_storage.as_deref() else {
+    let Some(text) = input.request.spec.requested_storage.as_deref() else {
         return Some(format!(
             "this claim requests no storage (spec.resources.requests.storage) but {needs}"
         ));
@@ -135,7 +135,12 @@ pub(super) fn restore_size(input: &Input) -> Option<String> {
 pub(super) fn snapshot_volume_mode(input: &Input) -> Option<String> {
     let content = input.snapshot()?.1?;
     let source_mode = content.source_volume_mode.as_deref()?;
-    let claim_mode = input.request.volume_mode.as_deref().unwrap_or("Filesystem");
+    let claim_mode = input
+        .request
+        .spec
+        .volume_mode
+        .as_deref()
+        .unwrap_or("Filesystem");
     (source_mode != claim_mode && !content.allow_volume_mode_change).then(|| {
         format!(
             "VolumeSnapshot {name:?} was taken of a {source_mode} volume but this claim asks for {claim_mode}; \

@@ -12,10 +12,12 @@ use pvc_clone_guard::config::Policy;
 use pvc_clone_guard::facts::StaticFacts;
 use pvc_clone_guard::metrics::Metrics;
 use pvc_clone_guard::review::Reviewer;
-use pvc_clone_guard::rules::{
-    ClaimRef, ClassFact, ContentInfo, Facts, PodsFact, SnapshotFact, SnapshotInfo, SourceClaim,
-    SourceVolume,
-};
+use pvc_clone_guard::rules::Facts;
+/// The facts of a healthy source "data" in "dev" (10Gi, CSI) and of a healthy restore from
+/// VolumeSnapshot "snap-1": the library's fixtures, shared with its unit tests and benches.
+// Not every test crate that includes this module uses both.
+#[allow(unused_imports)]
+pub use pvc_clone_guard::rules::fixtures::{good_facts, good_restore_facts};
 use serde_json::{Value, json};
 
 pub const UID: &str = "705ab4f5-6393-11e8-b7cc-42010a800002";
@@ -159,83 +161,6 @@ pub fn review(operation: &str, object: Value, old_object: Value, dry_run: bool) 
 
 pub fn create(object: Value) -> Value {
     review("CREATE", object, Value::Null, false)
-}
-
-/// The facts of a healthy 10Gi CSI source "data" in "dev".
-pub fn good_facts() -> Facts {
-    Facts {
-        source: Some(SourceClaim {
-            uid: Some("uid-1".into()),
-            phase: Some("Bound".into()),
-            deletion_timestamp: None,
-            volume_name: Some("pv-1".into()),
-            volume_mode: Some("Filesystem".into()),
-            requested_storage: Some("10Gi".into()),
-            capacity: Some("10Gi".into()),
-            storage_class: Some("gp3".into()),
-        }),
-        volume: Some(SourceVolume {
-            name: "pv-1".into(),
-            phase: Some("Bound".into()),
-            claim_ref: Some(ClaimRef {
-                namespace: Some("dev".into()),
-                name: Some("data".into()),
-                uid: Some("uid-1".into()),
-            }),
-            csi_driver: Some("ebs.csi.aws.com".into()),
-            plugin: "csi".into(),
-            volume_mode: Some("Filesystem".into()),
-            storage_class: Some("gp3".into()),
-            node_affinity: Vec::new().into(),
-        }),
-        class: ClassFact::Found {
-            name: "gp3".into(),
-            provisioner: "ebs.csi.aws.com".into(),
-            is_default: false,
-            allowed_topologies: vec![],
-            parameters: Default::default(),
-        },
-        pods: PodsFact::default(),
-        classes_for_source_driver: vec!["gp3".into()],
-        ..Facts::default()
-    }
-}
-
-/// The facts of a healthy restore: VolumeSnapshot "snap-1" in "dev" of 10Gi, ready, bound
-/// to content "snapcontent-1" of the gp3 class's driver.
-pub fn good_restore_facts() -> Facts {
-    Facts {
-        class: ClassFact::Found {
-            name: "gp3".into(),
-            provisioner: "ebs.csi.aws.com".into(),
-            is_default: false,
-            allowed_topologies: vec![],
-            parameters: Default::default(),
-        },
-        classes_for_source_driver: vec!["gp3".into()],
-        snapshot: SnapshotFact::Found {
-            snapshot: SnapshotInfo {
-                uid: Some("snap-uid".into()),
-                deletion_timestamp: None,
-                bound_content_name: Some("snapcontent-1".into()),
-                ready_to_use: Some(true),
-                restore_size: Some("10Gi".into()),
-            },
-            content: Some(ContentInfo {
-                name: "snapcontent-1".into(),
-                driver: "ebs.csi.aws.com".into(),
-                snapshot_handle: Some("snap-0abc".into()),
-                source_volume_mode: Some("Filesystem".into()),
-                allow_volume_mode_change: false,
-                snapshot_ref: ClaimRef {
-                    namespace: Some("dev".into()),
-                    name: Some("snap-1".into()),
-                    uid: Some("snap-uid".into()),
-                },
-            }),
-        },
-        ..Facts::default()
-    }
 }
 
 pub fn reviewer(facts: Result<Facts, String>, policy: Policy) -> Arc<Reviewer<StaticFacts>> {

@@ -2,167 +2,88 @@
 
 use super::*;
 
-fn term(pairs: &[(&str, &[&str])]) -> TopologyTerm {
+const ZONE: &str = "topology.kubernetes.io/zone";
+
+/// A topology term of one key.
+fn zone(values: &[&str]) -> TopologyTerm {
+    term(ZONE, values)
+}
+
+fn term(key: &str, values: &[&str]) -> TopologyTerm {
+    TopologyTerm::from([(
+        key.to_owned(),
+        values.iter().map(|v| (*v).to_owned()).collect(),
+    )])
+}
+
+pub(super) fn parameters(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
         .iter()
-        .map(|(key, values)| {
-            (
-                (*key).to_owned(),
-                values.iter().map(|v| (*v).to_owned()).collect(),
-            )
-        })
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect()
 }
 
-const ZONE: &str = "topology.kubernetes.io/zone";
-
-fn with_class(
-    f: &mut Facts,
+/// StorageClass `name` of the source's driver, with these topologies and parameters.
+pub(super) fn class_with(
     name: &str,
-    topologies: Vec<TopologyTerm>,
-    parameters: &[(&str, &str)],
-) {
-    f.class = ClassFact::Found {
+    allowed_topologies: Vec<TopologyTerm>,
+    pairs: &[(&str, &str)],
+) -> ClassFact {
+    ClassFact::Found {
         name: name.into(),
         provisioner: DRIVER.into(),
         is_default: false,
-        allowed_topologies: topologies,
-        parameters: parameters
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
-    };
-}
-
-#[test]
-fn topology_warns_when_no_class_term_can_hold_the_source_volume() {
-    let mut f = facts();
-    volume(&mut f).node_affinity = vec![term(&[(ZONE, &["us-east-1a"])])].into();
-    with_class(
-        &mut f,
-        "gp3",
-        vec![term(&[(ZONE, &["us-west-2a", "us-west-2b"])])],
-        &[],
-    );
-    assert_eq!(
-        judge(&request(), &f),
-        (
-            vec![],
-            vec![
-                "[topology] StorageClass \"gp3\" allows topology.kubernetes.io/zone in [us-west-2a, us-west-2b] but source volume \"pv-1\" is in [us-east-1a]; most drivers clone only in the source's zone".to_owned()
-            ]
-        )
-    );
-}
-
-#[test]
-fn topology_is_quiet_when_some_term_overlaps_or_nothing_is_constrained() {
-    let holds = [
-        // One of several class terms holds it.
-        (
-            vec![
-                term(&[(ZONE, &["us-west-2a"])]),
-                term(&[(ZONE, &["us-east-1a"])]),
-            ],
-            vec![term(&[(ZONE, &["us-east-1a"])])],
-        ),
-        // One of several volume terms fits.
-        (
-            vec![term(&[(ZONE, &["us-west-2a"])])],
-            vec![
-                term(&[(ZONE, &["us-east-1a"])]),
-                term(&[(ZONE, &["us-west-2a"])]),
-            ],
-        ),
-        // Keys constrained by only one side do not conflict.
-        (
-            vec![term(&[("topology.ebs.csi.aws.com/zone", &["a"])])],
-            vec![term(&[(ZONE, &["b"])])],
-        ),
-        // No allowedTopologies: anywhere.
-        (vec![], vec![term(&[(ZONE, &["us-east-1a"])])]),
-        // No nodeAffinity on the PV: nothing to compare.
-        (vec![term(&[(ZONE, &["us-west-2a"])])], vec![]),
-    ];
-    for (topologies, affinity) in holds {
-        let mut f = facts();
-        volume(&mut f).node_affinity = affinity.clone().into();
-        with_class(&mut f, "gp3", topologies.clone(), &[]);
-        assert_eq!(
-            judge(&request(), &f),
-            (vec![], vec![]),
-            "{topologies:?} {affinity:?}"
-        );
+        allowed_topologies,
+        parameters: parameters(pairs),
     }
 }
 
-#[test]
-fn class_parameters_names_the_keys_that_differ() {
-    let mut f = facts();
-    volume(&mut f).storage_class = Some("gp3-encrypted".into());
-    f.source_class_parameters = Some(
-        [
-            ("type", "gp3"),
-            ("encrypted", "true"),
-            ("csi.storage.k8s.io/fstype", "ext4"),
-        ]
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect(),
-    );
-    with_class(
-        &mut f,
-        "gp3",
-        vec![],
-        &[("type", "gp3"), ("csi.storage.k8s.io/fstype", "xfs")],
-    );
-    assert_eq!(
-        judge(&request(), &f),
-        (
-            vec![],
-            vec![
-                "[class-parameters] StorageClass \"gp3\" and the source's class \"gp3-encrypted\" differ in parameters csi.storage.k8s.io/fstype, encrypted; the clone may not mount".to_owned()
-            ]
-        )
-    );
+/// The source volume in these terms, the clone's class allowing those.
+fn placed(s: &mut Setup, volume: Vec<TopologyTerm>, class: Vec<TopologyTerm>) {
+    s.volume().node_affinity = volume.into();
+    s.facts().class = class_with("gp3", class, &[]);
+}
+
+/// The source volume of class `source_class` (of these parameters), the clone's class `gp3`
+/// of `type: gp3`.
+fn classes(s: &mut Setup, source_class: Option<&str>, source: Option<&[(&str, &str)]>) {
+    s.volume().storage_class = source_class.map(Into::into);
+    s.facts().source_class_parameters = source.map(parameters);
+    s.facts().class = class_with("gp3", vec![], &[("type", "gp3")]);
 }
 
 #[test]
-fn class_parameters_is_quiet_for_the_same_class_equal_parameters_or_an_unknown_class() {
-    let params = [("type", "gp3")];
-    let to_map = |p: &[(&str, &str)]| -> BTreeMap<String, String> {
-        p.iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    };
-    // The same class.
-    let mut f = facts();
-    f.source_class_parameters = Some(to_map(&[("type", "io2")]));
-    with_class(&mut f, "gp3", vec![], &params);
-    assert_eq!(judge(&request(), &f), (vec![], vec![]));
-    // Another class with equal parameters.
-    volume(&mut f).storage_class = Some("gp3-copy".into());
-    f.source_class_parameters = Some(to_map(&params));
-    assert_eq!(judge(&request(), &f), (vec![], vec![]));
-    // The source's class is unknown (deleted), or the PV names none.
-    f.source_class_parameters = None;
-    assert_eq!(judge(&request(), &f), (vec![], vec![]));
-    volume(&mut f).storage_class = None;
-    f.source_class_parameters = Some(to_map(&[("type", "io2")]));
-    assert_eq!(judge(&request(), &f), (vec![], vec![]));
-}
-
-#[test]
-fn source_in_use_says_when_pods_could_not_be_read() {
-    let mut f = facts();
-    f.pods = PodsFact::Unknown("pods is forbidden".into());
-    assert_eq!(
-        judge(&request(), &f),
-        (
-            vec![],
-            vec![
-                "[source-in-use] source claim \"data\" could not be checked for pods that mount it (pods is forbidden); if one does, the clone is only crash-consistent".to_owned()
-            ]
-        )
-    );
+fn placement_cases() {
+    run(Setup::a_clone, &[
+        case("topology warns when no class term can hold the source volume", |s| {
+            placed(s, vec![zone(&["us-east-1a"])], vec![zone(&["us-west-2a", "us-west-2b"])]);
+        }).warns(&["[topology] StorageClass \"gp3\" allows topology.kubernetes.io/zone in [us-west-2a, us-west-2b] but source volume \"pv-1\" is in [us-east-1a]; most drivers clone only in the source's zone"]),
+        case("topology: one of several class terms holds it", |s| {
+            placed(s, vec![zone(&["us-east-1a"])], vec![zone(&["us-west-2a"]), zone(&["us-east-1a"])]);
+        }),
+        case("topology: one of several volume terms fits", |s| {
+            placed(s, vec![zone(&["us-east-1a"]), zone(&["us-west-2a"])], vec![zone(&["us-west-2a"])]);
+        }),
+        case("topology: keys constrained by only one side do not conflict", |s| {
+            placed(s, vec![zone(&["b"])], vec![term("topology.ebs.csi.aws.com/zone", &["a"])]);
+        }),
+        case("topology: no allowedTopologies, anywhere", |s| placed(s, vec![zone(&["us-east-1a"])], vec![])),
+        case("topology: no nodeAffinity on the PV, nothing to compare", |s| placed(s, vec![], vec![zone(&["us-west-2a"])])),
+        case("class-parameters names the keys that differ", |s| {
+            s.volume().storage_class = Some("gp3-encrypted".into());
+            s.facts().source_class_parameters = Some(parameters(&[
+                ("type", "gp3"),
+                ("encrypted", "true"),
+                ("csi.storage.k8s.io/fstype", "ext4"),
+            ]));
+            s.facts().class = class_with("gp3", vec![], &[("type", "gp3"), ("csi.storage.k8s.io/fstype", "xfs")]);
+        }).warns(&["[class-parameters] StorageClass \"gp3\" and the source's class \"gp3-encrypted\" differ in parameters csi.storage.k8s.io/fstype, encrypted; the clone may not mount"]),
+        case("class-parameters: the same class", |s| classes(s, Some("gp3"), Some(&[("type", "io2")]))),
+        case("class-parameters: another class with equal parameters", |s| classes(s, Some("gp3-copy"), Some(&[("type", "gp3")]))),
+        case("class-parameters: the source's class is unknown (deleted)", |s| classes(s, Some("gp3-copy"), None)),
+        case("class-parameters: the PV names no class", |s| classes(s, None, Some(&[("type", "io2")]))),
+        case("source-in-use says when pods could not be read", |s| {
+            s.facts().pods = PodsFact::Unknown("pods is forbidden".into());
+        }).warns(&["[source-in-use] source claim \"data\" could not be checked for pods that mount it (pods is forbidden); if one does, the clone is only crash-consistent"]),
+    ]);
 }
