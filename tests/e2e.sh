@@ -53,3 +53,4 @@ cargo build --release --quiet
 suite 1 faults resilience snapshot_api
 suite 1 operations
 suite 4 e2e restores
+suite 1 check_cluster
