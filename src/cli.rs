@@ -34,7 +34,7 @@ pub struct Cli {
 enum Command {
     /// Serve AdmissionReviews over HTTPS, and health and metrics over HTTP.
     Serve(ServeArgs),
-    /// Create a CA (or reuse the one in --out-dir) and issue a serving certificate.
+    /// Create a CA (or reuse the one in --out-dir, checked) and issue a serving certificate.
     Certs(CertsArgs),
     /// Judge the claims and StatefulSet templates with a data source in manifests, before
     /// they reach a cluster. Exit 0: nothing refused; 1: something refused; 2: could not check.
@@ -121,7 +121,7 @@ struct CertsArgs {
     /// IP address of the serving certificate (repeatable), e.g. 127.0.0.1 for local use.
     #[arg(long = "ip", env = "PVC_CLONE_GUARD_IP", value_delimiter = ',')]
     ip_addresses: Vec<IpAddr>,
-    /// Validity of the serving certificate, in days.
+    /// Validity of the serving certificate, in days: at least 1, at most what the CA has left.
     #[arg(long, env = "PVC_CLONE_GUARD_DAYS", default_value_t = 365)]
     days: u32,
     /// Validity of a new CA, in days.
