@@ -4,6 +4,11 @@
 #   docker build -t REGISTRY/pvc-clone-guard:TAG .
 # Needs BuildKit (the default builder since Docker 23; podman/buildah also support
 # RUN --mount=type=cache) for the dependency cache below.
+#
+# Without a registry or a Docker engine, tests/cluster/image.sh builds the image the tests
+# run on a real node: the same release binary at the same path, the same entrypoint, cmd,
+# user, ports and labels, with exactly the libraries the binary links (glibc and libgcc_s
+# of Debian 12, as in distroless/cc-debian12) instead of the distroless base.
 
 # ---- build ------------------------------------------------------------------
 # Bookworm on purpose: the binary links glibc dynamically, so it must be built

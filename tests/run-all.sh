@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Every test of pvc-clone-guard, end-to-end included: the README's test command, and
 # exactly what CI (.ci/run) runs. On a fresh machine it first installs what the tests need
-# (tests/cluster/install.sh: etcd, wrk, jq, prometheus, and kube-apiserver 1.20 built once from
-# Debian's source and cached outside the repository).
+# (tests/cluster/install.sh: etcd, wrk, jq, prometheus, the node's runtime (containerd, runc, CNI
+# plugins, umoci), and Kubernetes 1.20's five binaries built once from Debian's source and cached
+# outside the repository). Runs as root: the real-node suite (tests/node.sh) starts a kubelet.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -29,3 +30,8 @@ tests/cluster/smoke.sh
 
 step "end-to-end: kubectl against a real kube-apiserver calling the webhook; API-server faults"
 tests/e2e.sh
+
+step "a real node: the shipped overlay installed with kubectl apply -k and called through its Service, operations under load, the memory limit; the host restored afterwards"
+# 2,000 each of PVCs, PVs and pods for the memory test keeps CI well under its time limit;
+# tests/node.sh alone defaults to 10,000 (the scale benchmark's first size).
+PVC_CLONE_GUARD_NODE_SCALE="${PVC_CLONE_GUARD_NODE_SCALE:-2000}" tests/node.sh

@@ -648,6 +648,9 @@ cmd_down() {
   "$SCRIPT_DIR/local-cluster.sh" down "$dir" >/dev/null 2>&1 || true
 
   network_down "$dir"
+  # With its bridge gone, the node's address would route to the default route: leave no
+  # kubeconfig that dials it (`up` writes them again).
+  rm -f "$dir"/*.kubeconfig
   # Mounts under DIR (secret volumes, rootfs, shm), deepest first.
   local target
   while read -r target; do

@@ -1,0 +1,962 @@
+//! Installed as users install it, on a real node (tests/cluster/node.sh: kubelet,
+//! containerd, kube-proxy, controller-manager, scheduler): the shipped self-managed overlay
+//! applied with `kubectl apply -k`, the image built by tests/cluster/image.sh, the API
+//! server calling the webhook through the shipped `clientConfig.service`. Then the
+//! operations a platform team runs (rollout restart, a deleted pod, a certificate rotation)
+//! while claims keep coming, and the memory limit under the scale test's object counts.
+//! Started by tests/node.sh, which brings the node up, imports the image and sets
+//! PVC_CLONE_GUARD_E2E_DIR; one test at a time, in the order tests/node.sh gives.
+//!
+//! What the test adds to the shipped overlay, and nothing else: the shipped component for
+//! Kubernetes 1.20 (`components/kubernetes-1.20`: the PodDisruptionBudget as
+//! `policy/v1beta1`, the only version 1.20 serves, and the webhook namespace's
+//! `kubernetes.io/metadata.name` label), and kube-system's label by hand, as that component
+//! says. The image is the shipped name, `pvc-clone-guard:0.1.0`, imported into the node's
+//! containerd (never pulled: it is present, and the policy is IfNotPresent).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use common::cluster::*;
+
+const NS: &str = "pvc-clone-guard";
+const DEPLOYMENT: &str = "deployment/pvc-clone-guard";
+/// The shipped Deployment's memory limit (manifests/base/deployment.yaml: 128Mi).
+const MEMORY_LIMIT: u64 = 128 * 1024 * 1024;
+
+fn ok(args: &[&str]) -> String {
+    must(kubectl(args), &format!("kubectl {}", args.join(" "))).stdout
+}
+
+fn json(args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    serde_json::from_str(&ok(&all)).expect("kubectl -o json")
+}
+
+fn sh(script: &str) -> String {
+    let output = Command::new("bash")
+        .args(["-c", script])
+        .output()
+        .expect("bash runs");
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+fn binary() -> PathBuf {
+    std::env::var_os("PVC_CLONE_GUARD_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| ENV.repo.join("target/release/pvc-clone-guard"))
+}
+
+fn work() -> PathBuf {
+    ENV.dir.join("install")
+}
+
+fn certs_dir() -> PathBuf {
+    work().join("manifests/overlays/self-managed/certs")
+}
+
+/// `pvc-clone-guard certs` into the overlay's certs/, as the install instructions say.
+fn issue_certificates() {
+    let output = Command::new(binary())
+        .arg("certs")
+        .arg("--out-dir")
+        .arg(certs_dir())
+        .output()
+        .expect("pvc-clone-guard certs runs");
+    assert!(
+        output.status.success(),
+        "certs: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A copy of manifests/ (so that certificates never land in the repository) and the test's
+/// kustomization: the shipped overlay with the shipped component for Kubernetes 1.20 (the
+/// PodDisruptionBudget as policy/v1beta1, the namespace's kubernetes.io/metadata.name
+/// label), as the install instructions say for 1.20.
+fn prepare() {
+    if work().join("test/kustomization.yaml").exists() {
+        return;
+    }
+    std::fs::create_dir_all(work().join("test")).expect("mkdir");
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(ENV.repo.join("manifests"))
+        .arg(work())
+        .status()
+        .expect("cp");
+    assert!(status.success());
+    for entry in std::fs::read_dir(certs_dir()).expect("certs dir") {
+        let path = entry.expect("entry").path();
+        if path.file_name().is_some_and(|name| name != "README.md") {
+            std::fs::remove_file(&path).expect("clear certs/");
+        }
+    }
+    issue_certificates();
+    std::fs::write(
+        work().join("test/kustomization.yaml"),
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
+         resources: [../manifests/overlays/self-managed]\n\
+         components: [../manifests/components/kubernetes-1.20]\n",
+    )
+    .expect("write kustomization");
+}
+
+fn apply_overlay() -> String {
+    let dir = work().join("test");
+    ok(&["apply", "-k", dir.to_str().expect("utf-8")])
+}
+
+fn wait_rolled_out() {
+    let out = ok(&["rollout", "status", DEPLOYMENT, "-n", NS, "--timeout=300s"]);
+    assert!(
+        out.ends_with("deployment \"pvc-clone-guard\" successfully rolled out\n"),
+        "{out}"
+    );
+}
+
+/// Applies the overlay (unchanged objects stay as they are) and waits until both replicas
+/// are Ready; returns how long that took.
+fn install() -> Duration {
+    let started = Instant::now();
+    prepare();
+    apply_overlay();
+    // The shipped namespaceSelector excludes kube-system by kubernetes.io/metadata.name,
+    // which API servers set since 1.21; on 1.20, by hand, as the component says.
+    ok(&[
+        "label",
+        "namespace",
+        "kube-system",
+        "kubernetes.io/metadata.name=kube-system",
+        "--overwrite",
+    ]);
+    wait_rolled_out();
+    started.elapsed()
+}
+
+struct Pod {
+    name: String,
+    uid: String,
+    ip: String,
+    ready: bool,
+    restarts: u64,
+    image: String,
+    container_id: String,
+    deleting: bool,
+}
+
+fn pods() -> Vec<Pod> {
+    let list = json(&[
+        "get",
+        "pods",
+        "-n",
+        NS,
+        "-l",
+        "app.kubernetes.io/name=pvc-clone-guard",
+    ]);
+    list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|pod| {
+            let status = &pod["status"]["containerStatuses"][0];
+            Pod {
+                name: pod["metadata"]["name"].as_str().unwrap_or("").to_owned(),
+                uid: pod["metadata"]["uid"].as_str().unwrap_or("").to_owned(),
+                ip: pod["status"]["podIP"].as_str().unwrap_or("").to_owned(),
+                ready: status["ready"].as_bool().unwrap_or(false),
+                restarts: status["restartCount"].as_u64().unwrap_or(0),
+                image: status["image"].as_str().unwrap_or("").to_owned(),
+                container_id: status["containerID"]
+                    .as_str()
+                    .unwrap_or("")
+                    .trim_start_matches("containerd://")
+                    .to_owned(),
+                deleting: pod["metadata"]["deletionTimestamp"].is_string(),
+            }
+        })
+        .collect()
+}
+
+fn ready_pods() -> Vec<Pod> {
+    pods()
+        .into_iter()
+        .filter(|pod| pod.ready && !pod.deleting)
+        .collect()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !condition() {
+        assert!(
+            started.elapsed() < timeout,
+            "timed out waiting until {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    started.elapsed()
+}
+
+/// The memory cgroup (v1) of a pod's container, as the kubelet made it (cgroupfs driver,
+/// Burstable QoS: requests below limits).
+fn memory_cgroup(pod: &Pod) -> PathBuf {
+    PathBuf::from(format!(
+        "/sys/fs/cgroup/memory/kubepods/burstable/pod{}/{}",
+        pod.uid, pod.container_id
+    ))
+}
+
+fn cgroup_value(pod: &Pod, file: &str) -> u64 {
+    let path = memory_cgroup(pod).join(file);
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .parse()
+        .expect("a number")
+}
+
+/// The sum of a metric's series on one pod's admin port (plain HTTP, pod IP on cni0).
+fn pod_metric(pod: &Pod, prefix: &str) -> f64 {
+    sh(&format!(
+        "curl -fsS --max-time 5 http://{}:8080/metrics",
+        pod.ip
+    ))
+    .lines()
+    .filter(|line| line.starts_with(prefix))
+    .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+    .sum()
+}
+
+/// SHA-256 fingerprint of the certificate a pod serves on 8443, as the API server asks for it.
+fn served_certificate(ip: &str) -> String {
+    sh(&format!(
+        "openssl s_client -connect {ip}:8443 -servername pvc-clone-guard.pvc-clone-guard.svc </dev/null 2>/dev/null \
+         | openssl x509 -noout -fingerprint -sha256"
+    ))
+}
+
+fn file_certificate() -> String {
+    sh(&format!(
+        "openssl x509 -noout -fingerprint -sha256 -in {}",
+        certs_dir().join("tls.crt").display()
+    ))
+}
+
+fn reviews_total() -> f64 {
+    ready_pods()
+        .iter()
+        .map(|pod| pod_metric(pod, "pvc_clone_guard_reviews_total"))
+        .sum()
+}
+
+fn new_namespace(name: &str) {
+    classes();
+    if kubectl(&["get", "namespace", name]).code != 0 {
+        ok(&["create", "namespace", name]);
+    }
+}
+
+fn plain_claim(namespace: &str, name: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: {name}, namespace: {namespace}}}\n\
+         spec:\n  accessModes: [ReadWriteOnce]\n  storageClassName: gp3\n  resources: {{requests: {{storage: 1Gi}}}}\n"
+    )
+}
+
+fn missing_source(namespace: &str, source: &str) -> String {
+    format!(
+        "[source-exists] source claim \"{source}\" does not exist in namespace \"{namespace}\"; create it first, or fix spec.dataSource.name"
+    )
+}
+
+// ---- the shipped overlay -------------------------------------------------------------------
+
+#[test]
+#[ignore = "needs a real node: run tests/node.sh"]
+fn the_shipped_overlay_runs_on_a_real_node_and_is_called_through_its_service() {
+    let took = install();
+    eprintln!(
+        "[install] kubectl apply -k to both replicas Ready: {:.1} s",
+        took.as_secs_f64()
+    );
+
+    let pods = pods();
+    assert_eq!(pods.len(), 2, "two replicas");
+    for pod in &pods {
+        assert!(pod.ready, "{} is Ready", pod.name);
+        assert_eq!(pod.restarts, 0, "{} never restarted", pod.name);
+        assert_eq!(pod.image, "docker.io/library/pvc-clone-guard:0.1.0");
+        assert!(pod.ip.starts_with("10.244.0."), "{} on cni0", pod.ip);
+        // The container's processes run as 65532, read from the host.
+        let procs = std::fs::read_to_string(memory_cgroup(pod).join("cgroup.procs"))
+            .expect("the container's cgroup");
+        let pid = procs.lines().next().expect("a process");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        let uid = status
+            .lines()
+            .find(|line| line.starts_with("Uid:"))
+            .expect("Uid");
+        assert_eq!(uid, "Uid:\t65532\t65532\t65532\t65532");
+        assert_eq!(cgroup_value(pod, "memory.limit_in_bytes"), MEMORY_LIMIT);
+    }
+    // Registered through the Service, as shipped: no url anywhere.
+    assert_eq!(
+        ok(&[
+            "get",
+            "validatingwebhookconfiguration",
+            "pvc-clone-guard",
+            "-o",
+            "jsonpath={.webhooks[*].clientConfig.service.name} {.webhooks[*].clientConfig.service.port} url=[{.webhooks[*].clientConfig.url}]",
+        ]),
+        "pvc-clone-guard pvc-clone-guard 443 443 url=[]"
+    );
+    let endpoints = ok(&[
+        "get",
+        "endpoints",
+        "pvc-clone-guard",
+        "-n",
+        NS,
+        "-o",
+        "jsonpath={.subsets[*].addresses[*].ip}",
+    ]);
+    assert_eq!(endpoints.split(' ').count(), 2, "{endpoints}");
+
+    new_namespace("install");
+    Source::new("install").create();
+    let before = reviews_total();
+    assert_denied(
+        &create(
+            &clone_yaml("install", "clone", "nope", Some("gp3"), "1Gi", "Filesystem"),
+            &[],
+        ),
+        &missing_source("install", "nope"),
+    );
+    assert_created(
+        &create(&clone_of_data("install", Some("gp3"), "10Gi"), &[]),
+        "clone",
+        &[],
+    );
+    assert_created(&create(&plain_claim("install", "plain"), &[]), "plain", &[]);
+    // The verdicts came from the pods behind the Service: their review counters moved.
+    let reviewed = reviews_total() - before;
+    assert!(
+        reviewed >= 3.0,
+        "the pods reviewed the creates ({reviewed})"
+    );
+}
+
+// ---- operations while claims keep coming --------------------------------------------------
+
+/// One `kubectl create` and its verdict: the correct one, or WRONG.
+fn verdict(kind: &str, namespace: &str, name: &str) -> (String, Option<String>) {
+    let (yaml, expected) = match kind {
+        "valid" => (
+            clone_yaml(namespace, name, "data", Some("gp3"), "10Gi", "Filesystem"),
+            None,
+        ),
+        "invalid" => (
+            clone_yaml(namespace, name, "ghost", Some("gp3"), "10Gi", "Filesystem"),
+            Some(denial(&missing_source(namespace, "ghost"))),
+        ),
+        _ => (plain_claim(namespace, name), None),
+    };
+    let run = create(&yaml, &["--request-timeout=30s"]);
+    let outcome = match expected {
+        Some(denied) if run.code != 0 && run.stderr == denied => "refused [source-exists]",
+        None if run.code == 0
+            && run.stdout == format!("persistentvolumeclaim/{name} created\n")
+            && run.stderr.is_empty() =>
+        {
+            "admitted"
+        }
+        _ => {
+            return (
+                "WRONG".into(),
+                Some(format!(
+                    "{name}: exit {}: {}{}",
+                    run.code,
+                    run.stdout,
+                    run.stderr.trim()
+                )),
+            );
+        }
+    };
+    (outcome.into(), None)
+}
+
+struct Load {
+    stop: Arc<AtomicBool>,
+    tally: Arc<Mutex<BTreeMap<String, usize>>>,
+    wrong: Arc<Mutex<Vec<String>>>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// A client per kind (valid clones, invalid clones, plain claims), each creating claims
+/// back to back.
+fn start_load(namespace: &'static str) -> Load {
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
+    let wrong: Arc<Mutex<Vec<String>>> = Arc::default();
+    let workers = ["valid", "invalid", "plain"]
+        .into_iter()
+        .map(|kind| {
+            let (stop, tally, wrong) = (stop.clone(), tally.clone(), wrong.clone());
+            std::thread::spawn(move || {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    let (outcome, problem) = verdict(kind, namespace, &format!("{kind}-{i}"));
+                    if let Some(problem) = problem {
+                        wrong.lock().expect("lock").push(problem);
+                    }
+                    *tally
+                        .lock()
+                        .expect("lock")
+                        .entry(format!("{kind}: {outcome}"))
+                        .or_default() += 1;
+                }
+            })
+        })
+        .collect();
+    Load {
+        stop,
+        tally,
+        wrong,
+        workers,
+    }
+}
+
+impl Load {
+    fn creates(&self) -> usize {
+        self.tally.lock().expect("lock").values().sum()
+    }
+
+    fn finish(self) -> BTreeMap<String, usize> {
+        self.stop.store(true, Ordering::Relaxed);
+        for worker in self.workers {
+            worker.join().expect("worker");
+        }
+        assert_eq!(
+            *self.wrong.lock().expect("lock"),
+            Vec::<String>::new(),
+            "every create gets its correct verdict"
+        );
+        self.tally.lock().expect("lock").clone()
+    }
+}
+
+/// Polls a pod's /readyz and /livez every 100 ms; records each change of the answer.
+fn watch_probes(ip: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<String>> {
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        let mut last = String::new();
+        let mut changes = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            let answer = sh(&format!(
+                "for p in readyz livez; do printf '%s=%s ' $p $(curl -s -o /dev/null -w '%{{http_code}}' --max-time 1 http://{ip}:8080/$p); done"
+            ));
+            if answer != last {
+                changes.push(format!(
+                    "{:>5.1} s {answer}",
+                    started.elapsed().as_secs_f64()
+                ));
+                last = answer;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        changes
+    })
+}
+
+#[test]
+#[ignore = "needs a real node: run tests/node.sh"]
+fn rollout_restart_a_deleted_pod_and_a_certificate_rotation_lose_no_verdict() {
+    install();
+    let namespace = "operations";
+    new_namespace(namespace);
+    Source::new(namespace).create();
+    let load = start_load(namespace);
+    std::thread::sleep(Duration::from_secs(3));
+
+    // 1. kubectl rollout restart: new pods Ready before old ones go (maxUnavailable 0), the
+    //    old ones unready at once and drained.
+    let started = Instant::now();
+    let at = load.creates();
+    assert_eq!(
+        ok(&["rollout", "restart", DEPLOYMENT, "-n", NS]),
+        "deployment.apps/pvc-clone-guard restarted\n"
+    );
+    wait_rolled_out();
+    wait_for(
+        "two pods, none terminating",
+        Duration::from_secs(120),
+        || pods().len() == 2 && ready_pods().len() == 2,
+    );
+    let restart = (started.elapsed(), load.creates() - at);
+    std::thread::sleep(Duration::from_secs(3));
+
+    // 2. One pod deleted: the replica set replaces it; the deleted one goes unready as its
+    //    shutdown begins (preStop sleep 5 s first), and its probes say so.
+    let victim = ready_pods().remove(0);
+    let stop_probes = Arc::new(AtomicBool::new(false));
+    let probes = watch_probes(victim.ip.clone(), stop_probes.clone());
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let at = load.creates();
+    assert_eq!(
+        ok(&["delete", "pod", &victim.name, "-n", NS]),
+        format!("pod \"{}\" deleted\n", victim.name)
+    );
+    wait_for(
+        "the deleted pod is replaced and gone",
+        Duration::from_secs(120),
+        || {
+            let now = pods();
+            now.len() == 2 && now.iter().all(|pod| pod.ready && pod.name != victim.name)
+        },
+    );
+    let deleted = (started.elapsed(), load.creates() - at);
+    stop_probes.store(true, Ordering::Relaxed);
+    let probe_changes = probes.join().expect("probes");
+    std::thread::sleep(Duration::from_secs(3));
+
+    // 3. Certificate rotation: a new serving certificate (same CA), the Secret replaced by
+    //    re-applying the overlay; the kubelet refreshes the volume, the server reloads it;
+    //    no restart.
+    let before: Vec<(String, String)> = ready_pods()
+        .iter()
+        .map(|pod| (pod.uid.clone(), served_certificate(&pod.ip)))
+        .collect();
+    let old = file_certificate();
+    issue_certificates();
+    let new = file_certificate();
+    assert_ne!(old, new, "certs issued a new serving certificate");
+    for (_, served) in &before {
+        assert_eq!(*served, old, "the pods served the old certificate");
+    }
+    let started = Instant::now();
+    let at = load.creates();
+    let applied = apply_overlay();
+    assert!(
+        applied.contains("secret/pvc-clone-guard-tls configured\n"),
+        "{applied}"
+    );
+    wait_for(
+        "both pods serve the new certificate",
+        Duration::from_secs(180),
+        || {
+            ready_pods()
+                .iter()
+                .all(|pod| served_certificate(&pod.ip) == new)
+        },
+    );
+    let rotated = (started.elapsed(), load.creates() - at);
+    let uids: Vec<String> = ready_pods().into_iter().map(|pod| pod.uid).collect();
+    for (uid, _) in &before {
+        assert!(uids.contains(uid), "no pod was replaced by the rotation");
+    }
+    std::thread::sleep(Duration::from_secs(3));
+
+    let total = load.creates();
+    let tally = load.finish();
+    eprintln!("[operations] {total} creates while operating, by verdict:");
+    for (outcome, count) in &tally {
+        eprintln!("[operations]   {count:>5}  {outcome}");
+    }
+    for (what, (took, creates)) in [
+        ("rollout restart, until rolled out", restart),
+        ("pod deleted, until replaced and gone", deleted),
+        ("Secret replaced, until both pods serve it", rotated),
+    ] {
+        eprintln!(
+            "[operations] {what}: {:.1} s, {creates} creates meanwhile",
+            took.as_secs_f64()
+        );
+    }
+    eprintln!(
+        "[operations] probes of the deleted pod {} (readyz, livez), from 0.5 s before the delete:",
+        victim.name
+    );
+    for change in &probe_changes {
+        eprintln!("[operations]   {change}");
+    }
+    for kind in [
+        "valid: admitted",
+        "invalid: refused [source-exists]",
+        "plain: admitted",
+    ] {
+        assert!(tally.get(kind).copied().unwrap_or(0) > 0, "some {kind}");
+    }
+    for pod in pods() {
+        assert_eq!(pod.restarts, 0, "{} never restarted", pod.name);
+    }
+    // The deleted pod answered ready until its shutdown began, then never ready again.
+    let first = probe_changes.first().expect("probed");
+    assert!(first.ends_with("readyz=200 livez=200"), "{first}");
+    let unready = probe_changes
+        .iter()
+        .position(|change| !change.contains("readyz=200"))
+        .expect("the deleted pod stopped answering ready");
+    assert!(
+        probe_changes[unready..]
+            .iter()
+            .all(|change| !change.contains("readyz=200")),
+        "{probe_changes:?}"
+    );
+}
+
+// ---- memory under the scale test's counts -------------------------------------------------
+
+/// The objects of benches/scale/run.sh (its generator, read from that script), FROM..TO of
+/// each kind, into DIR. Pods get a schedulerName no scheduler serves: they stay Pending,
+/// as unfinished pods the webhook indexes, and are never started on this node.
+fn generate(from: usize, to: usize, dir: &std::path::Path) {
+    let script = std::fs::read_to_string(ENV.repo.join("benches/scale/run.sh")).expect("run.sh");
+    let generator: String = script
+        .lines()
+        .skip_while(|line| !line.ends_with("<<'PY'"))
+        .skip(1)
+        .take_while(|line| *line != "PY")
+        .map(|line| format!("{line}\n"))
+        .collect();
+    assert!(
+        generator.contains("def pod(i)"),
+        "the generator of benches/scale/run.sh"
+    );
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let status = Command::new("python3")
+        .arg("-c")
+        .arg(generator)
+        .args([&from.to_string(), &to.to_string()])
+        .arg(dir)
+        .status()
+        .expect("python3");
+    assert!(status.success());
+    for entry in std::fs::read_dir(dir).expect("dir") {
+        let path = entry.expect("entry").path();
+        if !path
+            .file_name()
+            .is_some_and(|name| name.to_string_lossy().starts_with("pod-"))
+        {
+            continue;
+        }
+        let mut list: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
+        for pod in list["items"].as_array_mut().expect("items") {
+            pod["spec"]["schedulerName"] = "never-scheduled".into();
+        }
+        std::fs::write(&path, serde_json::to_vec(&list).expect("json")).expect("write");
+    }
+}
+
+#[test]
+#[ignore = "needs a real node: run tests/node.sh"]
+fn the_memory_limit_holds_with_the_scale_tests_objects_in_the_cluster() {
+    install();
+    let count: usize = std::env::var("PVC_CLONE_GUARD_NODE_SCALE")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(10_000);
+    new_namespace("scale");
+    wait_for(
+        "the default ServiceAccount of scale",
+        Duration::from_secs(60),
+        || kubectl(&["get", "serviceaccount", "default", "-n", "scale"]).code == 0,
+    );
+    let dir = ENV.dir.join("scale-objects");
+    let existing: usize = ok(&[
+        "get",
+        "pods",
+        "-n",
+        "scale",
+        "--no-headers",
+        "-o",
+        "custom-columns=N:.metadata.name",
+    ])
+    .lines()
+    .count();
+    let started = Instant::now();
+    if existing < count {
+        generate(existing, count, &dir);
+        let status = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "find {} -name '*.json' -print0 | sort -z | xargs -0 -P 4 -I{{}} kubectl --kubeconfig {} create -f {{}} -o name >/dev/null",
+                dir.display(),
+                ENV.dir.join("admin.kubeconfig").display()
+            ))
+            .status()
+            .expect("bash");
+        assert!(status.success(), "creating the scale objects");
+    }
+    eprintln!(
+        "[memory] {count} PVCs, {count} PVs, {count} pods in the cluster ({:.0} s to create)",
+        started.elapsed().as_secs_f64()
+    );
+
+    // Fresh pods start with every object to list: the start-up peak is part of the figure.
+    let started = Instant::now();
+    ok(&["rollout", "restart", DEPLOYMENT, "-n", NS]);
+    wait_rolled_out();
+    wait_for(
+        "two pods, none terminating",
+        Duration::from_secs(120),
+        || pods().len() == 2 && ready_pods().len() == 2,
+    );
+    let ready = started.elapsed();
+    let pods = ready_pods();
+    let synced = wait_for(
+        "every cache holds the scale objects",
+        Duration::from_secs(300),
+        || {
+            pods.iter().all(|pod| {
+                pod_metric(pod, "pvc_clone_guard_cached_objects{resource=\"pods\"}") >= count as f64
+                    && pod_metric(
+                        pod,
+                        "pvc_clone_guard_cached_objects{resource=\"persistentvolumeclaims\"}",
+                    ) >= count as f64
+                    && pod_metric(
+                        pod,
+                        "pvc_clone_guard_cached_objects{resource=\"persistentvolumes\"}",
+                    ) >= count as f64
+            })
+        },
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    eprintln!(
+        "[memory] rollout restart to both Ready: {:.1} s; caches holding every object {:.1} s later",
+        ready.as_secs_f64(),
+        synced.as_secs_f64()
+    );
+    for pod in &pods {
+        let usage = cgroup_value(pod, "memory.usage_in_bytes");
+        let peak = cgroup_value(pod, "memory.max_usage_in_bytes");
+        let limit = cgroup_value(pod, "memory.limit_in_bytes");
+        let failcnt = cgroup_value(pod, "memory.failcnt");
+        let rss: u64 = std::fs::read_to_string(memory_cgroup(pod).join("memory.stat"))
+            .expect("memory.stat")
+            .lines()
+            .find_map(|line| line.strip_prefix("total_rss "))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(0);
+        // The server process's own view, as benches/scale/run.sh reports it.
+        let procs =
+            std::fs::read_to_string(memory_cgroup(pod).join("cgroup.procs")).expect("cgroup.procs");
+        let status = std::fs::read_to_string(format!(
+            "/proc/{}/status",
+            procs.lines().next().expect("a process")
+        ))
+        .expect("status");
+        let kib = |key: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(key))
+                .and_then(|value| value.trim().trim_end_matches(" kB").parse().ok())
+                .unwrap_or(0)
+        };
+        let mib = |bytes: u64| bytes as f64 / 1024.0 / 1024.0;
+        eprintln!(
+            "[memory] {}: cgroup memory.usage_in_bytes {:.1} MiB, memory.max_usage_in_bytes {:.1} MiB \
+             (total_rss {:.1} MiB), limit {:.0} MiB, failcnt {failcnt}; process VmRSS {:.1} MiB, VmHWM {:.1} MiB",
+            pod.name,
+            mib(usage),
+            mib(peak),
+            mib(rss),
+            mib(limit),
+            mib(kib("VmRSS:") * 1024),
+            mib(kib("VmHWM:") * 1024)
+        );
+        assert_eq!(limit, MEMORY_LIMIT, "the kubelet set the shipped limit");
+        assert!(peak < limit, "the peak stays under the limit");
+        assert_eq!(failcnt, 0, "the limit was never hit");
+    }
+    for pod in self::pods() {
+        assert_eq!(
+            pod.restarts, 0,
+            "{} never restarted (no OOM kill)",
+            pod.name
+        );
+    }
+    // Still judging, at that size.
+    assert_denied(
+        &create(
+            &clone_yaml("scale", "clone", "nope", Some("gp3"), "1Gi", "Filesystem"),
+            &[],
+        ),
+        &missing_source("scale", "nope"),
+    );
+}
+
+// ---- no replica, no lock-out; opt-outs (SPEC §8) -------------------------------------------
+
+fn ctr(args: &[&str]) {
+    let output = Command::new(ENV.repo.join("tests/cluster/node.sh"))
+        .arg("ctr")
+        .arg(&ENV.dir)
+        .args(args)
+        .output()
+        .expect("node.sh ctr runs");
+    assert!(
+        output.status.success(),
+        "ctr {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+const IMAGE: &str = "docker.io/library/pvc-clone-guard:0.1.0";
+const REAL_IMAGE: &str = "docker.io/library/pvc-clone-guard:real-copy";
+
+#[test]
+#[ignore = "needs a real node: run tests/node.sh"]
+fn an_install_whose_image_does_not_start_locks_out_no_claim() {
+    install();
+    new_namespace("lockout");
+    Source::new("lockout").create();
+    // A fresh install whose image does not start: the shipped overlay, and under the
+    // shipped image name an image that runs but never serves (the pause image: it ignores
+    // the arguments and listens on nothing), so no replica is ever Ready. Nothing is
+    // pulled: the name is present on the node.
+    ok(&["delete", DEPLOYMENT, "-n", NS, "--wait=true"]);
+    wait_for("no webhook pod", Duration::from_secs(120), || {
+        pods().is_empty()
+    });
+    ctr(&["images", "tag", "--force", IMAGE, REAL_IMAGE]);
+    ctr(&[
+        "images",
+        "tag",
+        "--force",
+        "registry.k8s.io/pause:3.4.1",
+        IMAGE,
+    ]);
+    apply_overlay();
+    wait_for(
+        "the new pods run, none Ready",
+        Duration::from_secs(120),
+        || {
+            let now = pods();
+            now.len() == 2
+                && now
+                    .iter()
+                    .all(|pod| !pod.ready && !pod.container_id.is_empty())
+        },
+    );
+    assert_eq!(
+        ok(&[
+            "get",
+            "endpoints",
+            "pvc-clone-guard",
+            "-n",
+            NS,
+            "-o",
+            "jsonpath={.subsets[*].addresses[*].ip}",
+        ]),
+        "",
+        "no replica serves"
+    );
+    // failurePolicy Ignore: claims and clones are created, unchecked (the status quo
+    // without the webhook), the bad one included.
+    assert_created(&create(&plain_claim("lockout", "plain"), &[]), "plain", &[]);
+    assert_created(
+        &create(&clone_of_data("lockout", Some("gp3"), "10Gi"), &[]),
+        "clone",
+        &[],
+    );
+    assert_created(
+        &create(
+            &clone_yaml(
+                "lockout",
+                "unchecked",
+                "nope",
+                Some("gp3"),
+                "1Gi",
+                "Filesystem",
+            ),
+            &[],
+        ),
+        "unchecked",
+        &[],
+    );
+
+    // The real image under the same name, and nothing else but the pods restarting.
+    ctr(&["images", "tag", "--force", REAL_IMAGE, IMAGE]);
+    ok(&[
+        "delete",
+        "pods",
+        "-n",
+        NS,
+        "-l",
+        "app.kubernetes.io/name=pvc-clone-guard",
+        "--wait=false",
+    ]);
+    wait_rolled_out();
+    wait_for("two Ready pods", Duration::from_secs(120), || {
+        pods().len() == 2 && ready_pods().len() == 2
+    });
+    assert_denied(
+        &create(
+            &clone_yaml(
+                "lockout",
+                "clone2",
+                "nope",
+                Some("gp3"),
+                "1Gi",
+                "Filesystem",
+            ),
+            &[],
+        ),
+        &missing_source("lockout", "nope"),
+    );
+}
+
+#[test]
+#[ignore = "needs a real node: run tests/node.sh"]
+fn a_namespace_or_a_claim_labelled_skip_is_not_reviewed() {
+    install();
+    // A namespace labelled pvc-clone-guard.io/skip: "true": neither webhook reviews it.
+    new_namespace("skipped");
+    ok(&[
+        "label",
+        "namespace",
+        "skipped",
+        "pvc-clone-guard.io/skip=true",
+    ]);
+    assert_created(
+        &create(
+            &clone_yaml("skipped", "clone", "nope", Some("gp3"), "1Gi", "Filesystem"),
+            &[],
+        ),
+        "clone",
+        &[],
+    );
+    // In a reviewed namespace, a labelled claim is not reviewed; the same claim unlabelled is.
+    new_namespace("reviewed");
+    let labelled = clone_yaml("reviewed", "labelled", "nope", Some("gp3"), "1Gi", "Filesystem")
+        .replace(
+            "metadata: {name: labelled, namespace: reviewed}",
+            "metadata:\n  name: labelled\n  namespace: reviewed\n  labels: {pvc-clone-guard.io/skip: \"true\"}",
+        );
+    assert_created(&create(&labelled, &[]), "labelled", &[]);
+    assert_denied(
+        &create(
+            &clone_yaml(
+                "reviewed",
+                "clone",
+                "nope",
+                Some("gp3"),
+                "1Gi",
+                "Filesystem",
+            ),
+            &[],
+        ),
+        &missing_source("reviewed", "nope"),
+    );
+}
