@@ -179,7 +179,7 @@ pub async fn check(
             continue;
         }
         report.checked += claims.len();
-        let outcome = super::judge(&reviewer, &request).await;
+        let outcome = reviewer.judge(&request).await;
         let line = |template: Option<String>,
                     severity: &'static str,
                     rule: Option<&'static str>,
@@ -290,5 +290,76 @@ impl Defined {
             }
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(severity: &'static str, template: Option<&str>, rule: Option<&'static str>) -> Line {
+        Line {
+            file: "apps/db.yaml".into(),
+            line: 12,
+            kind: "StatefulSet".into(),
+            namespace: "prod".into(),
+            name: "db".into(),
+            template: template.map(Into::into),
+            severity,
+            rule,
+            message: "the message".into(),
+        }
+    }
+
+    #[test]
+    fn a_line_names_the_file_the_object_and_the_rule_and_marks_warnings() {
+        let cases = [
+            (
+                line("error", None, Some("size")),
+                "apps/db.yaml:12: prod/db: [size] the message",
+            ),
+            (
+                line("warning", None, Some("source-in-use")),
+                "apps/db.yaml:12: prod/db: warning: [source-in-use] the message",
+            ),
+            (
+                line(
+                    "error",
+                    Some("volumeClaimTemplates[0] \"data\""),
+                    Some("same-driver"),
+                ),
+                "apps/db.yaml:12: prod/db: volumeClaimTemplates[0] \"data\": [same-driver] the message",
+            ),
+            (
+                line(
+                    "warning",
+                    Some("volumeClaimTemplates[1] \"logs\""),
+                    Some("topology"),
+                ),
+                "apps/db.yaml:12: prod/db: warning: volumeClaimTemplates[1] \"logs\": [topology] the message",
+            ),
+            (
+                line("error", None, None),
+                "apps/db.yaml:12: prod/db: could not check: the message",
+            ),
+        ];
+        for (line, expected) in cases {
+            assert_eq!(line.text(), expected);
+        }
+    }
+
+    #[test]
+    fn exit_codes_put_could_not_check_before_refused_before_clean() {
+        let report = |refused, warned, unchecked| Report {
+            lines: Vec::new(),
+            checked: 3,
+            refused,
+            warned,
+            unchecked,
+        };
+        assert_eq!(report(0, 0, 0).exit_code(), 0);
+        assert_eq!(report(0, 2, 0).exit_code(), 0, "warnings alone pass");
+        assert_eq!(report(1, 2, 0).exit_code(), 1);
+        assert_eq!(report(1, 0, 1).exit_code(), 2);
     }
 }

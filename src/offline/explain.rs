@@ -160,7 +160,7 @@ async fn reasons(
     if let Some(request) = create_review(&object, namespace)
         && !judged_claims(&request).is_empty()
     {
-        let outcome = super::judge(reviewer, &request).await;
+        let outcome = reviewer.judge(&request).await;
         if let OutcomeKind::LookupFailed { cause, .. } = outcome.kind {
             return Err(cause);
         }

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::facts::ClusterFacts;
 use crate::metrics::Metrics;
-use crate::review::{self, Outcome, ReviewRequest, Reviewer, Triage};
+use crate::review::{self, ReviewRequest, Reviewer, Triage};
 use crate::rules::DataSourceRequest;
 
 pub mod check;
@@ -49,8 +49,7 @@ pub fn reviewer(policy: crate::config::Policy, client: kube::Client) -> OfflineR
     )
 }
 
-/// The kinds the webhook judges: a claim (core) or a StatefulSet (apps), as
-/// `(group, version, kind, resource)`.
+/// The resource of a kind the webhook judges: a claim (core) or a StatefulSet (apps).
 fn judged_kind(group: &str, kind: &str) -> Option<&'static str> {
     match (group, kind) {
         ("", "PersistentVolumeClaim") => Some("persistentvolumeclaims"),
@@ -96,9 +95,4 @@ pub fn judged_claims(request: &ReviewRequest) -> Vec<(Option<String>, DataSource
             .map(|template| (Some(template.label), template.request))
             .collect(),
     }
-}
-
-/// The webhook's verdict on a review that has claims to judge.
-pub async fn judge(reviewer: &OfflineReviewer, request: &ReviewRequest) -> Outcome {
-    reviewer.judge(request).await
 }
