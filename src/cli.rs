@@ -295,7 +295,7 @@ pub fn lookup_timeout_warning(policy: &Policy) -> Option<String> {
 
 /// One short line for a Kubernetes client that cannot be configured (kube's own error
 /// lists every place it tried, with their causes, in several hundred characters).
-fn kube_config_error(error: kube::Error) -> anyhow::Error {
+pub(crate) fn kube_config_error(error: kube::Error) -> anyhow::Error {
     if let Some(paths) = std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
         for path in std::env::split_paths(&paths) {
             if let Err(io) = std::fs::metadata(&path) {

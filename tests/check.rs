@@ -350,10 +350,12 @@ fn no_cluster_or_an_unreachable_one_exits_2() {
     let output = run(&dir, &["check", "-f", "manifests.yaml"], "");
     let (code, stdout, stderr) = outcome(&output);
     assert_eq!((code, stdout.as_str()), (Some(2), ""));
-    assert!(
-        stderr.starts_with("pvc-clone-guard check: no cluster to read facts from (KUBECONFIG, ~/.kube/config or in-cluster): ")
-            && stderr.ends_with("; pass --state FILE to check against files of objects instead\n"),
-        "{stderr}"
+    assert_eq!(
+        stderr,
+        format!(
+            "pvc-clone-guard check: no cluster to read facts from: cannot read the kubeconfig {} (KUBECONFIG): No such file or directory (os error 2); pass --state FILE to check against files of objects instead\n",
+            dir.path().join("no-kubeconfig").display()
+        )
     );
 
     let kubeconfig = dir.closed_kubeconfig();

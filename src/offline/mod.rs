@@ -34,8 +34,8 @@ pub async fn client(state: &[PathBuf]) -> Result<kube::Client, String> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     kube::Client::try_default().await.map_err(|error| {
         format!(
-            "no cluster to read facts from (KUBECONFIG, ~/.kube/config or in-cluster): {error}; \
-             pass --state FILE to check against files of objects instead"
+            "no cluster to read facts from: {}; pass --state FILE to check against files of objects instead",
+            crate::cli::kube_config_error(error)
         )
     })
 }
