@@ -63,6 +63,19 @@ fn bad_facts() -> Facts {
     facts
 }
 
+/// What the limit server reads of a review: `request.uid`, borrowed where it can be.
+#[derive(Deserialize)]
+struct UidOnly<'a> {
+    #[serde(borrow)]
+    request: UidRequest<'a>,
+}
+
+#[derive(Deserialize)]
+struct UidRequest<'a> {
+    #[serde(borrow)]
+    uid: std::borrow::Cow<'a, str>,
+}
+
 fn reviewer(facts: Facts) -> Reviewer<StaticFacts> {
     Reviewer::new(
         Policy::default(),
@@ -171,20 +184,10 @@ fn bench_parts(c: &mut Criterion) {
     group.finish();
 
     let mut group = c.benchmark_group("baseline");
-    #[derive(Deserialize)]
-    struct Review<'a> {
-        #[serde(borrow)]
-        request: Request<'a>,
-    }
-    #[derive(Deserialize)]
-    struct Request<'a> {
-        #[serde(borrow)]
-        uid: std::borrow::Cow<'a, str>,
-    }
     group.throughput(Throughput::Bytes(PLAIN.len() as u64));
     group.bench_function("uid-only", |b| {
         b.iter(|| {
-            let review: Review = serde_json::from_slice(black_box(PLAIN)).expect("uid");
+            let review: UidOnly = serde_json::from_slice(black_box(PLAIN)).expect("uid");
             review.request.uid.len()
         })
     });
@@ -292,22 +295,9 @@ fn run_case(case: &str, iters: u64) {
         }),
         "parse-plain" => each(&mut || review::parse(black_box(PLAIN)).map_or(0, |r| r.uid.len())),
         "parse-clone" => each(&mut || review::parse(black_box(CLONE)).map_or(0, |r| r.uid.len())),
-        "uid-only" => {
-            #[derive(Deserialize)]
-            struct Review<'a> {
-                #[serde(borrow)]
-                request: Request<'a>,
-            }
-            #[derive(Deserialize)]
-            struct Request<'a> {
-                #[serde(borrow)]
-                uid: std::borrow::Cow<'a, str>,
-            }
-            each(&mut || {
-                serde_json::from_slice::<Review>(black_box(PLAIN))
-                    .map_or(0, |r| r.request.uid.len())
-            })
-        }
+        "uid-only" => each(&mut || {
+            serde_json::from_slice::<UidOnly>(black_box(PLAIN)).map_or(0, |r| r.request.uid.len())
+        }),
         "decide-allowed" => each(&mut || {
             rules::decide(black_box(&clone), Some(black_box(&facts)), &policy)
                 .warnings

@@ -44,8 +44,6 @@ macro_rules! scalars_are_default {
     };
 }
 
-pub(crate) use scalars_are_default;
-
 pub fn d_any<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(
     deserializer: D,
 ) -> Result<T, D::Error> {
@@ -139,63 +137,49 @@ pub fn lenient_list<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(
             d_any(d).map(Element)
         }
     }
-    struct List<T>(std::marker::PhantomData<T>);
-    impl<'de, T: Deserialize<'de> + Default> Visitor<'de> for List<T> {
-        type Value = Vec<T>;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a list")
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
-            let mut items = Vec::new();
-            while let Some(Element(item)) = seq.next_element::<Element<T>>()? {
-                items.push(item);
-            }
-            Ok(items)
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Vec<T>, A::Error> {
-            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-            Ok(Vec::new())
-        }
-        fn visit_str<E: de::Error>(self, _: &str) -> Result<Vec<T>, E> {
-            Ok(Vec::new())
-        }
-        scalars_are_default!();
-    }
-    deserializer.deserialize_any(List(std::marker::PhantomData))
+    let elements: Vec<Element<T>> = list_of(deserializer)?;
+    Ok(elements.into_iter().map(|e| e.0).collect())
 }
 
 /// A list of strings; elements that are not strings are dropped.
 pub fn lenient_strings<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Vec<String>, D::Error> {
-    #[derive(Default)]
     struct Text(Option<String>);
     impl<'de> Deserialize<'de> for Text {
         fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
             lenient_string(d).map(Text)
         }
     }
-    struct Strings;
-    impl<'de> Visitor<'de> for Strings {
-        type Value = Vec<String>;
+    let texts: Vec<Text> = list_of(deserializer)?;
+    Ok(texts.into_iter().filter_map(|t| t.0).collect())
+}
+
+/// A list of `I`, or an empty list for any other JSON value (which is skipped, not built).
+fn list_of<'de, D: Deserializer<'de>, I: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Vec<I>, D::Error> {
+    struct List<I>(std::marker::PhantomData<I>);
+    impl<'de, I: Deserialize<'de>> Visitor<'de> for List<I> {
+        type Value = Vec<I>;
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a list of strings")
+            f.write_str("a list")
         }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<I>, A::Error> {
             let mut items = Vec::new();
-            while let Some(Text(item)) = seq.next_element::<Text>()? {
-                items.extend(item);
+            while let Some(item) = seq.next_element()? {
+                items.push(item);
             }
             Ok(items)
         }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Vec<String>, A::Error> {
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Vec<I>, A::Error> {
             while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
             Ok(Vec::new())
         }
-        fn visit_str<E: de::Error>(self, _: &str) -> Result<Vec<String>, E> {
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Vec<I>, E> {
             Ok(Vec::new())
         }
         scalars_are_default!();
     }
-    deserializer.deserialize_any(Strings)
+    deserializer.deserialize_any(List(std::marker::PhantomData))
 }

@@ -303,6 +303,25 @@ async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     panic!("timed out waiting until {what}");
 }
 
+/// Waits until the facts are ready and the claims watch is open.
+async fn ready_and_watching_claims(fake: &Fake, facts: &ClusterFacts) {
+    eventually("ready", || facts.ready()).await;
+    eventually("the claims watch is open", || {
+        fake.state().watches.contains_key(CLAIMS)
+    })
+    .await;
+}
+
+/// Asserts the value of the metric line that starts with `line_start`.
+#[track_caller]
+fn assert_metric(metrics: &Metrics, line_start: &str, value: &str) {
+    assert_eq!(
+        metric(metrics, line_start).as_deref(),
+        Some(value),
+        "{line_start}"
+    );
+}
+
 fn metric(metrics: &Metrics, line_start: &str) -> Option<String> {
     metrics
         .encode()
@@ -428,13 +447,10 @@ async fn a_denial_from_a_lagging_cache_is_confirmed_and_overturned() {
     let body = serde_json::to_vec(&clone_review("data")).expect("json");
     let response = reviewer.review(&body).await.expect("answered");
     assert!(response.allowed, "{:?}", response.result.message);
-    assert_eq!(
-        metric(
-            &metrics,
-            "pvc_clone_guard_denial_confirmations_total{outcome=\"overturned\"}"
-        )
-        .as_deref(),
-        Some("1")
+    assert_metric(
+        &metrics,
+        "pvc_clone_guard_denial_confirmations_total{outcome=\"overturned\"}",
+        "1",
     );
 }
 
@@ -452,13 +468,10 @@ async fn a_true_denial_is_confirmed_and_given() {
         response.result.message,
         "[source-exists] source claim \"ghost\" does not exist in namespace \"dev\"; create it first, or fix spec.dataSource.name"
     );
-    assert_eq!(
-        metric(
-            &metrics,
-            "pvc_clone_guard_denial_confirmations_total{outcome=\"confirmed\"}"
-        )
-        .as_deref(),
-        Some("1")
+    assert_metric(
+        &metrics,
+        "pvc_clone_guard_denial_confirmations_total{outcome=\"confirmed\"}",
+        "1",
     );
 }
 
@@ -467,11 +480,7 @@ async fn watch_events_update_the_cache() {
     let fake = healthy_cluster();
     let policy = Policy::default();
     let (facts, metrics) = start(&fake, &policy);
-    eventually("ready", || facts.ready()).await;
-    eventually("the claims watch is open", || {
-        fake.state().watches.contains_key(CLAIMS)
-    })
-    .await;
+    ready_and_watching_claims(&fake, &facts).await;
     fake.put(CLAIMS, "dev/data", source_claim("Lost"));
     let mut phase = None;
     for _ in 0..200 {
@@ -490,13 +499,10 @@ async fn watch_events_update_the_cache() {
         Some("Lost"),
         "the event reached the cache"
     );
-    assert_eq!(
-        metric(
-            &metrics,
-            "pvc_clone_guard_cached_objects{resource=\"persistentvolumeclaims\"}"
-        )
-        .as_deref(),
-        Some("1")
+    assert_metric(
+        &metrics,
+        "pvc_clone_guard_cached_objects{resource=\"persistentvolumeclaims\"}",
+        "1",
     );
 }
 
@@ -505,11 +511,7 @@ async fn a_failed_watch_keeps_the_webhook_ready_and_sends_lookups_to_the_api_ser
     let fake = healthy_cluster();
     let policy = Policy::default();
     let (facts, metrics) = start(&fake, &policy);
-    eventually("ready", || facts.ready()).await;
-    eventually("the claims watch is open", || {
-        fake.state().watches.contains_key(CLAIMS)
-    })
-    .await;
+    ready_and_watching_claims(&fake, &facts).await;
     // The watch ends with an error event (the API server no longer has our version).
     fake.send(
         CLAIMS,
@@ -545,11 +547,7 @@ async fn a_cache_whose_watch_failed_is_not_served_until_it_delivers_again() {
     let fake = healthy_cluster();
     let policy = Policy::default();
     let (facts, metrics) = start(&fake, &policy);
-    eventually("ready", || facts.ready()).await;
-    eventually("the claims watch is open", || {
-        fake.state().watches.contains_key(CLAIMS)
-    })
-    .await;
+    ready_and_watching_claims(&fake, &facts).await;
     // Every later request for claims is refused: the watch cannot resume.
     fake.state().forbidden.push(CLAIMS.to_owned());
     fake.drop_watches(CLAIMS);
@@ -586,13 +584,10 @@ async fn readiness_gives_up_on_a_cache_that_never_syncs() {
         "the volumes cache has not synced, and the wait is not over"
     );
     eventually("ready after the bounded wait", || facts.ready()).await;
-    assert_eq!(
-        metric(
-            &metrics,
-            "pvc_clone_guard_cache_synced{resource=\"persistentvolumes\"}"
-        )
-        .as_deref(),
-        Some("0")
+    assert_metric(
+        &metrics,
+        "pvc_clone_guard_cache_synced{resource=\"persistentvolumes\"}",
+        "0",
     );
     assert!(
         metric(
@@ -610,9 +605,10 @@ async fn readiness_does_not_wait_for_the_pods_index() {
     let policy = Policy::default();
     let (facts, metrics) = start(&fake, &policy);
     eventually("ready without the pods index", || facts.ready()).await;
-    assert_eq!(
-        metric(&metrics, "pvc_clone_guard_cache_synced{resource=\"pods\"}").as_deref(),
-        Some("0")
+    assert_metric(
+        &metrics,
+        "pvc_clone_guard_cache_synced{resource=\"pods\"}",
+        "0",
     );
     // Pods are then read per namespace, and when that is refused too, the rule says so.
     let gathered = facts
@@ -671,13 +667,10 @@ async fn an_object_that_does_not_decode_is_skipped_and_counted() {
     let policy = Policy::default();
     let (facts, metrics) = start(&fake, &policy);
     eventually("ready", || facts.ready()).await;
-    assert_eq!(
-        metric(
-            &metrics,
-            "pvc_clone_guard_watch_undecodable_objects_total{resource=\"persistentvolumes\"}"
-        )
-        .as_deref(),
-        Some("1")
+    assert_metric(
+        &metrics,
+        "pvc_clone_guard_watch_undecodable_objects_total{resource=\"persistentvolumes\"}",
+        "1",
     );
     assert_eq!(
         metric(
@@ -688,12 +681,9 @@ async fn an_object_that_does_not_decode_is_skipped_and_counted() {
         Some("2"),
         "the other volumes are cached, the odd one with what could be read"
     );
-    assert_eq!(
-        metric(
-            &metrics,
-            "pvc_clone_guard_cache_synced{resource=\"persistentvolumes\"}"
-        )
-        .as_deref(),
-        Some("1")
+    assert_metric(
+        &metrics,
+        "pvc_clone_guard_cache_synced{resource=\"persistentvolumes\"}",
+        "1",
     );
 }

@@ -12,7 +12,7 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::statefulset::{self, ClaimTemplate};
-use crate::lenient::{d_any, lenient_string};
+use crate::lenient::{d_any, lenient_list, lenient_string};
 use crate::rules::ClaimSpec;
 
 pub const ADMISSION_API_VERSION: &str = "admission.k8s.io/v1";
@@ -378,6 +378,8 @@ impl<'de, S: Deserialize<'de> + Default> Deserialize<'de> for Object<S> {
 #[derive(Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct StatefulSetSpec {
-    #[serde(default, deserialize_with = "statefulset::lenient_templates")]
+    /// A list of templates; any other value is no templates, and an entry that is not an
+    /// object is a template without a data source.
+    #[serde(default, deserialize_with = "lenient_list")]
     volume_claim_templates: Vec<ClaimTemplate>,
 }

@@ -7,17 +7,12 @@
 //! in name: every replica of a clone template clones the same source, which is valid, so a
 //! template is judged once.
 
-use std::fmt;
-
 use kube::core::admission::Operation;
-use serde::Deserialize;
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-
-use crate::lenient::scalars_are_default;
+use serde::{Deserialize, Deserializer};
 
 use super::envelope::{ReviewKind, ReviewRequest};
 use super::triage::{SkipReason, Triage, claim_request, review_namespace};
-use crate::lenient::{LenientMap, d_any, lenient_string};
+use crate::lenient::{d_any, lenient_string};
 use crate::rules::{ClaimSpec, DataSourceRequest};
 
 const APPS_GROUP: &str = "apps";
@@ -129,43 +124,6 @@ impl<'de> Deserialize<'de> for ClaimTemplate {
     }
 }
 
-/// `volumeClaimTemplates`: a list of templates; any other value is no templates, and an
-/// entry that is not an object is a template without a data source.
-pub(super) fn lenient_templates<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Vec<ClaimTemplate>, D::Error> {
-    struct Entry(ClaimTemplate);
-    impl<'de> Deserialize<'de> for Entry {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            d.deserialize_any(LenientMap::<ClaimTemplate>::new())
-                .map(Entry)
-        }
-    }
-    struct Templates;
-    impl<'de> Visitor<'de> for Templates {
-        type Value = Vec<ClaimTemplate>;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a list of claim templates")
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-            let mut templates = Vec::new();
-            while let Some(Entry(template)) = seq.next_element()? {
-                templates.push(template);
-            }
-            Ok(templates)
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-            Ok(Vec::new())
-        }
-        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-            Ok(Vec::new())
-        }
-        scalars_are_default!();
-    }
-    deserializer.deserialize_any(Templates)
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::{Value, json};
@@ -186,14 +144,9 @@ mod tests {
                                    "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {}}}]
             },
             "spec": {
-                "replicas": 3,
-                "serviceName": "db",
-                "selector": {"matchLabels": {"app": "db"}},
-                "template": {
-                    "metadata": {"labels": {"app": "db"}},
-                    "spec": {"containers": [{"name": "db", "image": "postgres:16",
-                                             "volumeMounts": [{"name": "data", "mountPath": "/var/lib/postgresql"}]}]}
-                },
+                "replicas": 3, "serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
+                "template": {"metadata": {"labels": {"app": "db"}},
+                             "spec": {"containers": [{"name": "db", "image": "postgres:16"}]}},
                 "volumeClaimTemplates": templates
             }
         })

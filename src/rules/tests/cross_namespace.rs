@@ -13,6 +13,15 @@ fn cross(s: &mut Setup, mode: CrossNamespace) {
     }
 }
 
+/// [`cross`] in `reference-grant` mode, and no grant found: nothing else is read.
+fn no_grant(s: &mut Setup) {
+    cross(s, CrossNamespace::ReferenceGrant);
+    s.facts = Some(Facts {
+        grant: GrantFact::NotFound,
+        ..Facts::default()
+    });
+}
+
 /// [`cross`] in `reference-grant` mode, with `grant` found.
 fn granted(s: &mut Setup, grant: GrantFact) {
     cross(s, CrossNamespace::ReferenceGrant);
@@ -30,10 +39,8 @@ fn cross_namespace_cases() {
     run(Setup::a_clone, &[
         case("allow is same-namespace off", |s| cross(s, CrossNamespace::Allow)),
         // Without a grant the gatherer reads nothing else: the other rules must not pile on.
-        case("reference-grant without a grant names the grant that would allow it", |s| {
-            cross(s, CrossNamespace::ReferenceGrant);
-            s.facts = Some(Facts { grant: GrantFact::NotFound, ..Facts::default() });
-        }).denies(&["[same-namespace] dataSourceRef names PersistentVolumeClaim \"data\" in namespace \"prod\", but no ReferenceGrant in namespace \"prod\" allows PersistentVolumeClaims in namespace \"dev\" to use PersistentVolumeClaim \"data\"; create one: ReferenceGrant in \"prod\" with from {group: \"\", kind: PersistentVolumeClaim, namespace: dev} and to {group: \"\", kind: PersistentVolumeClaim, name: data}"]),
+        case("reference-grant without a grant names the grant that would allow it", no_grant)
+            .denies(&["[same-namespace] dataSourceRef names PersistentVolumeClaim \"data\" in namespace \"prod\", but no ReferenceGrant in namespace \"prod\" allows PersistentVolumeClaims in namespace \"dev\" to use PersistentVolumeClaim \"data\"; create one: ReferenceGrant in \"prod\" with from {group: \"\", kind: PersistentVolumeClaim, namespace: dev} and to {group: \"\", kind: PersistentVolumeClaim, name: data}"]),
         case("reference-grant with a grant applies every other rule in the source's namespace", |s| {
             granted(s, allowed_by_grant());
         }),
@@ -51,10 +58,8 @@ fn cross_namespace_cases() {
             cross(s, CrossNamespace::Deny);
             s.facts = None;
         }).denies(&["[same-namespace] dataSourceRef names VolumeSnapshot \"snap-1\" in namespace \"prod\", but this claim is in namespace \"dev\"; a restore must be created in its source's namespace: create this claim in namespace \"prod\""]),
-        case("reference-grant without a grant for a snapshot", |s| {
-            cross(s, CrossNamespace::ReferenceGrant);
-            s.facts = Some(Facts { grant: GrantFact::NotFound, ..Facts::default() });
-        }).denies(&["[same-namespace] dataSourceRef names VolumeSnapshot \"snap-1\" in namespace \"prod\", but no ReferenceGrant in namespace \"prod\" allows PersistentVolumeClaims in namespace \"dev\" to use VolumeSnapshot \"snap-1\"; create one: ReferenceGrant in \"prod\" with from {group: \"\", kind: PersistentVolumeClaim, namespace: dev} and to {group: \"snapshot.storage.k8s.io\", kind: VolumeSnapshot, name: snap-1}"]),
+        case("reference-grant without a grant for a snapshot", no_grant)
+            .denies(&["[same-namespace] dataSourceRef names VolumeSnapshot \"snap-1\" in namespace \"prod\", but no ReferenceGrant in namespace \"prod\" allows PersistentVolumeClaims in namespace \"dev\" to use VolumeSnapshot \"snap-1\"; create one: ReferenceGrant in \"prod\" with from {group: \"\", kind: PersistentVolumeClaim, namespace: dev} and to {group: \"snapshot.storage.k8s.io\", kind: VolumeSnapshot, name: snap-1}"]),
         case("reference-grant with a grant: a missing snapshot", |s| {
             granted(s, allowed_by_grant());
             s.facts().snapshot = SnapshotFact::Missing;
@@ -82,15 +87,24 @@ fn what_each_mode_reads_of_the_other_namespace() {
     assert!(!own.request.needs_grant(&own.policy));
 }
 
+/// A grant from claims in `from_namespace` to `to`.
 fn grant(name: &str, from_namespace: &str, to: GrantTo) -> ReferenceGrantInfo {
+    grant_from(name, from("", "PersistentVolumeClaim", from_namespace), to)
+}
+
+fn grant_from(name: &str, from: GrantFrom, to: GrantTo) -> ReferenceGrantInfo {
     ReferenceGrantInfo {
         name: name.into(),
-        from: vec![GrantFrom {
-            group: String::new(),
-            kind: "PersistentVolumeClaim".into(),
-            namespace: from_namespace.into(),
-        }],
+        from: vec![from],
         to: vec![to],
+    }
+}
+
+fn from(group: &str, kind: &str, namespace: &str) -> GrantFrom {
+    GrantFrom {
+        group: group.into(),
+        kind: kind.into(),
+        namespace: namespace.into(),
     }
 }
 
@@ -116,11 +130,6 @@ fn the_grant_matcher_follows_the_provisioner() {
             allowed("g")
         );
     }
-    let from = |group: &str, kind: &str| GrantFrom {
-        group: group.into(),
-        kind: kind.into(),
-        namespace: "dev".into(),
-    };
     let refused = [
         grant("other-name", "dev", claim(Some("other"))),
         grant("other-namespace", "test", claim(None)),
@@ -135,16 +144,12 @@ fn the_grant_matcher_follows_the_provisioner() {
             "dev",
             to(SNAPSHOT_GROUP, "VolumeSnapshot", None),
         ),
-        ReferenceGrantInfo {
-            name: "from-a-pod".into(),
-            from: vec![from("", "Pod")],
-            to: vec![claim(None)],
-        },
-        ReferenceGrantInfo {
-            name: "from-another-group".into(),
-            from: vec![from("example.com", "PersistentVolumeClaim")],
-            to: vec![claim(None)],
-        },
+        grant_from("from-a-pod", from("", "Pod", "dev"), claim(None)),
+        grant_from(
+            "from-another-group",
+            from("example.com", "PersistentVolumeClaim", "dev"),
+            claim(None),
+        ),
     ];
     assert_eq!(match_grant(&refused, &r), GrantFact::NotFound);
     assert_eq!(match_grant(&[], &r), GrantFact::NotFound);

@@ -220,22 +220,10 @@ fn clone_cases() {
         case("source-class: an empty class is a class (static binding): the provisioner only refuses nil", |s| {
             s.source().storage_class = Some("".into());
         }),
-        case("csi-source names the in-tree plugin; same-driver has no driver to compare", |s| {
-            s.volume().csi_driver = None;
-            s.volume().plugin = "hostPath".into();
-        }).denies(&["[csi-source] source volume \"pv-1\" is not a CSI volume (it uses hostPath), and only CSI volumes can be cloned; copy the data into a claim of a CSI StorageClass instead"]),
-        case("csi-source: flexVolume", |s| {
-            s.volume().csi_driver = None;
-            s.volume().plugin = "flexVolume".into();
-        }).denies(&["[csi-source] source volume \"pv-1\" is not a CSI volume (it uses flexVolume), and only CSI volumes can be cloned; copy the data into a claim of a CSI StorageClass instead"]),
-        case("csi-source: awsElasticBlockStore", |s| {
-            s.volume().csi_driver = None;
-            s.volume().plugin = "awsElasticBlockStore".into();
-        }).denies(&["[csi-source] source volume \"pv-1\" is not a CSI volume (it uses awsElasticBlockStore), and only CSI volumes can be cloned; copy the data into a claim of a CSI StorageClass instead"]),
-        case("csi-source: no known plugin", |s| {
-            s.volume().csi_driver = None;
-            s.volume().plugin = "".into();
-        }).denies(&["[csi-source] source volume \"pv-1\" is not a CSI volume, and only CSI volumes can be cloned; copy the data into a claim of a CSI StorageClass instead"]),
+        case("csi-source names the in-tree plugin; same-driver has no driver to compare", |s| in_tree(s, "hostPath")).denies(&["[csi-source] source volume \"pv-1\" is not a CSI volume (it uses hostPath), and only CSI volumes can be cloned; copy the data into a claim of a CSI StorageClass instead"]),
+        case("csi-source: flexVolume", |s| in_tree(s, "flexVolume")).denies(&["[csi-source] source volume \"pv-1\" is not a CSI volume (it uses flexVolume), and only CSI volumes can be cloned; copy the data into a claim of a CSI StorageClass instead"]),
+        case("csi-source: awsElasticBlockStore", |s| in_tree(s, "awsElasticBlockStore")).denies(&["[csi-source] source volume \"pv-1\" is not a CSI volume (it uses awsElasticBlockStore), and only CSI volumes can be cloned; copy the data into a claim of a CSI StorageClass instead"]),
+        case("csi-source: no known plugin", |s| in_tree(s, "")).denies(&["[csi-source] source volume \"pv-1\" is not a CSI volume, and only CSI volumes can be cloned; copy the data into a claim of a CSI StorageClass instead"]),
         case("dynamic-provisioning: storageClassName \"\"", |s| s.facts().class = ClassFact::Disabled)
             .denies(&["[dynamic-provisioning] storageClassName is \"\", which turns off dynamic provisioning, and a clone must be provisioned; set spec.storageClassName to a class provisioned by ebs.csi.aws.com, e.g. \"gp3\""]),
         case("dynamic-provisioning: no default class", |s| s.facts().class = ClassFact::NoDefault)
@@ -375,6 +363,12 @@ fn clone_cases() {
     ]);
 }
 
+/// The source volume uses `plugin`, not CSI.
+fn in_tree(s: &mut Setup, plugin: &str) {
+    s.volume().csi_driver = None;
+    s.volume().plugin = plugin.into();
+}
+
 /// The clone asks for `asked`; the source requests `request` and holds `capacity`.
 fn size(s: &mut Setup, asked: &str, request: &str, capacity: &str) {
     s.request.spec.requested_storage = Some(asked.into());
@@ -454,10 +448,7 @@ fn example_case(rule: RuleId) -> Setup {
         }
         RuleId::SourceVolume => s.claim_ref().name = Some("other".into()),
         RuleId::SourceClass => s.source().storage_class = None,
-        RuleId::CsiSource => {
-            s.volume().csi_driver = None;
-            s.volume().plugin = "hostPath".into();
-        }
+        RuleId::CsiSource => in_tree(&mut s, "hostPath"),
         RuleId::DynamicProvisioning => {
             s.facts().class = class("local-disks", NO_PROVISIONER);
             s.facts().classes_for_source_driver = vec!["gp3".into(), "gp3-encrypted".into()];
