@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -291,6 +291,7 @@ async fn load(
     ca: PathBuf,
     stop: Arc<AtomicBool>,
     leaf_seen: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+    answered: Arc<AtomicUsize>,
 ) -> (usize, Vec<String>, usize) {
     let body = serde_json::to_vec(&create(claim("plain", None, "1Gi"))).expect("json");
     let config = tls_client(&ca, &[&rustls::version::TLS13]);
@@ -329,6 +330,7 @@ async fn load(
         let text = String::from_utf8_lossy(&response);
         if text.starts_with("HTTP/1.1 200 OK") && text.contains("\"allowed\":true") {
             ok += 1;
+            answered.fetch_add(1, Ordering::Relaxed);
         } else {
             failed.push(text.chars().take(200).collect());
         }
@@ -340,6 +342,7 @@ async fn load(
 struct Load {
     stop: Arc<AtomicBool>,
     leaves: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+    answered: Arc<AtomicUsize>,
     clients: Vec<tokio::task::JoinHandle<(usize, Vec<String>, usize)>>,
 }
 
@@ -356,6 +359,7 @@ impl Load {
     fn start(webhook: &Webhook) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let leaves = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let answered = Arc::new(AtomicUsize::new(0));
         let clients = (0..8)
             .map(|_| {
                 tokio::spawn(load(
@@ -363,13 +367,28 @@ impl Load {
                     webhook.ca(),
                     Arc::clone(&stop),
                     Arc::clone(&leaves),
+                    Arc::clone(&answered),
                 ))
             })
             .collect();
         Load {
             stop,
             leaves,
+            answered,
             clients,
+        }
+    }
+
+    /// Waits until `more` reviews beyond those answered so far are answered (at most a
+    /// minute): the tests act on a load that has run, however slow the machine is (a debug
+    /// build on two busy cores answers fewer than 100 new-connection reviews a second).
+    async fn answered_more(&self, more: usize) {
+        let target = self.answered.load(Ordering::Relaxed) + more;
+        let start = Instant::now();
+        while self.answered.load(Ordering::Relaxed) < target
+            && start.elapsed() < Duration::from_secs(60)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -396,7 +415,7 @@ impl Load {
 async fn sigterm_under_load_drains_every_sent_review_and_exits_zero() {
     let mut webhook = Webhook::start(&[]).await;
     let load = Load::start(&webhook);
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    load.answered_more(101).await;
     webhook.terminate();
     let exited = Instant::now();
     let status = loop {
@@ -426,9 +445,11 @@ async fn rotating_the_certificate_under_load_fails_no_review() {
     let load = Load::start(&webhook);
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(400)).await;
+        load.answered_more(34).await;
         issue_certs(webhook.dir.path());
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
+    load.answered_more(34).await;
     let tally = load.finish().await;
     assert!(tally.ok > 100, "the load ran ({} reviews)", tally.ok);
     assert!(
