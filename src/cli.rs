@@ -73,9 +73,18 @@ pub struct ServeArgs {
     /// Log lines as JSON (for collectors) or as text (for people).
     #[arg(long, env = "PVC_CLONE_GUARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     log_format: LogFormat,
-    /// Time a client has for the TLS handshake, then again for the request headers.
+    /// Time a client has to finish the TLS handshake, from its connection (at most
+    /// --header-read-timeout).
+    #[arg(long, env = "PVC_CLONE_GUARD_TLS_HANDSHAKE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "3s")]
+    tls_handshake_timeout: Duration,
+    /// Time a client has to send its first request once connected, and each request's
+    /// headers once they have begun.
     #[arg(long, env = "PVC_CLONE_GUARD_HEADER_READ_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
     header_read_timeout: Duration,
+    /// Time a kept-alive connection may stay idle between requests (longer than the API
+    /// server keeps a connection for reuse, 90s).
+    #[arg(long, env = "PVC_CLONE_GUARD_IDLE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "120s")]
+    idle_timeout: Duration,
     /// Time a client has to send the body once the headers are in.
     #[arg(long, env = "PVC_CLONE_GUARD_BODY_READ_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
     body_read_timeout: Duration,
@@ -93,9 +102,14 @@ pub struct ServeArgs {
     /// Objects per page when the caches list a resource (bounds start-up memory).
     #[arg(long, env = "PVC_CLONE_GUARD_LIST_PAGE_SIZE", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
     list_page_size: u32,
-    /// Open connections on the review port; more wait in the listen backlog.
+    /// Established (TLS-handshaken) connections on the review port; at the limit, the one
+    /// idle longest is closed to make room.
     #[arg(long, env = "PVC_CLONE_GUARD_MAX_CONNECTIONS", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
+    /// Connections still in their TLS handshake; at the limit, the oldest is closed to
+    /// make room.
+    #[arg(long, env = "PVC_CLONE_GUARD_MAX_PENDING_CONNECTIONS", default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..))]
+    max_pending_connections: u32,
     /// Reviews of ordinary size (up to 64 KiB) read and parsed at once; more wait their turn.
     #[arg(long, env = "PVC_CLONE_GUARD_MAX_INFLIGHT_REVIEWS", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
     max_inflight_reviews: u32,
@@ -397,6 +411,7 @@ fn run_certs(args: CertsArgs) -> Result<()> {
 
 fn run_serve(args: ServeArgs) -> Result<()> {
     crate::memory::return_large_buffers_to_the_system();
+    crate::listener::raise_open_file_limit();
     // Lines are written by a background thread, in batches: one write(2) per review on the
     // request path cost more than the rest of a review's logging (see BENCHMARKS.md). The
     // guard flushes what is left when serve returns.
@@ -488,13 +503,16 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         admin_stopped,
     ));
     let timeouts = server::Timeouts {
+        tls_handshake: args.tls_handshake_timeout,
         header_read: args.header_read_timeout,
         body_read: args.body_read_timeout,
+        idle: args.idle_timeout,
         shutdown_grace: args.shutdown_grace,
         drain: args.drain_timeout,
     };
     let limits = server::Limits {
         max_connections: args.max_connections as usize,
+        max_pending_connections: args.max_pending_connections as usize,
         max_inflight_reviews: args.max_inflight_reviews as usize,
         max_inflight_large_reviews: args.max_inflight_large_reviews as usize,
         max_h2_streams: args.max_h2_streams,

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod facts;
 pub mod lenient;
+pub mod listener;
 pub mod logging;
 pub mod memory;
 pub mod metrics;

@@ -40,6 +40,7 @@ struct Inner {
     confirmations: Family<OutcomeLabels, Counter>,
     malformed: Counter,
     certificate_expiry: Gauge,
+    listener: crate::listener::ListenerMetrics,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -145,6 +146,7 @@ impl Metrics {
                 verdict,
             }));
         }
+        let listener = crate::listener::ListenerMetrics::register(&mut registry);
         Metrics(Arc::new(Inner {
             registry,
             reviews,
@@ -158,6 +160,7 @@ impl Metrics {
             confirmations,
             malformed,
             certificate_expiry,
+            listener,
         }))
     }
 
@@ -235,6 +238,11 @@ impl Metrics {
 
     pub fn record_malformed(&self) {
         self.0.malformed.inc();
+    }
+
+    /// The review port's connection metrics.
+    pub fn listener(&self) -> &crate::listener::ListenerMetrics {
+        &self.0.listener
     }
 
     /// The Prometheus text exposition of every metric.

@@ -16,82 +16,24 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http_body_util::{BodyExt, Either, Full};
 use hyper::body::{Body as HttpBody, Bytes, Incoming};
-use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulConnection;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
-use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use crate::facts::FactSource;
+use crate::listener::stopped;
 use crate::review::{self, Reviewer};
 
 /// Reviews carry the object and the old object, each up to ~1.5 MiB.
 pub const MAX_REVIEW_BYTES: usize = 4 * 1024 * 1024;
 
-/// How long clients may take, and how long a drain may take.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Timeouts {
-    /// To finish the TLS handshake, and then to send the request headers.
-    pub header_read: Duration,
-    /// To send the whole body, once the headers are in.
-    pub body_read: Duration,
-    /// After SIGTERM, how long connections already open keep being served as usual
-    /// (a review written on one just before the signal is still answered).
-    pub shutdown_grace: Duration,
-    /// Then, for in-flight reviews to finish once connections are asked to close.
-    pub drain: Duration,
-}
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        Timeouts {
-            header_read: Duration::from_secs(10),
-            body_read: Duration::from_secs(10),
-            shutdown_grace: Duration::from_secs(1),
-            drain: Duration::from_secs(20),
-        }
-    }
-}
+pub use crate::listener::{Limits, Timeouts};
 
 /// A review body up to this size is "ordinary": a claim with its managedFields and
 /// last-applied annotation is 5-15 KiB. Larger ones (or ones of undeclared length) wait in
 /// a queue of their own, so a flood of large bodies never holds up ordinary reviews.
 pub const ORDINARY_REVIEW_BYTES: usize = 64 * 1024;
-
-/// How much of the review port clients can take at once. Every limit waits rather than
-/// refuses, within the client's own timeouts. With the defaults, what clients can make the
-/// server hold is bounded, whatever they send: 128 ordinary bodies (8 MiB) and 4 large
-/// ones (16 MiB) being read and parsed, and per connection at most 64 KiB of HTTP/1.1
-/// buffer or 256 KiB of HTTP/2 flow-control window (128 connections: 8 or 32 MiB), well
-/// under the Deployment's 128 Mi limit with the caches of a large cluster beside them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
-    /// Open connections; past it, new ones wait in the listen backlog until one closes.
-    pub max_connections: usize,
-    /// Ordinary reviews (up to [`ORDINARY_REVIEW_BYTES`]) read and parsed at once. Lookups
-    /// are not counted: a slow API server must not hold up plain claims.
-    pub max_inflight_reviews: usize,
-    /// Larger reviews (up to the 4 MiB limit) read and parsed at once.
-    pub max_inflight_large_reviews: usize,
-    /// Concurrent HTTP/2 streams per connection.
-    pub max_h2_streams: u32,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_connections: 128,
-            max_inflight_reviews: 128,
-            max_inflight_large_reviews: 4,
-            max_h2_streams: 32,
-        }
-    }
-}
 
 /// Readiness: certificates loaded, caches synced, not shutting down.
 #[derive(Debug, Default)]
@@ -408,145 +350,20 @@ async fn metrics<F: FactSource>(State(state): State<AdminState<F>>) -> Response 
         .into_response()
 }
 
-/// Serves `app` over TLS until `shutdown` turns true, then drains: no new connections,
-/// open ones served as usual for `shutdown_grace`, then asked to close (HTTP/1.1 after the
-/// response in progress, HTTP/2 with GOAWAY), and every connection task, handshakes in
-/// progress included, awaited for up to `drain`.
+/// Serves the review port over TLS until `shutdown` turns true, then drains (see
+/// [`crate::listener`] for who may hold the port and for how long).
 pub async fn serve_tls<F: FactSource>(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     reviews: Reviews<F>,
     timeouts: Timeouts,
     limits: Limits,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
-    let mut http1 = http1::Builder::new();
-    http1
-        .timer(TokioTimer::new())
-        .header_read_timeout(timeouts.header_read)
-        // Headers must fit (they are small); the body is read by the handler in chunks.
-        .max_buf_size(ORDINARY_REVIEW_BYTES)
-        .keep_alive(true);
-    let mut http2 = http2::Builder::new(TokioExecutor::new());
-    http2
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(limits.max_h2_streams)
-        // What a client may send ahead of our reading it: one ordinary review per stream,
-        // four per connection (the default would be 1 MiB each).
-        .initial_stream_window_size(ORDINARY_REVIEW_BYTES as u32)
-        .initial_connection_window_size(4 * ORDINARY_REVIEW_BYTES as u32)
-        .max_header_list_size(ORDINARY_REVIEW_BYTES as u32);
-    let builders = Arc::new(Builders { http1, http2 });
+    let metrics = reviews.state.reviewer.metrics().listener().clone();
     let reviews = Arc::new(reviews);
-    let connections = TaskTracker::new();
-    let close = CancellationToken::new();
-    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    loop {
-        // At the limit, stop accepting: new connections wait in the listen backlog (and
-        // the client's own timeout applies) instead of costing memory here.
-        let slot = tokio::select! {
-            slot = Arc::clone(&slots).acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_) => break,
-            },
-            () = stopped(&mut shutdown) => break,
-        };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // EMFILE and the like: back off instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = stopped(&mut shutdown) => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let connection = serve_connection(
-            stream,
-            peer,
-            acceptor.clone(),
-            Arc::clone(&reviews),
-            Arc::clone(&builders),
-            timeouts.header_read,
-            close.clone(),
-        );
-        connections.spawn(async move {
-            connection.await;
-            drop(slot);
-        });
-    }
-    drop(listener);
-    connections.close();
-    tokio::time::sleep(timeouts.shutdown_grace).await;
-    close.cancel();
-    tokio::select! {
-        () = connections.wait() => tracing::info!("all connections drained"),
-        () = tokio::time::sleep(timeouts.drain) => tracing::warn!("drain timeout: closing the remaining connections"),
-    }
-}
-
-/// The connection builders of the review port, one per protocol.
-struct Builders {
-    http1: http1::Builder,
-    http2: http2::Builder<TokioExecutor>,
-}
-
-async fn serve_connection<F: FactSource>(
-    stream: tokio::net::TcpStream,
-    peer: SocketAddr,
-    acceptor: TlsAcceptor,
-    reviews: Arc<Reviews<F>>,
-    builders: Arc<Builders>,
-    handshake_timeout: Duration,
-    close: CancellationToken,
-) {
-    let tls_stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-        Ok(Ok(tls_stream)) => tls_stream,
-        Ok(Err(error)) => {
-            tracing::debug!(%peer, %error, "TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(%peer, "TLS handshake timed out");
-            return;
-        }
-    };
-    // The protocol is the one ALPN agreed on (the server offers h2 and http/1.1): served
-    // by hyper's own connection of that protocol, without hyper-util's `auto` reading the
-    // first bytes to guess it (and wrapping every later read to replay them). A client
-    // that asked for no protocol speaks HTTP/1.1: h2 over TLS requires ALPN (RFC 9113
-    // §3.2).
-    let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
-    let io = TokioIo::new(tls_stream);
     let service = service_fn(move |request| Arc::clone(&reviews).serve(request));
-    let result = if h2 {
-        until_closed(builders.http2.serve_connection(io, service), &close).await
-    } else {
-        until_closed(builders.http1.serve_connection(io, service), &close).await
-    };
-    if let Err(error) = result {
-        tracing::debug!(%peer, %error, "connection ended with an error");
-    }
-}
-
-/// Serves one connection until it ends, or until `close`: then asks it to finish (HTTP/1.1
-/// after the response in progress, HTTP/2 with GOAWAY) and waits for that.
-async fn until_closed<C: GracefulConnection>(
-    connection: C,
-    close: &CancellationToken,
-) -> Result<(), C::Error> {
-    tokio::pin!(connection);
-    tokio::select! {
-        result = connection.as_mut() => result,
-        () = close.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
-        }
-    }
+    crate::listener::serve(listener, tls, service, timeouts, limits, metrics, shutdown).await;
 }
 
 /// Serves the admin endpoints over plain HTTP until `shutdown` turns true.
@@ -558,12 +375,6 @@ pub async fn serve_admin(
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { stopped(&mut shutdown).await })
         .await
-}
-
-/// Resolves once the shutdown flag is set (or its sender is gone).
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    // Map the borrowed value away at once: the guard must not live across an await.
-    let _ = shutdown.wait_for(|stop| *stop).await.map(|_| ());
 }
 
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
