@@ -107,8 +107,8 @@ impl Default for Timeouts {
 }
 
 /// How much of the review port clients can take at once. With the defaults, what clients
-/// can make the server hold is bounded, whatever they send: 2,048 pending sockets (about
-/// 3 KiB each once their handshake has begun: 6 MiB), 128 established connections (at
+/// can make the server hold is bounded, whatever they send: 2,048 pending sockets (little
+/// before their first byte, ~20 KiB once the handshake has begun), 128 established connections (at
 /// most 64 KiB of HTTP/1.1 buffer or 256 KiB of HTTP/2 flow-control window each: 8 or
 /// 32 MiB), 128 ordinary bodies (8 MiB) and 4 large ones (16 MiB) being read and parsed:
 /// well under the Deployment's 128 Mi limit with the caches of a large cluster beside them.
@@ -468,9 +468,8 @@ impl Connections {
             freed.as_mut().enable();
             {
                 let mut tables = self.lock();
-                if tables.pending.remove(&id).is_none() {
-                    return None; // evicted meanwhile
-                }
+                // Gone from the table: evicted meanwhile.
+                tables.pending.remove(&id)?;
                 let room = tables.established.len() < self.limits.max_connections.max(1)
                     || self.evict_idle_locked(&mut tables);
                 if room {
@@ -907,9 +906,9 @@ pub fn raise_open_file_limit() -> Option<u64> {
                 rlim_max: limit.rlim_max,
             };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                return Some(raised.rlim_cur as u64);
+                return Some(raised.rlim_cur);
             }
         }
     }
-    Some(limit.rlim_cur as u64)
+    Some(limit.rlim_cur)
 }
