@@ -79,11 +79,17 @@ pub fn generate(request: &CertsRequest) -> Result<CertsOutcome> {
     let (ca_cert_path, ca_key_path) = (dir.join("ca.crt"), dir.join("ca.key"));
     let now = OffsetDateTime::now_utc();
     let existing = existing_ca(&ca_cert_path, &ca_key_path, now)?;
-    let ca_not_after = existing.as_ref().map_or_else(
-        || now + time::Duration::days(i64::from(request.ca_days)),
-        |ca| ca.not_after,
-    );
-    let not_after = now + time::Duration::days(i64::from(request.days));
+    // Days past the year 9999 cannot be written in a certificate (nor added to a date).
+    let days_from_now = |flag: &str, days: u32| {
+        now.checked_add(time::Duration::days(i64::from(days)))
+            .filter(|date| date.year() <= 9999)
+            .with_context(|| format!("{flag} {days} reaches past the year 9999: lower {flag}"))
+    };
+    let ca_not_after = match existing.as_ref() {
+        Some(ca) => ca.not_after,
+        None => days_from_now("--ca-days", request.ca_days)?,
+    };
+    let not_after = days_from_now("--days", request.days)?;
     if not_after > ca_not_after {
         let left = (ca_not_after - now).whole_days();
         match existing {

@@ -154,6 +154,13 @@ fn days_out_of_range_are_refused() {
         &["--out-dir", path(&dir), "--days", "400", "--ca-days", "365"],
         "--days 400 is longer than the new CA's --ca-days 365",
     );
+    for flag in ["--days", "--ca-days"] {
+        assert_refused(
+            work.path(),
+            &["--out-dir", path(&dir), flag, "4000000"],
+            &format!("{flag} 4000000 reaches past the year 9999: lower {flag}"),
+        );
+    }
     assert!(!dir.exists(), "not even the directory is created");
     let run = certs(&["--out-dir", path(&dir), "--ca-days", "30", "--days", "7"]);
     assert_eq!(run.code, 0, "{}", run.stderr);

@@ -143,8 +143,17 @@ fn read_dir(dir: &Path, input: &mut Input) -> Result<(), ManifestError> {
         if hidden {
             continue;
         }
+        // Directories are followed, links to directories are not (as `kubectl -R`): a link
+        // back up the tree would otherwise recurse until the stack runs out.
+        let is_link = fs::symlink_metadata(&path)
+            .map_err(unreadable)?
+            .is_symlink();
         if path.is_dir() {
-            read_dir(&path, input)?;
+            if is_link {
+                input.skipped.push(path.display().to_string());
+            } else {
+                read_dir(&path, input)?;
+            }
             continue;
         }
         let file = path.display().to_string();
@@ -343,6 +352,24 @@ mod tests {
             .iter()
             .map(|d| (d.line, d.kind().to_owned(), d.name().to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn a_link_to_a_directory_is_skipped_not_followed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let claim = "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: a}\n";
+        std::fs::write(dir.path().join("claim.yaml"), claim).expect("write");
+        // A link back up the tree: followed, it would recurse until the stack ran out.
+        std::os::unix::fs::symlink(dir.path(), dir.path().join("loop")).expect("symlink");
+        let input = read_paths(&[dir.path().to_path_buf()]).expect("reads");
+        assert_eq!(
+            names(&input.documents),
+            [(1, "PersistentVolumeClaim".into(), "a".into())]
+        );
+        assert_eq!(
+            input.skipped,
+            [dir.path().join("loop").display().to_string()]
+        );
     }
 
     #[test]
