@@ -23,6 +23,10 @@ const STATED_FLOOD_GROWTH_MIB: u64 = 48;
 const STATED_PEAK_RSS_MIB: u64 = 96;
 const FLOODERS: usize = 320;
 
+/// The floods take both cores and measure latency, CPU and memory: one at a time, whatever
+/// the test harness's thread count.
+static ONE_FLOOD_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -74,6 +78,7 @@ async fn read_response<S: AsyncReadExt + Unpin>(stream: &mut S) -> Option<u16> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_beyond_the_limits_is_held_in_bounded_memory_while_reviews_are_answered() {
+    let _one_flood = ONE_FLOOD_AT_A_TIME.lock().await;
     let (mut webhook, _log) = start_logged().await;
     let pid = webhook.child.id();
     let config = tls_client(&webhook.ca(), &[&rustls::version::TLS13]);
@@ -565,6 +570,7 @@ const STATED_IDLE_FLOOD_GROWTH_MIB: u64 = 32;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sockets_that_make_no_progress_do_not_hold_the_port() {
+    let _one_flood = ONE_FLOOD_AT_A_TIME.lock().await;
     raise_own_open_files();
     let (mut webhook, _log) = start_logged().await;
     let pid = webhook.child.id();
@@ -777,6 +783,7 @@ async fn start_logged() -> (Webhook, std::path::PathBuf) {
 /// again as soon as descriptors free up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_descriptors_the_listener_backs_off_and_resumes() {
+    let _one_flood = ONE_FLOOD_AT_A_TIME.lock().await;
     const OPEN_FILES: u32 = 200;
     const FLOOD: usize = 600;
     raise_own_open_files();
