@@ -426,8 +426,13 @@ fn run_serve(args: ServeArgs) -> Result<()> {
 }
 
 fn init_logging(format: LogFormat) -> Result<crate::logging::LogGuard> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // kube-client logs an ERROR for every failed request, without the server's address: a
+    // watch retrying against an unreachable API server wrote ~4 a second. The watches report
+    // their own failures instead, once per streak and naming the server (facts::cache);
+    // RUST_LOG set by hand shows kube-client's lines again.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,kube_client::client::builder=off")
+    });
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     // Lossless, written by a thread of its own in batches (see `LogWriter`).
     let (writer, guard) =
@@ -463,9 +468,12 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         .context("cannot build the TLS configuration")?;
     cert.spawn_watch(args.cert_reload_interval);
 
-    let client = kube::Client::try_default()
+    let kube_config = kube::Config::infer()
         .await
-        .map_err(kube_config_error)?;
+        .map_err(|error| kube_config_error(kube::Error::InferConfig(error)))?;
+    // Named in the lines that report failing watches; one string for the process's life.
+    let api_server: &'static str = Box::leak(kube_config.cluster_url.to_string().into_boxed_str());
+    let client = kube::Client::try_from(kube_config).map_err(kube_config_error)?;
     let metrics = Metrics::new();
     cert.report_expiry_to(&metrics);
     let facts = ClusterFacts::start(
@@ -475,6 +483,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         WatchOptions {
             page_size: args.list_page_size,
             sync_wait: args.cache_sync_timeout,
+            api_server,
         },
     );
     let reviewer = Arc::new(Reviewer::new(policy, facts, metrics));
@@ -490,6 +499,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         version = env!("CARGO_PKG_VERSION"),
         listen = %args.listen,
         admin_listen = %args.admin_listen,
+        api_server,
         config = %args.config.as_ref().map_or("none (the defaults)".into(), |p| p.display().to_string()),
         policy = %effective_policy,
         "serving"

@@ -176,3 +176,89 @@ fn a_lookup_timeout_not_below_timeout_seconds_is_warned_about_at_start_up() {
         "pvc-clone-guard: cannot read the kubeconfig /nope/kubeconfig (KUBECONFIG): No such file or directory (os error 2)"
     );
 }
+
+#[test]
+fn an_unreachable_api_server_is_reported_once_per_watch_naming_it() {
+    let dir = tempfile::tempdir().expect("dir");
+    common::issue_certs(dir.path());
+    let kubeconfig = dir.path().join("kubeconfig");
+    // Port 9 on loopback: nothing listens, every request is refused at once.
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\ncurrent-context: x\n\
+         clusters: [{name: c, cluster: {server: \"https://127.0.0.1:9\"}}]\n\
+         users: [{name: u, user: {token: t}}]\n\
+         contexts: [{name: x, context: {cluster: c, user: u}}]\n",
+    )
+    .expect("write");
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pvc-clone-guard"))
+        .arg("serve")
+        .args(["--tls-cert", p(&dir.path().join("tls.crt"))])
+        .args(["--tls-key", p(&dir.path().join("tls.key"))])
+        .args(["--listen", "127.0.0.1:0"])
+        .args(["--admin-listen", &admin.to_string()])
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("RUST_LOG")
+        .env("KUBECONFIG", &kubeconfig)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("pvc-clone-guard runs");
+    // Long enough for every watch to retry several times (kube's backoff starts below 1 s).
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let metrics = std::net::TcpStream::connect(admin)
+        .and_then(|mut stream| {
+            use std::io::{Read, Write};
+            stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
+            let mut text = String::new();
+            stream.read_to_string(&mut text)?;
+            Ok(text)
+        })
+        .expect("metrics answer");
+    child.kill().expect("kill");
+    let output = child.wait_with_output().expect("output");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let failed: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.contains("cache watch failed"))
+        .collect();
+    assert!(!failed.is_empty(), "{stderr}");
+    for resource in [
+        "persistentvolumeclaims",
+        "persistentvolumes",
+        "storageclasses",
+    ] {
+        let lines = failed
+            .iter()
+            .filter(|line| line.contains(&format!("\"resource\":\"{resource}\"")))
+            .count();
+        assert_eq!(
+            lines, 1,
+            "one line for the {resource} watch's streak:\n{stderr}"
+        );
+        let errors: u64 = metrics
+            .lines()
+            .find(|line| {
+                line.starts_with("pvc_clone_guard_watch_errors_total{")
+                    && line.contains(&format!("resource=\"{resource}\""))
+            })
+            .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0);
+        assert!(
+            errors >= 2,
+            "the {resource} watch failed {errors} time(s), folded into one line"
+        );
+    }
+    for line in &failed {
+        assert!(
+            line.contains("\"api_server\":\"https://127.0.0.1:9/\""),
+            "the line names the API server: {line}"
+        );
+    }
+    assert!(
+        !stderr.contains("kube_client"),
+        "kube-client's per-request errors are not logged:\n{stderr}"
+    );
+}

@@ -269,6 +269,7 @@ fn start(fake: &Fake, policy: &Policy) -> (ClusterFacts, Metrics) {
         WatchOptions {
             page_size: 2,
             sync_wait: Duration::from_secs(2),
+            ..WatchOptions::default()
         },
     );
     (facts, metrics)

@@ -241,7 +241,22 @@ pub(super) fn spawn_watch<W, T>(
         let mut stream = watcher::watcher(api, config).default_backoff().boxed();
         let mut listing: BTreeMap<String, Arc<T>> = BTreeMap::new();
         let started = Instant::now();
+        // A failing watch retries with backoff, each try an error: the first of a streak is
+        // logged, the rest only counted (pvc_clone_guard_watch_errors_total), and the streak's
+        // end is logged with its count.
+        let mut failures: u64 = 0;
         while let Some(event) = stream.next().await {
+            // `Init` only says a (re)list begins; anything else came from the API server.
+            let delivered = matches!(&event, Ok(event) if !matches!(event, Event::Init));
+            if delivered && failures > 0 {
+                tracing::info!(
+                    resource = cache.resource,
+                    api_server = options.api_server,
+                    failures,
+                    "cache watch delivering again after {failures} failed attempt(s)"
+                );
+                failures = 0;
+            }
             match event {
                 Ok(Event::Init) => listing.clear(),
                 Ok(Event::InitApply(object)) => {
@@ -295,7 +310,10 @@ pub(super) fn spawn_watch<W, T>(
                     if cache.is_serving() {
                         cache.set_serving(false, &metrics);
                     }
-                    tracing::warn!(resource = cache.resource, %error, "cache watch failed; retrying with backoff, and lookups go to the API server until the watch delivers again");
+                    failures += 1;
+                    if failures == 1 {
+                        tracing::warn!(resource = cache.resource, api_server = options.api_server, %error, "cache watch failed; retrying with backoff (further failures are counted, not logged), and lookups go to the API server until the watch delivers again");
+                    }
                 }
             }
         }

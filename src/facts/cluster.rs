@@ -40,6 +40,9 @@ pub struct WatchOptions {
     pub page_size: u32,
     /// Readiness waits at most this long for the first sync of every cache.
     pub sync_wait: Duration,
+    /// The API server's address, named in the line that reports a failing watch. Set once
+    /// per process from the kubeconfig (static, so that the options stay `Copy`).
+    pub api_server: &'static str,
 }
 
 impl Default for WatchOptions {
@@ -47,6 +50,7 @@ impl Default for WatchOptions {
         WatchOptions {
             page_size: 500,
             sync_wait: Duration::from_secs(10),
+            api_server: "the API server",
         }
     }
 }
