@@ -277,6 +277,46 @@ impl Drop for InFlight {
     }
 }
 
+/// What the port serves: a service that answers every request (errors are responses), can
+/// be cloned per connection and sent between threads. Said once for the functions that
+/// take it.
+pub trait PortService<B>:
+    hyper::service::Service<
+        Request<Incoming>,
+        Response = hyper::Response<B>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S, B> PortService<B> for S where
+    S: hyper::service::Service<
+            Request<Incoming>,
+            Response = hyper::Response<B>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// A response body hyper can send from any thread.
+pub trait PortBody:
+    Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + 'static
+{
+}
+
+impl<B> PortBody for B where
+    B: Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + 'static
+{
+}
+
 /// The service of one connection: the port's service, with each request counted in flight.
 #[derive(Clone)]
 struct Tracked<S> {
@@ -577,18 +617,8 @@ pub async fn serve<S, B>(
     metrics: ListenerMetrics,
     mut shutdown: watch::Receiver<bool>,
 ) where
-    S: hyper::service::Service<
-            Request<Incoming>,
-            Response = hyper::Response<B>,
-            Error = Infallible,
-        > + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: PortService<B>,
+    B: PortBody,
 {
     let mut http1 = http1::Builder::new();
     http1
@@ -713,18 +743,8 @@ impl AcceptFailures {
 /// connection, tens of KiB, are allocated when that byte arrives.
 async fn connection<S, B>(stream: TcpStream, peer: SocketAddr, port: Arc<Port<S>>)
 where
-    S: hyper::service::Service<
-            Request<Incoming>,
-            Response = hyper::Response<B>,
-            Error = Infallible,
-        > + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: PortService<B>,
+    B: PortBody,
 {
     let connections = &port.connections;
     let accepted = Instant::now();
@@ -767,18 +787,8 @@ async fn handshake_and_serve<S, B>(
     deadline: Instant,
     port: Arc<Port<S>>,
 ) where
-    S: hyper::service::Service<
-            Request<Incoming>,
-            Response = hyper::Response<B>,
-            Error = Infallible,
-        > + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: PortService<B>,
+    B: PortBody,
 {
     let connections = &port.connections;
     let metrics = &connections.metrics;
