@@ -283,19 +283,6 @@ fn success_says_which_ca_signed_and_what_to_run_next() {
 
 // ---- the rotation procedure of certs/README.md, command by command ---------------------------
 
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read_dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("type").is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy");
-        }
-    }
-}
-
 /// The `sh` blocks of a Markdown file, in order, without their list indentation.
 fn sh_blocks(markdown: &str) -> Vec<String> {
     let mut blocks = Vec::new();
@@ -397,7 +384,7 @@ fn the_documented_rotation_keeps_every_served_certificate_trusted() {
 
     let work = tempfile::tempdir().expect("tempdir");
     let root = work.path().join("repo");
-    copy_tree(
+    common::copy_tree(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests"),
         &root.join("manifests"),
     );

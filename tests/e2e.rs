@@ -14,27 +14,40 @@ use serde_json::{Value, json};
 
 use common::cluster::*;
 
+/// `source` created in a namespace of its own, then `kubectl create` of clone "clone" of it
+/// with `class` and `size`.
+fn clone_from(source: Source<'_>, class: &str, size: &str) -> Run {
+    namespace(source.namespace);
+    let source = source.create();
+    create(&clone_of_data(source.namespace, Some(class), size), &[])
+}
+
+/// `kubectl create` of clone `name` (Filesystem) of claim `source` with `class` and `size`.
+fn create_clone(namespace: &str, name: &str, source: &str, class: &str, size: &str) -> Run {
+    create(
+        &clone_yaml(namespace, name, source, Some(class), size, "Filesystem"),
+        &[],
+    )
+}
+
 // ---- admitted ------------------------------------------------------------------------------
 
 #[test]
 #[ignore = "needs the local control plane: run tests/e2e.sh"]
 fn valid_clones_are_admitted_including_another_class_of_the_same_driver() {
-    namespace("e2e-valid");
-    Source::new("e2e-valid").create();
     assert_created(
-        &create(&clone_of_data("e2e-valid", Some("gp3"), "10Gi"), &[]),
+        &clone_from(Source::new("e2e-valid"), "gp3", "10Gi"),
         "clone",
         &[],
     );
-    let other_class = clone_yaml(
+    let other_class = create_clone(
         "e2e-valid",
         "clone-encrypted",
         "data",
-        Some("gp3-encrypted"),
+        "gp3-encrypted",
         "20Gi",
-        "Filesystem",
     );
-    assert_created(&create(&other_class, &[]), "clone-encrypted", &[]);
+    assert_created(&other_class, "clone-encrypted", &[]);
 }
 
 #[test]
@@ -83,34 +96,66 @@ fn the_opt_out_label_and_kube_system_are_never_reviewed() {
 fn source_exists() {
     namespace("e2e-exists");
     assert_denied(
-        &create(
-            &clone_yaml(
-                "e2e-exists",
-                "clone",
-                "nope",
-                Some("gp3"),
-                "1Gi",
-                "Filesystem",
-            ),
-            &[],
-        ),
+        &create_clone("e2e-exists", "clone", "nope", "gp3", "1Gi"),
         "[source-exists] source claim \"nope\" does not exist in namespace \"e2e-exists\"; create it first, or fix spec.dataSource.name",
     );
 }
 
+/// One clone of claim "data" per rule, each source in a namespace of its own: the source as
+/// the rule needs it, the clone's class and size, and the exact refusal.
 #[test]
 #[ignore = "needs the local control plane: run tests/e2e.sh"]
-fn source_bound() {
-    namespace("e2e-bound");
-    Source {
-        bind: false,
-        ..Source::new("e2e-bound")
-    }
-    .create();
-    assert_denied(
-        &create(&clone_of_data("e2e-bound", Some("gp3"), "10Gi"), &[]),
-        "[source-bound] source claim \"data\" is Pending, not Bound; wait until it is Bound, then create the clone",
-    );
+fn each_rule_refuses_with_its_exact_text_several_in_table_order() {
+    let ebs_hint = "set spec.storageClassName to a class provisioned by ebs.csi.aws.com, e.g. \"gp3\" or \"gp3-encrypted\"";
+    let cases = [
+        (
+            Source { bind: false, ..Source::new("e2e-bound") },
+            "gp3",
+            "10Gi",
+            "[source-bound] source claim \"data\" is Pending, not Bound; wait until it is Bound, then create the clone".to_owned(),
+        ),
+        (
+            Source { driver: None, ..Source::new("e2e-csi") },
+            "gp3",
+            "10Gi",
+            "[csi-source] source volume \"e2e-csi-data\" is not a CSI volume (it uses hostPath), and only CSI volumes can be cloned; copy the data into a claim of a CSI StorageClass instead".to_owned(),
+        ),
+        (
+            Source::new("e2e-driver"),
+            "standard-rwo",
+            "10Gi",
+            format!("[same-driver] StorageClass \"standard-rwo\" is provisioned by pd.csi.storage.gke.io but source volume \"e2e-driver-data\" belongs to CSI driver ebs.csi.aws.com; {ebs_hint}"),
+        ),
+        (
+            Source { mode: "Block", ..Source::new("e2e-mode") },
+            "gp3",
+            "10Gi",
+            "[volume-mode] source claim \"data\" is Block but this claim asks for Filesystem; set spec.volumeMode: Block".to_owned(),
+        ),
+        (
+            Source { class: "nfs", driver: Some("nfs.csi.k8s.io"), ..Source::new("e2e-capable") },
+            "nfs",
+            "10Gi",
+            "[clone-capable-driver] CSI driver nfs.csi.k8s.io is not in the configured list of clone-capable drivers (ebs.csi.aws.com, pd.csi.storage.gke.io, disk.csi.azure.com); clone a volume of one of those drivers, or ask an administrator to add nfs.csi.k8s.io to the list".to_owned(),
+        ),
+        // Several violations: one line each, in table order.
+        (
+            Source { mode: "Block", ..Source::new("e2e-many") },
+            "standard-rwo",
+            "1Gi",
+            format!(
+                "[same-driver] StorageClass \"standard-rwo\" is provisioned by pd.csi.storage.gke.io but source volume \"e2e-many-data\" belongs to CSI driver ebs.csi.aws.com; {ebs_hint}\n\
+                 [volume-mode] source claim \"data\" is Block but this claim asks for Filesystem; set spec.volumeMode: Block\n\
+                 [size] this claim requests 1Gi but source claim \"data\" requests 10Gi; request at least 10Gi"
+            ),
+        ),
+    ];
+    // The cases are independent: judged side by side, as separate tests would be.
+    std::thread::scope(|scope| {
+        for (source, class, size, message) in cases {
+            scope.spawn(move || assert_denied(&clone_from(source, class, size), &message));
+        }
+    });
 }
 
 #[test]
@@ -211,21 +256,6 @@ fn source_volume_missing_and_bound_elsewhere() {
 
 #[test]
 #[ignore = "needs the local control plane: run tests/e2e.sh"]
-fn csi_source() {
-    namespace("e2e-csi");
-    Source {
-        driver: None,
-        ..Source::new("e2e-csi")
-    }
-    .create();
-    assert_denied(
-        &create(&clone_of_data("e2e-csi", Some("gp3"), "10Gi"), &[]),
-        "[csi-source] source volume \"e2e-csi-data\" is not a CSI volume (it uses hostPath), and only CSI volumes can be cloned; copy the data into a claim of a CSI StorageClass instead",
-    );
-}
-
-#[test]
-#[ignore = "needs the local control plane: run tests/e2e.sh"]
 fn dynamic_provisioning_empty_missing_and_static_classes() {
     namespace("e2e-dynamic");
     Source::new("e2e-dynamic").create();
@@ -276,35 +306,6 @@ fn an_omitted_class_needs_a_default_class_of_the_same_driver() {
 
 #[test]
 #[ignore = "needs the local control plane: run tests/e2e.sh"]
-fn same_driver() {
-    namespace("e2e-driver");
-    Source::new("e2e-driver").create();
-    assert_denied(
-        &create(
-            &clone_of_data("e2e-driver", Some("standard-rwo"), "10Gi"),
-            &[],
-        ),
-        "[same-driver] StorageClass \"standard-rwo\" is provisioned by pd.csi.storage.gke.io but source volume \"e2e-driver-data\" belongs to CSI driver ebs.csi.aws.com; set spec.storageClassName to a class provisioned by ebs.csi.aws.com, e.g. \"gp3\" or \"gp3-encrypted\"",
-    );
-}
-
-#[test]
-#[ignore = "needs the local control plane: run tests/e2e.sh"]
-fn volume_mode() {
-    namespace("e2e-mode");
-    Source {
-        mode: "Block",
-        ..Source::new("e2e-mode")
-    }
-    .create();
-    assert_denied(
-        &create(&clone_of_data("e2e-mode", Some("gp3"), "10Gi"), &[]),
-        "[volume-mode] source claim \"data\" is Block but this claim asks for Filesystem; set spec.volumeMode: Block",
-    );
-}
-
-#[test]
-#[ignore = "needs the local control plane: run tests/e2e.sh"]
 fn size_in_the_units_written() {
     namespace("e2e-size");
     Source {
@@ -331,15 +332,13 @@ fn size_in_the_units_written() {
 #[test]
 #[ignore = "needs the local control plane: run tests/e2e.sh"]
 fn size_capacity_is_a_warning() {
-    namespace("e2e-capacity");
-    Source {
+    let source = Source {
         request: "8Gi",
         capacity: "10Gi",
         ..Source::new("e2e-capacity")
-    }
-    .create();
+    };
     assert_created(
-        &create(&clone_of_data("e2e-capacity", Some("gp3"), "8Gi"), &[]),
+        &clone_from(source, "gp3", "8Gi"),
         "clone",
         &[
             "[size-capacity] source claim \"data\" holds 10Gi (its request: 8Gi); some drivers refuse a smaller clone: request 10Gi",
@@ -372,22 +371,6 @@ fn source_in_use_is_a_warning() {
 
 #[test]
 #[ignore = "needs the local control plane: run tests/e2e.sh"]
-fn clone_capable_driver_from_the_configured_list() {
-    namespace("e2e-capable");
-    Source {
-        class: "nfs",
-        driver: Some("nfs.csi.k8s.io"),
-        ..Source::new("e2e-capable")
-    }
-    .create();
-    assert_denied(
-        &create(&clone_of_data("e2e-capable", Some("nfs"), "10Gi"), &[]),
-        "[clone-capable-driver] CSI driver nfs.csi.k8s.io is not in the configured list of clone-capable drivers (ebs.csi.aws.com, pd.csi.storage.gke.io, disk.csi.azure.com); clone a volume of one of those drivers, or ask an administrator to add nfs.csi.k8s.io to the list",
-    );
-}
-
-#[test]
-#[ignore = "needs the local control plane: run tests/e2e.sh"]
 fn source_api_group() {
     namespace("e2e-group");
     let yaml = clone_of_data("e2e-group", Some("gp3"), "10Gi").replace(
@@ -397,23 +380,6 @@ fn source_api_group() {
     assert_denied(
         &create(&yaml, &[]),
         "[source-api-group] spec.dataSource names kind PersistentVolumeClaim with apiGroup \"example.com\", but claims belong to the core API group; remove apiGroup to clone claim \"data\"",
-    );
-}
-
-#[test]
-#[ignore = "needs the local control plane: run tests/e2e.sh"]
-fn several_violations_one_line_each_in_table_order() {
-    namespace("e2e-many");
-    Source {
-        mode: "Block",
-        ..Source::new("e2e-many")
-    }
-    .create();
-    assert_denied(
-        &create(&clone_of_data("e2e-many", Some("standard-rwo"), "1Gi"), &[]),
-        "[same-driver] StorageClass \"standard-rwo\" is provisioned by pd.csi.storage.gke.io but source volume \"e2e-many-data\" belongs to CSI driver ebs.csi.aws.com; set spec.storageClassName to a class provisioned by ebs.csi.aws.com, e.g. \"gp3\" or \"gp3-encrypted\"\n\
-         [volume-mode] source claim \"data\" is Block but this claim asks for Filesystem; set spec.volumeMode: Block\n\
-         [size] this claim requests 1Gi but source claim \"data\" requests 10Gi; request at least 10Gi",
     );
 }
 
@@ -577,29 +543,11 @@ fn a_source_created_a_moment_before_the_clone_is_judged_not_missing() {
 
 // ---- the shipped manifests and certificate rotation (install on a cluster) -------------------
 
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read_dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("type").is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy");
-        }
-    }
-}
-
-#[test]
-#[ignore = "needs the local control plane: run tests/e2e.sh"]
-fn the_self_managed_overlay_passes_server_side_validation() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let manifests = dir.path().join("manifests");
-    copy_tree(&ENV.repo.join("manifests"), &manifests);
-    let certs = manifests.join("overlays/self-managed/certs");
+/// `pvc-clone-guard certs ARGS`, which must succeed.
+fn certs_command(args: &[&str]) {
     let output = Command::new(env!("CARGO_BIN_EXE_pvc-clone-guard"))
-        .args(["certs", "--out-dir"])
-        .arg(&certs)
+        .arg("certs")
+        .args(args)
         .output()
         .expect("certs runs");
     assert!(
@@ -607,6 +555,16 @@ fn the_self_managed_overlay_passes_server_side_validation() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+#[test]
+#[ignore = "needs the local control plane: run tests/e2e.sh"]
+fn the_self_managed_overlay_passes_server_side_validation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifests = dir.path().join("manifests");
+    common::copy_tree(&ENV.repo.join("manifests"), &manifests);
+    let certs = manifests.join("overlays/self-managed/certs");
+    certs_command(&["--out-dir", certs.to_str().expect("utf-8")]);
     let rendered = must(
         kubectl(&[
             "kustomize",
@@ -738,23 +696,14 @@ fn rotating_the_serving_certificate_while_the_api_server_calls_fails_no_review()
         })
     };
     std::thread::sleep(std::time::Duration::from_secs(2));
-    let output = Command::new(env!("CARGO_BIN_EXE_pvc-clone-guard"))
-        .args([
-            "certs",
-            "--dns",
-            "localhost",
-            "--ip",
-            "127.0.0.1",
-            "--out-dir",
-            &ENV.vars["WEBHOOK_CERT_DIR"],
-        ])
-        .output()
-        .expect("certs runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    certs_command(&[
+        "--dns",
+        "localhost",
+        "--ip",
+        "127.0.0.1",
+        "--out-dir",
+        &ENV.vars["WEBHOOK_CERT_DIR"],
+    ]);
     let after = leaf_on_disk();
     assert_ne!(before, after, "a new serving certificate was issued");
     wait_until(

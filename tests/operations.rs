@@ -362,19 +362,6 @@ fn prometheus_raises_fail_closed_while_the_api_server_is_down_and_clears_it_afte
 
 // ---- install, upgrade, uninstall -------------------------------------------------------------
 
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read_dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("type").is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy");
-        }
-    }
-}
-
 /// `kubectl ARGS` from a copy of the repository, as the README's commands run.
 fn kubectl_from(root: &Path, args: &[&str]) -> Run {
     kubectl_in(root, args, None)
@@ -405,7 +392,7 @@ fn the_documented_install_upgrade_and_uninstall_work_on_kubernetes_1_20() {
     }
     let work = tempfile::tempdir().expect("tempdir");
     let root = work.path();
-    copy_tree(&ENV.repo.join("manifests"), &root.join("manifests"));
+    common::copy_tree(&ENV.repo.join("manifests"), &root.join("manifests"));
     let overlay = "manifests/overlays/local-1.20";
     std::fs::create_dir_all(root.join(overlay)).expect("mkdir");
     let write_overlay = |tag: &str| {

@@ -155,6 +155,21 @@ impl<'a> Snapshot<'a> {
             None
         })
     }
+
+    /// Creates the objects, then `kubectl create` of a claim named after the snapshot that
+    /// restores it, with `size` (class gp3, Filesystem).
+    fn restored(&self, size: &str) -> Run {
+        self.create();
+        let claim = restore_yaml(
+            self.namespace,
+            self.name,
+            self.name,
+            "gp3",
+            size,
+            "Filesystem",
+        );
+        create(&claim, &[])
+    }
 }
 
 fn restore_yaml(
@@ -226,25 +241,23 @@ fn a_missing_or_deleting_snapshot_is_refused() {
 fn a_snapshot_not_bound_to_its_content_is_refused() {
     let ns = "r-bound";
     namespace(ns);
-    Snapshot {
+    let fresh = Snapshot {
         status: None,
         content: None,
         ..Snapshot::ready(ns, "fresh")
-    }
-    .create();
+    };
     assert_denied(
-        &create(&restore(ns, "fresh"), &[]),
+        &fresh.restored("1Gi"),
         "[snapshot-bound] VolumeSnapshot \"fresh\" is not bound to a VolumeSnapshotContent (status.boundVolumeSnapshotContentName is empty); wait until it is bound, then create the claim\n\
          [snapshot-ready] VolumeSnapshot \"fresh\" is not ready to use (status.readyToUse is not set); wait until it is, then create the claim",
     );
-    Snapshot {
+    let orphan = Snapshot {
         content: None,
         status: Some(json!({"readyToUse": true, "boundVolumeSnapshotContentName": "gone"})),
         ..Snapshot::ready(ns, "orphan")
-    }
-    .create();
+    };
     assert_denied(
-        &create(&restore(ns, "orphan"), &[]),
+        &orphan.restored("1Gi"),
         "[snapshot-bound] VolumeSnapshotContent \"gone\" of VolumeSnapshot \"orphan\" does not exist; restore from another snapshot",
     );
     Snapshot {
@@ -269,51 +282,66 @@ fn a_snapshot_not_bound_to_its_content_is_refused() {
 fn driver_readiness_size_and_volume_mode_are_checked() {
     let ns = "r-rules";
     namespace(ns);
-    Snapshot {
-        driver: "pd.csi.storage.gke.io",
-        ..Snapshot::ready(ns, "gke")
-    }
-    .create();
-    assert_denied(
-        &create(&restore(ns, "gke"), &[]),
-        "[snapshot-driver] VolumeSnapshot \"gke\" was taken by CSI driver pd.csi.storage.gke.io but StorageClass \"gp3\" is provisioned by ebs.csi.aws.com; set spec.storageClassName to a class provisioned by pd.csi.storage.gke.io, e.g. \"standard-rwo\"",
-    );
-    Snapshot {
-        status: Some(json!({"readyToUse": false, "restoreSize": "1Gi"})),
-        content: Some(json!({})),
-        ..Snapshot::ready(ns, "cutting")
-    }
-    .create();
-    assert_denied(
-        &create(&restore(ns, "cutting"), &[]),
-        "[snapshot-ready] VolumeSnapshot \"cutting\" is not ready to use (status.readyToUse is false); wait until it is, then create the claim",
-    );
-    Snapshot::ready(ns, "gib").create();
-    assert_denied(
-        &create(
-            &restore_yaml(ns, "small", "gib", "gp3", "100Mi", "Filesystem"),
-            &[],
+    let block = json!({"spec": {"sourceVolumeMode": "Block"}, "status": {"snapshotHandle": "h"}});
+    let mut allowed = block.clone();
+    allowed["annotations"] =
+        json!({"snapshot.storage.kubernetes.io/allow-volume-mode-change": "true"});
+    // Each snapshot as its rule needs it, the restore's size, and its refusal (None: admitted).
+    let cases = [
+        (
+            Snapshot {
+                driver: "pd.csi.storage.gke.io",
+                ..Snapshot::ready(ns, "gke")
+            },
+            "1Gi",
+            Some(
+                "[snapshot-driver] VolumeSnapshot \"gke\" was taken by CSI driver pd.csi.storage.gke.io but StorageClass \"gp3\" is provisioned by ebs.csi.aws.com; set spec.storageClassName to a class provisioned by pd.csi.storage.gke.io, e.g. \"standard-rwo\"",
+            ),
         ),
-        "[restore-size] this claim requests 100Mi but snapshot \"gib\" needs at least 1Gi (its restoreSize); request at least 1Gi",
-    );
-    Snapshot {
-        content: Some(
-            json!({"spec": {"sourceVolumeMode": "Block"}, "status": {"snapshotHandle": "h"}}),
+        (
+            Snapshot {
+                status: Some(json!({"readyToUse": false, "restoreSize": "1Gi"})),
+                content: Some(json!({})),
+                ..Snapshot::ready(ns, "cutting")
+            },
+            "1Gi",
+            Some(
+                "[snapshot-ready] VolumeSnapshot \"cutting\" is not ready to use (status.readyToUse is false); wait until it is, then create the claim",
+            ),
         ),
-        ..Snapshot::ready(ns, "block")
+        (
+            Snapshot::ready(ns, "gib"),
+            "100Mi",
+            Some(
+                "[restore-size] this claim requests 100Mi but snapshot \"gib\" needs at least 1Gi (its restoreSize); request at least 1Gi",
+            ),
+        ),
+        (
+            Snapshot {
+                content: Some(block),
+                ..Snapshot::ready(ns, "block")
+            },
+            "1Gi",
+            Some(
+                "[snapshot-volume-mode] VolumeSnapshot \"block\" was taken of a Block volume but this claim asks for Filesystem; set spec.volumeMode: Block, or annotate VolumeSnapshotContent \"r-rules-block-content\" with snapshot.storage.kubernetes.io/allow-volume-mode-change: \"true\"",
+            ),
+        ),
+        (
+            Snapshot {
+                content: Some(allowed),
+                ..Snapshot::ready(ns, "allowed")
+            },
+            "1Gi",
+            None,
+        ),
+    ];
+    for (snapshot, size, refusal) in cases {
+        let run = snapshot.restored(size);
+        match refusal {
+            Some(message) => assert_denied(&run, message),
+            None => assert_created(&run, snapshot.name, &[]),
+        }
     }
-    .create();
-    assert_denied(
-        &create(&restore(ns, "block"), &[]),
-        "[snapshot-volume-mode] VolumeSnapshot \"block\" was taken of a Block volume but this claim asks for Filesystem; set spec.volumeMode: Block, or annotate VolumeSnapshotContent \"r-rules-block-content\" with snapshot.storage.kubernetes.io/allow-volume-mode-change: \"true\"",
-    );
-    Snapshot {
-        content: Some(json!({"spec": {"sourceVolumeMode": "Block"}, "status": {"snapshotHandle": "h"},
-                             "annotations": {"snapshot.storage.kubernetes.io/allow-volume-mode-change": "true"}})),
-        ..Snapshot::ready(ns, "allowed")
-    }
-    .create();
-    assert_created(&create(&restore(ns, "allowed"), &[]), "restore", &[]);
 }
 
 // ---- cross-namespace sources (posted straight to a webhook in reference-grant mode) --------

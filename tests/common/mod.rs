@@ -20,6 +20,20 @@ use pvc_clone_guard::rules::Facts;
 pub use pvc_clone_guard::rules::fixtures::{good_facts, good_restore_facts};
 use serde_json::{Value, json};
 
+/// Copies directory `from` into `to`, recursively: a tree (the manifests) a test may change.
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
 pub const UID: &str = "705ab4f5-6393-11e8-b7cc-42010a800002";
 
 /// A claim's spec as the API server defaults it: class gp3, Filesystem, `storage` requested.
