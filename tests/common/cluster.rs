@@ -165,21 +165,19 @@ pub fn classes() {
 }
 
 /// Installs the project's CRDs (tests/cluster/crds: VolumeSnapshot, VolumeSnapshotContent,
-/// ReferenceGrant) and waits until the API server serves them.
+/// ReferenceGrant, VolumePopulator, VolumeGroupSnapshot) and waits until the API server
+/// serves every one of them.
 pub fn install_crds() {
     let dir = ENV.repo.join("tests/cluster/crds");
-    must(
-        kubectl(&["apply", "-f", dir.to_str().expect("utf-8")]),
-        "apply the CRDs",
-    );
+    let dir = dir.to_str().expect("utf-8");
+    must(kubectl(&["apply", "-f", dir]), "apply the CRDs");
     must(
         kubectl(&[
             "wait",
             "--for=condition=established",
             "--timeout=60s",
-            "crd/volumesnapshots.snapshot.storage.k8s.io",
-            "crd/volumesnapshotcontents.snapshot.storage.k8s.io",
-            "crd/referencegrants.gateway.networking.k8s.io",
+            "-f",
+            dir,
         ]),
         "the CRDs are established",
     );
