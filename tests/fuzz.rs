@@ -272,6 +272,7 @@ fn facts() -> impl Strategy<Value = Facts> {
                     requested_storage,
                     capacity,
                     storage_class,
+                    ..SourceClaim::default()
                 },
             ),
     );

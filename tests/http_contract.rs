@@ -256,7 +256,9 @@ async fn a_restore_names_the_restore_when_facts_are_unavailable() {
 }
 
 #[tokio::test]
-async fn a_snapshot_of_another_api_group_is_out_of_scope() {
+async fn a_snapshot_of_another_api_group_is_refused_without_a_lookup() {
+    // As the provisioner refuses it for good ("the PVC source does not belong to the right
+    // APIGroup"); the facts are never asked.
     let object = claim(
         "restore",
         Some(json!({"apiGroup": "example.com", "kind": "VolumeSnapshot", "name": "snap"})),
@@ -267,7 +269,11 @@ async fn a_snapshot_of_another_api_group_is_out_of_scope() {
         &create(object),
     )
     .await;
-    assert_eq!(body["response"]["allowed"], true);
+    assert_eq!(body["response"]["allowed"], false);
+    assert_eq!(
+        body["response"]["status"]["message"],
+        "[source-api-group] spec.dataSource names kind VolumeSnapshot with apiGroup \"example.com\", but VolumeSnapshots belong to snapshot.storage.k8s.io; set apiGroup: snapshot.storage.k8s.io to restore VolumeSnapshot \"snap\""
+    );
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use super::slim::{ClaimObject, ClassInfo, PodClaims, PodUse, VolumeObject, slim_
 use super::{FactSource, Freshness, LookupError, grants};
 use crate::rules::{
     ClassFact, DataSourceRequest, Fact, Facts, GrantFact, PodsFact, Policy, SnapshotFact,
-    SourceClaim, SourceVolume, match_grant,
+    SourceClaim, SourceKind, SourceVolume, match_grant,
 };
 
 impl ClusterFacts {
@@ -170,6 +170,11 @@ impl FactSource for ClusterFacts {
                 return Ok(facts);
             }
         }
+        match request.source.kind {
+            SourceKind::Claim | SourceKind::Snapshot => {}
+            // Their facts are not gathered yet: the rules say nothing they would need.
+            SourceKind::GroupSnapshot | SourceKind::Populator => return Ok(facts),
+        }
         if request.is_restore() {
             facts.snapshot = self.snapshots.lookup(namespace, name, freshness).await?;
             let classes = self.all_classes(freshness).await?;
@@ -227,8 +232,9 @@ impl FactSource for ClusterFacts {
     }
 
     fn cached(&self, request: &DataSourceRequest, policy: &Policy) -> Option<Facts> {
-        // Restores and grants are read by `gather` (their lookups are not all cached).
-        if request.is_restore() || request.needs_grant(policy) {
+        // Only clones are read here; restores, other sources and grants by `gather`
+        // (their lookups are not all cached).
+        if request.source.kind != SourceKind::Claim || request.needs_grant(policy) {
             return None;
         }
         let namespace = request
@@ -365,6 +371,7 @@ mod tests {
                          "deletionTimestamp": "2026-11-21T10:00:00Z",
                          "managedFields": [{"manager": "kubectl"}]},
             "spec": {"volumeName": "pv-1", "volumeMode": "Block",
+                     "accessModes": ["ReadWriteOnce", "ReadOnlyMany"],
                      "resources": {"requests": {"storage": "8Gi"}}},
             "status": {"phase": "Bound", "capacity": {"storage": "10Gi"}}
         }))
@@ -380,6 +387,7 @@ mod tests {
                 requested_storage: Some("8Gi".into()),
                 capacity: Some("10Gi".into()),
                 storage_class: None,
+                access_modes: Some("ReadWriteOnce,ReadOnlyMany".into()),
             }
         );
         let volume: VolumeObject = serde_json::from_value(serde_json::json!({

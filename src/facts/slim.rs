@@ -259,6 +259,8 @@ struct ClaimSpecWire {
     storage_class_name: Option<String>,
     #[serde(deserialize_with = "lenient_some")]
     resources: Option<ResourcesWire>,
+    #[serde(deserialize_with = "lenient_strings")]
+    access_modes: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -318,6 +320,8 @@ impl ClaimObject {
                 .as_deref()
                 .map(shared),
             storage_class: spec.storage_class_name.as_deref().map(shared),
+            access_modes: (!spec.access_modes.is_empty())
+                .then(|| shared(&spec.access_modes.join(","))),
         }
     }
 }

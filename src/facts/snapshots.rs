@@ -20,7 +20,9 @@ use serde::Deserialize;
 use super::cache::{Cache, spawn_watch};
 use super::{Freshness, LookupError, WatchOptions};
 use crate::metrics::Metrics;
-use crate::rules::{ClaimRef, ContentInfo, SNAPSHOT_GROUP, SnapshotFact, SnapshotInfo};
+use crate::rules::{
+    ClaimRef, ContentInfo, SNAPSHOT_GROUP, SOURCE_PROTECTION_FINALIZER, SnapshotFact, SnapshotInfo,
+};
 
 /// How often discovery is asked whether the snapshot API is served.
 pub const DISCOVERY_INTERVAL: Duration = Duration::from_secs(30);
@@ -56,7 +58,14 @@ slim_resource!(
 impl VolumeSnapshot {
     pub fn slim(self) -> SnapshotInfo {
         let status = self.status.unwrap_or_default();
+        let protected = self
+            .metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .any(|f| f == SOURCE_PROTECTION_FINALIZER);
         SnapshotInfo {
+            protected,
             uid: self.metadata.uid,
             deletion_timestamp: self.metadata.deletion_timestamp.map(|t| t.0.to_string()),
             bound_content_name: status.bound_volume_snapshot_content_name,

@@ -134,11 +134,7 @@ impl<F: FactSource> Reviewer<F> {
         let deadline = tokio::time::Instant::now() + self.policy.lookup_timeout;
         let mut verdict = Verdict::default();
         for (template, judged) in claims {
-            let what = if judged.is_restore() {
-                "restore"
-            } else {
-                "clone"
-            };
+            let what = judged.noun();
             let found = match self.verdict_for(&judged, deadline).await {
                 Ok(found) => found,
                 Err(error) => {

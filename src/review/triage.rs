@@ -6,16 +6,19 @@ use kube::core::admission::Operation;
 use super::envelope::{PVC_KIND, ReviewRequest, ReviewedClaim};
 use super::statefulset::{self, TemplateRequest};
 use crate::rules::{
-    ClaimSpec, DataSourceRequest, SNAPSHOT_GROUP, SourceKind, SourceReference, TypedReference,
+    ClaimSpec, DataSourceRequest, GROUP_SNAPSHOT_GROUP, SourceKind, SourceReference, TypedReference,
 };
 
 /// What a review is, before any rule runs.
 #[derive(Debug, PartialEq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per review, matched at once: boxing the request would add an allocation to every judged review"
+)]
 pub enum Triage {
     /// Allowed at once; the reason is logged and counted.
     Skip(SkipReason),
-    /// A clone (PersistentVolumeClaim) or restore (VolumeSnapshot) data source: the rules
-    /// apply.
+    /// A claim with a data source: the rules apply.
     Judge(DataSourceRequest),
     /// A StatefulSet: the claims of its templates that have a data source, in order.
     JudgeTemplates(Vec<TemplateRequest>),
@@ -26,7 +29,7 @@ pub enum SkipReason {
     NotCreate,
     NotAClaim,
     NoObject,
-    /// Neither a clone nor a restore (for a StatefulSet: no template is).
+    /// No data source (for a StatefulSet: no template has one).
     NotAClone,
     /// A StatefulSet UPDATE that leaves `volumeClaimTemplates` as they were.
     TemplatesUnchanged,
@@ -44,20 +47,23 @@ impl SkipReason {
     }
 }
 
-/// The kind of source a data source reference names, if the rules judge it: a claim (any
-/// API group: `source-api-group` refuses a non-empty one) or a VolumeSnapshot of
-/// `snapshot.storage.k8s.io`.
+/// The kind of source a data source reference names: a claim or a VolumeSnapshot (in any
+/// API group: `source-api-group` refuses the wrong one), a VolumeGroupSnapshot, or any other
+/// kind, which a populator must handle. `None` without a kind.
 fn source_kind(reference: &TypedReference) -> Option<SourceKind> {
     match (reference.kind.as_deref(), reference.api_group.as_deref()) {
+        (None | Some(""), _) => None,
         (Some(PVC_KIND), _) => Some(SourceKind::Claim),
-        (Some("VolumeSnapshot"), Some(SNAPSHOT_GROUP)) => Some(SourceKind::Snapshot),
-        _ => None,
+        (Some("VolumeSnapshot"), _) => Some(SourceKind::Snapshot),
+        (Some("VolumeGroupSnapshot"), Some(GROUP_SNAPSHOT_GROUP)) => {
+            Some(SourceKind::GroupSnapshot)
+        }
+        (Some(_), _) => Some(SourceKind::Populator),
     }
 }
 
 /// Decides whether the rules apply (SPEC §2): only CREATE of a core/v1 claim whose
-/// `dataSource` (read first) or `dataSourceRef` names a claim (a clone) or a VolumeSnapshot
-/// (a restore).
+/// `dataSource` (read first) or `dataSourceRef` names a source.
 pub fn triage(request: &ReviewRequest) -> Triage {
     if statefulset::is_statefulset(request) {
         return statefulset::triage(request);
@@ -89,8 +95,8 @@ pub(super) fn review_namespace(request: &ReviewRequest, object: &ReviewedClaim) 
         .unwrap_or_default()
 }
 
-/// What the rules judge about a claim with this spec in `namespace`, if it is a clone or a
-/// restore.
+/// What the rules judge about a claim with this spec in `namespace`, if it has a data
+/// source.
 pub(super) fn claim_request(
     namespace: impl FnOnce() -> String,
     spec: &ClaimSpec,

@@ -8,7 +8,6 @@ pub(super) fn same_namespace(input: &Input) -> Option<String> {
     let other = request.other_namespace()?;
     let source = &request.source;
     let (field, name, own) = (source.field, &source.name, &request.namespace);
-    let noun = source.kind.noun();
     match request.cross_namespace_mode(input.policy) {
         CrossNamespaceMode::Open => None,
         CrossNamespaceMode::Grant => match input.facts.map(|f| &f.grant) {
@@ -18,14 +17,15 @@ pub(super) fn same_namespace(input: &Input) -> Option<String> {
                  allows PersistentVolumeClaims in namespace {own:?} to use {kind} {name:?}; create one: \
                  ReferenceGrant in {other:?} with from {{group: \"\", kind: PersistentVolumeClaim, namespace: {own}}} \
                  and to {{group: {group:?}, kind: {kind}, name: {name}}}",
-                kind = source.kind.kind(),
-                group = source.kind.group(),
+                kind = request.source_kind(),
+                group = request.source_group(),
             )),
         },
         CrossNamespaceMode::Closed => Some(format!(
             "{field} names {noun} {name:?} in namespace {other:?}, but this claim is in namespace {own:?}; \
              a {what} must be created in its source's namespace: create this claim in namespace {other:?}",
-            what = source.kind.request_noun(),
+            noun = request.source_noun(),
+            what = request.noun(),
         )),
     }
 }
@@ -167,7 +167,7 @@ pub(super) fn csi_source(input: &Input) -> Option<String> {
 
 pub(super) fn dynamic_provisioning(input: &Input) -> Option<String> {
     input.source_exists()?;
-    let what = input.request.source.kind.request_noun();
+    let what = input.request.noun();
     let problem = match &input.facts?.class {
         ClassFact::Found { provisioner, .. } if provisioner != NO_PROVISIONER => return None,
         ClassFact::Found { name, .. } => format!(
@@ -331,15 +331,4 @@ pub(super) fn clone_capable_driver(input: &Input) -> Option<String> {
             list = allowed.join(", "),
         )
     })
-}
-
-pub(super) fn source_api_group(input: &Input) -> Option<String> {
-    let source = &input.request.source;
-    let group = source.api_group.as_deref().filter(|g| !g.is_empty())?;
-    Some(format!(
-        "spec.{field} names kind PersistentVolumeClaim with apiGroup {group:?}, but claims belong to the core API group; \
-         remove apiGroup to clone claim {name:?}",
-        field = source.field,
-        name = source.name,
-    ))
 }

@@ -12,9 +12,9 @@
 use std::collections::BTreeMap;
 
 use super::{
-    ClaimRef, ClaimSpec, ClassFact, ContentInfo, DataSourceRequest, Facts, PodsFact,
-    SNAPSHOT_GROUP, SnapshotFact, SnapshotInfo, SourceClaim, SourceKind, SourceReference,
-    SourceVolume,
+    ClaimRef, ClaimSpec, ClassFact, ContentInfo, DataSourceRequest, Facts, GROUP_SNAPSHOT_GROUP,
+    GroupSnapshotFact, PodsFact, PopulatorFact, SNAPSHOT_GROUP, SnapshotFact, SnapshotInfo,
+    SourceClaim, SourceKind, SourceReference, SourceVolume, TypedReference,
 };
 
 /// The CSI driver of the source volume, the snapshot content and the StorageClass `gp3`.
@@ -38,6 +38,7 @@ pub fn clone_request() -> DataSourceRequest {
         spec: ClaimSpec {
             storage_class: Some("gp3".into()),
             requested_storage: Some("10Gi".into()),
+            access_modes: vec!["ReadWriteOnce".into()],
             ..ClaimSpec::default()
         },
     }
@@ -54,6 +55,59 @@ pub fn restore_request() -> DataSourceRequest {
         field: "dataSource",
     };
     request
+}
+
+/// [`clone_request`], from VolumeGroupSnapshot `group-1` (`spec.dataSource`) instead.
+pub fn group_snapshot_request() -> DataSourceRequest {
+    let mut request = clone_request();
+    request.source = SourceReference {
+        kind: SourceKind::GroupSnapshot,
+        name: "group-1".into(),
+        namespace: None,
+        api_group: Some(GROUP_SNAPSHOT_GROUP.into()),
+        field: "dataSource",
+    };
+    request
+}
+
+/// [`clone_request`], populated from `Hello` `src` of `hello.example.com`
+/// (`spec.dataSourceRef`) instead.
+pub fn populator_request() -> DataSourceRequest {
+    let mut request = clone_request();
+    request.spec.data_source_ref = Some(Box::new(TypedReference {
+        api_group: Some("hello.example.com".into()),
+        kind: Some("Hello".into()),
+        name: Some("src".into()),
+        namespace: None,
+    }));
+    request.source = SourceReference {
+        kind: SourceKind::Populator,
+        name: "src".into(),
+        namespace: None,
+        api_group: Some("hello.example.com".into()),
+        field: "dataSourceRef",
+    };
+    request
+}
+
+/// The facts of [`group_snapshot_request`]: `group-1` exists with members `snap-a`, `snap-b`.
+pub fn group_snapshot_facts() -> Facts {
+    Facts {
+        class: class("gp3", DRIVER),
+        group_snapshot: GroupSnapshotFact::Found {
+            members: vec!["snap-a".into(), "snap-b".into()],
+        },
+        ..Facts::default()
+    }
+}
+
+/// The facts of [`populator_request`]: a VolumePopulator registers `Hello.hello.example.com`.
+pub fn populator_facts() -> Facts {
+    Facts {
+        class: class("gp3", DRIVER),
+        populator: PopulatorFact::Registered,
+        ..Facts::default()
+    }
 }
 
 /// StorageClass `name` of `provisioner`: not the default, no topology, no parameters.
@@ -85,6 +139,7 @@ pub fn good_facts_in(namespace: &str, volume: &str) -> Facts {
             requested_storage: Some("10Gi".into()),
             capacity: Some("10Gi".into()),
             storage_class: Some("gp3".into()),
+            access_modes: Some("ReadWriteOnce".into()),
         }),
         volume: Some(SourceVolume {
             name: volume.into(),
@@ -120,6 +175,7 @@ pub fn good_restore_facts() -> Facts {
                 bound_content_name: Some("snapcontent-1".into()),
                 ready_to_use: Some(true),
                 restore_size: Some("10Gi".into()),
+                protected: false,
             },
             content: Some(ContentInfo {
                 name: "snapcontent-1".into(),

@@ -11,20 +11,24 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::lenient::{d_any, lenient_object, lenient_string};
+use crate::lenient::{d_any, lenient_object, lenient_string, lenient_strings};
 
 mod policy;
 pub use policy::{Action, CrossNamespace, FailureMode, Policy};
 
 mod clone;
+mod fields;
 #[doc(hidden)]
 pub mod fixtures;
 mod placement;
 mod snapshot;
+mod sources;
 
 use clone::*;
+use fields::*;
 use placement::*;
 use snapshot::*;
+use sources::*;
 
 /// The storage provisioner that marks a class as statically provisioned only.
 pub const NO_PROVISIONER: &str = "kubernetes.io/no-provisioner";
@@ -32,38 +36,48 @@ pub const NO_PROVISIONER: &str = "kubernetes.io/no-provisioner";
 /// The API group of VolumeSnapshots and VolumeSnapshotContents.
 pub const SNAPSHOT_GROUP: &str = "snapshot.storage.k8s.io";
 
+/// The API group of VolumeGroupSnapshots.
+pub const GROUP_SNAPSHOT_GROUP: &str = "groupsnapshot.storage.k8s.io";
+
+/// The finalizer a VolumeSnapshot carries while a restore from it is under way: the
+/// provisioner (v6.1.2, v6.2+) lets further restores from a snapshot being deleted proceed
+/// while it is there.
+pub const SOURCE_PROTECTION_FINALIZER: &str =
+    "provisioner.storage.kubernetes.io/volumesnapshot-as-source-protection";
+
 /// What kind of object a data source names.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SourceKind {
     /// A PersistentVolumeClaim: the new claim is a clone.
     #[default]
     Claim,
-    /// A VolumeSnapshot (`snapshot.storage.k8s.io`): the new claim is a restore.
+    /// A VolumeSnapshot: the new claim is a restore.
     Snapshot,
+    /// A VolumeGroupSnapshot (`groupsnapshot.storage.k8s.io`): there is no group restore.
+    GroupSnapshot,
+    /// Any other kind: a volume populator must handle it.
+    Populator,
 }
 
 impl SourceKind {
-    /// The Kubernetes kind, as in `spec.dataSource.kind`.
-    pub fn kind(self) -> &'static str {
+    /// The Kubernetes kind, as in `spec.dataSource.kind`; `None` for a populator's, which is
+    /// whatever the claim names.
+    fn fixed_kind(self) -> Option<&'static str> {
         match self {
-            SourceKind::Claim => "PersistentVolumeClaim",
-            SourceKind::Snapshot => "VolumeSnapshot",
+            SourceKind::Claim => Some("PersistentVolumeClaim"),
+            SourceKind::Snapshot => Some("VolumeSnapshot"),
+            SourceKind::GroupSnapshot => Some("VolumeGroupSnapshot"),
+            SourceKind::Populator => None,
         }
     }
 
-    /// The API group, as in `spec.dataSource.apiGroup` and in a ReferenceGrant.
-    pub fn group(self) -> &'static str {
+    /// The API group the kind belongs to; `None` for a populator's.
+    fn fixed_group(self) -> Option<&'static str> {
         match self {
-            SourceKind::Claim => "",
-            SourceKind::Snapshot => SNAPSHOT_GROUP,
-        }
-    }
-
-    /// How a message names the source.
-    fn noun(self) -> &'static str {
-        match self {
-            SourceKind::Claim => "claim",
-            SourceKind::Snapshot => "VolumeSnapshot",
+            SourceKind::Claim => Some(""),
+            SourceKind::Snapshot => Some(SNAPSHOT_GROUP),
+            SourceKind::GroupSnapshot => Some(GROUP_SNAPSHOT_GROUP),
+            SourceKind::Populator => None,
         }
     }
 
@@ -71,13 +85,14 @@ impl SourceKind {
     fn request_noun(self) -> &'static str {
         match self {
             SourceKind::Claim => "clone",
-            SourceKind::Snapshot => "restore",
+            SourceKind::Snapshot | SourceKind::GroupSnapshot => "restore",
+            SourceKind::Populator => "populated claim",
         }
     }
 }
 
-/// What a new claim asks for, when its data source is a claim (a clone) or a VolumeSnapshot
-/// (a restore).
+/// What a new claim asks for, when it has a data source: a claim (a clone), a VolumeSnapshot
+/// (a restore), a VolumeGroupSnapshot or a populator's object.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct DataSourceRequest {
     pub namespace: String,
@@ -113,7 +128,20 @@ pub struct ClaimSpec {
     /// `spec.resources.requests.storage`, as written.
     #[serde(default, rename = "resources", deserialize_with = "requested_storage")]
     pub requested_storage: Option<String>,
+    /// `spec.accessModes`.
+    #[serde(default, deserialize_with = "lenient_strings")]
+    pub access_modes: Vec<String>,
+    /// Whether `spec.selector` is set (to any object, `{}` included).
+    #[serde(default, deserialize_with = "lenient_object")]
+    pub selector: Option<Selector>,
+    /// `spec.volumeAttributesClassName`.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub volume_attributes_class_name: Option<String>,
 }
+
+/// `spec.selector`: only its presence counts (the provisioner refuses any selector).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct Selector {}
 
 /// `spec.dataSource` or `spec.dataSourceRef`, as written.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -173,15 +201,57 @@ impl DataSourceRequest {
         self.source.kind == SourceKind::Snapshot
     }
 
-    /// A PVC-kind source with an API group is not a claim at all: only `source-api-group`
-    /// applies to it.
+    /// What the new claim is, for messages: a clone, a restore, a populated claim.
+    pub fn noun(&self) -> &'static str {
+        self.source.kind.request_noun()
+    }
+
+    /// A claim or VolumeSnapshot kind in another API group is not that kind at all: only
+    /// `source-api-group` applies to it.
     pub fn names_foreign_api_group(&self) -> bool {
-        self.source.kind == SourceKind::Claim
-            && self
-                .source
-                .api_group
-                .as_deref()
-                .is_some_and(|g| !g.is_empty())
+        let group = self.source.api_group.as_deref().unwrap_or_default();
+        match self.source.kind {
+            SourceKind::Claim => !group.is_empty(),
+            SourceKind::Snapshot => group != SNAPSHOT_GROUP,
+            SourceKind::GroupSnapshot | SourceKind::Populator => false,
+        }
+    }
+
+    /// The source's kind, as the claim names it.
+    pub fn source_kind(&self) -> &str {
+        self.source.kind.fixed_kind().unwrap_or_else(|| {
+            let reference = match self.source.field {
+                "dataSourceRef" => self.spec.data_source_ref.as_deref(),
+                _ => self.spec.data_source.as_deref(),
+            };
+            reference
+                .and_then(|r| r.kind.as_deref())
+                .unwrap_or_default()
+        })
+    }
+
+    /// The source's API group (`""` for the core group), as a ReferenceGrant's `to` names it.
+    pub fn source_group(&self) -> &str {
+        self.source
+            .kind
+            .fixed_group()
+            .unwrap_or_else(|| self.source.api_group.as_deref().unwrap_or_default())
+    }
+
+    /// How a message names the source's kind: "claim", or the kind.
+    fn source_noun(&self) -> &str {
+        match self.source.kind {
+            SourceKind::Claim => "claim",
+            _ => self.source_kind(),
+        }
+    }
+
+    /// `Kind.group`, as kubectl names a kind (`Kind` alone for the core group).
+    pub fn source_group_kind(&self) -> String {
+        match self.source_group() {
+            "" => self.source_kind().to_owned(),
+            group => format!("{}.{group}", self.source_kind()),
+        }
     }
 
     /// The source's namespace when it is not the claim's own.
@@ -246,6 +316,8 @@ pub struct SourceClaim {
     pub capacity: Option<Text>,
     /// `spec.storageClassName`; `None` (nil) cannot be cloned by the provisioner.
     pub storage_class: Option<Text>,
+    /// `spec.accessModes`, joined by `,` (one shared string for the few combinations).
+    pub access_modes: Option<Text>,
 }
 
 /// A topology term: label key -> the values it allows. A StorageClass `allowedTopologies`
@@ -342,6 +414,8 @@ pub struct SnapshotInfo {
     pub ready_to_use: Option<bool>,
     /// `status.restoreSize`, as written.
     pub restore_size: Option<String>,
+    /// Carries [`SOURCE_PROTECTION_FINALIZER`]: a restore from it is under way.
+    pub protected: bool,
 }
 
 /// What the rules read about a VolumeSnapshotContent.
@@ -373,6 +447,46 @@ pub enum GrantFact {
         grant: String,
     },
     NotFound,
+}
+
+/// Whether a VolumePopulator handles a populator source's kind.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum PopulatorFact {
+    /// Not asked (not a populator source, or no rule reads it): nothing to say.
+    #[default]
+    NotChecked,
+    /// The cluster does not serve `populator.storage.k8s.io`.
+    NotServed,
+    /// The VolumePopulators could not be read; the cause.
+    Unknown(String),
+    Registered,
+    NotRegistered,
+}
+
+/// The VolumeGroupSnapshot a claim names, in the source's namespace.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum GroupSnapshotFact {
+    /// Not known: not asked, the API is not served, or it could not be read.
+    #[default]
+    Unknown,
+    Missing,
+    /// The names of its member VolumeSnapshots, sorted (may be empty).
+    Found {
+        members: Vec<String>,
+    },
+}
+
+/// The VolumeAttributesClass a clone or restore names (`spec.volumeAttributesClassName`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum AttributesClassFact {
+    /// Not asked (no name, or no rule reads it), or the API is not served: nothing to say.
+    #[default]
+    NotChecked,
+    Missing,
+    /// Its `driverName`.
+    Found {
+        driver: String,
+    },
 }
 
 /// A ReferenceGrant (`gateway.networking.k8s.io`), reduced to what the matching reads.
@@ -407,11 +521,11 @@ pub fn match_grant(grants: &[ReferenceGrantInfo], request: &DataSourceRequest) -
     let allows = |grant: &&ReferenceGrantInfo| {
         grant.from.iter().any(|from| {
             from.group.is_empty()
-                && from.kind == SourceKind::Claim.kind()
+                && Some(from.kind.as_str()) == SourceKind::Claim.fixed_kind()
                 && from.namespace == request.namespace
         }) && grant.to.iter().any(|to| {
-            to.group == source.kind.group()
-                && to.kind == source.kind.kind()
+            to.group == request.source_group()
+                && to.kind == request.source_kind()
                 && to
                     .name
                     .as_deref()
@@ -448,6 +562,12 @@ pub struct Facts {
     /// The VolumeSnapshot and its content (restores).
     pub snapshot: SnapshotFact,
     pub grant: GrantFact,
+    /// Whether a VolumePopulator handles the source's kind (populator sources).
+    pub populator: PopulatorFact,
+    /// The VolumeGroupSnapshot and its members (group snapshot sources).
+    pub group_snapshot: GroupSnapshotFact,
+    /// The VolumeAttributesClass the claim names (clones and restores).
+    pub attributes_class: AttributesClassFact,
 }
 
 impl Default for Facts {
@@ -461,6 +581,9 @@ impl Default for Facts {
             source_class_parameters: None,
             snapshot: SnapshotFact::default(),
             grant: GrantFact::default(),
+            populator: PopulatorFact::default(),
+            group_snapshot: GroupSnapshotFact::default(),
+            attributes_class: AttributesClassFact::default(),
         }
     }
 }
@@ -554,6 +677,7 @@ impl<'a> Input<'a> {
         match self.request.source.kind {
             SourceKind::Claim => self.source().map(drop),
             SourceKind::Snapshot => self.snapshot().map(drop),
+            SourceKind::GroupSnapshot | SourceKind::Populator => None,
         }
     }
 
@@ -562,6 +686,7 @@ impl<'a> Input<'a> {
         match self.request.source.kind {
             SourceKind::Claim => self.volume()?.csi_driver.as_deref(),
             SourceKind::Snapshot => Some(self.snapshot()?.1?.driver.as_str()),
+            SourceKind::GroupSnapshot | SourceKind::Populator => None,
         }
     }
 
@@ -587,14 +712,60 @@ impl<'a> Input<'a> {
     }
 }
 
-type Check = fn(&Input) -> Option<String>;
+/// What a violated rule says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Said {
+    /// A violation: the rule's action refuses the claim or warns.
+    Violation(String),
+    /// A warning whatever the rule's action (unless `off`): the claim will be provisioned,
+    /// but the user should know (e.g. a snapshot that is going away).
+    Notice(String),
+}
 
-/// Which requests a rule judges.
+/// What a rule's function returns: a violation's message, or [`Said`] when it can also
+/// give a notice.
+trait IntoSaid {
+    fn into_said(self) -> Option<Said>;
+}
+
+impl IntoSaid for Option<String> {
+    fn into_said(self) -> Option<Said> {
+        self.map(Said::Violation)
+    }
+}
+
+impl IntoSaid for Option<Said> {
+    fn into_said(self) -> Option<Said> {
+        self
+    }
+}
+
+type Check = fn(&Input) -> Option<Said>;
+
+/// Which requests a rule judges, by the kind of their source.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Applies {
     Clone,
     Restore,
+    /// Clones and restores.
     Both,
+    GroupSnapshot,
+    Populator,
+    /// Every data source.
+    Any,
+}
+
+impl Applies {
+    pub fn covers(self, kind: SourceKind) -> bool {
+        match self {
+            Applies::Clone => kind == SourceKind::Claim,
+            Applies::Restore => kind == SourceKind::Snapshot,
+            Applies::Both => matches!(kind, SourceKind::Claim | SourceKind::Snapshot),
+            Applies::GroupSnapshot => kind == SourceKind::GroupSnapshot,
+            Applies::Populator => kind == SourceKind::Populator,
+            Applies::Any => true,
+        }
+    }
 }
 
 /// A fact of the cluster that rules read. The gathering reads (and watches) the pods and
@@ -613,6 +784,12 @@ pub enum Fact {
     Snapshot,
     /// The ReferenceGrants of the source's namespace (`crossNamespace: reference-grant`).
     Grants,
+    /// The VolumePopulators (`populator.storage.k8s.io`).
+    Populators,
+    /// The VolumeGroupSnapshot and its member VolumeSnapshots.
+    GroupSnapshot,
+    /// The VolumeAttributesClass a claim names.
+    AttributesClass,
 }
 
 /// Whether a rule can be on under a policy: some rules have nothing to check until a
@@ -670,7 +847,7 @@ macro_rules! rule_table {
             applies: Applies::$applies,
             needs: &[$(Fact::$fact),*],
             switched_on: $switch,
-            check: $check,
+            check: |input| IntoSaid::into_said($check(input)),
             example: $example,
         }),+];
     };
@@ -679,7 +856,7 @@ macro_rules! rule_table {
 // One row a rule, in report order:
 // id => name, default action, what it judges, the facts it reads, what turns it on, its check, its example;
 rule_table! {
-    SameNamespace => "same-namespace", Deny, Both, [Grants], always, same_namespace, "dataSourceRef names claim \"data\" in namespace \"prod\", but this claim is in namespace \"dev\"; a clone must be created in its source's namespace: create this claim in namespace \"prod\"";
+    SameNamespace => "same-namespace", Deny, Any, [Grants], always, same_namespace, "dataSourceRef names claim \"data\" in namespace \"prod\", but this claim is in namespace \"dev\"; a clone must be created in its source's namespace: create this claim in namespace \"prod\"";
     SourceExists => "source-exists", Deny, Clone, [Claim], always, source_exists, "source claim \"nope\" does not exist in namespace \"dev\"; create it first, or fix spec.dataSource.name";
     SourceBound => "source-bound", Deny, Clone, [Claim], always, source_bound, "source claim \"data\" is Pending, not Bound; wait until it is Bound, then create the clone";
     SourceDeleting => "source-deleting", Deny, Clone, [Claim], always, source_deleting, "source claim \"data\" is being deleted (since 2026-11-21T10:00:00Z); clone a claim that is not being deleted";
@@ -693,7 +870,7 @@ rule_table! {
     SizeCapacity => "size-capacity", Warn, Clone, [Claim], always, size_capacity, "source claim \"data\" holds 10Gi (its request: 8Gi); some drivers refuse a smaller clone: request 10Gi";
     SourceInUse => "source-in-use", Warn, Clone, [Pods], always, source_in_use, "source claim \"data\" is mounted by pod \"web-0\"; the clone is only crash-consistent";
     CloneCapableDriver => "clone-capable-driver", Deny, Clone, [Volume, Class], drivers_listed, clone_capable_driver, "CSI driver nfs.csi.k8s.io is not in the configured list of clone-capable drivers (ebs.csi.aws.com, pd.csi.storage.gke.io); clone a volume of one of those drivers, or ask an administrator to add nfs.csi.k8s.io to the list";
-    SourceApiGroup => "source-api-group", Deny, Clone, [], always, source_api_group, "spec.dataSource names kind PersistentVolumeClaim with apiGroup \"example.com\", but claims belong to the core API group; remove apiGroup to clone claim \"data\"";
+    SourceApiGroup => "source-api-group", Deny, Both, [], always, source_api_group, "spec.dataSource names kind PersistentVolumeClaim with apiGroup \"example.com\", but claims belong to the core API group; remove apiGroup to clone claim \"data\"";
     SnapshotExists => "snapshot-exists", Deny, Restore, [Snapshot], always, snapshot_exists, "VolumeSnapshot \"snap-1\" does not exist in namespace \"dev\"; create it first, or fix spec.dataSource.name";
     SnapshotDeleting => "snapshot-deleting", Deny, Restore, [Snapshot], always, snapshot_deleting, "VolumeSnapshot \"snap-1\" is being deleted (since 2026-11-21T10:00:00Z); restore from a snapshot that is not being deleted";
     SnapshotBound => "snapshot-bound", Deny, Restore, [Snapshot], always, snapshot_bound, "VolumeSnapshot \"snap-1\" is not bound to a VolumeSnapshotContent (status.boundVolumeSnapshotContentName is empty); wait until it is bound, then create the claim";
@@ -701,8 +878,14 @@ rule_table! {
     SnapshotReady => "snapshot-ready", Deny, Restore, [Snapshot], always, snapshot_ready, "VolumeSnapshot \"snap-1\" is not ready to use (status.readyToUse is false); wait until it is, then create the claim";
     RestoreSize => "restore-size", Deny, Restore, [Snapshot], always, restore_size, "this claim requests 100Mi but snapshot \"snap-1\" needs at least 1Gi (its restoreSize); request at least 1Gi";
     SnapshotVolumeMode => "snapshot-volume-mode", Deny, Restore, [Snapshot], always, snapshot_volume_mode, "VolumeSnapshot \"snap-1\" was taken of a Block volume but this claim asks for Filesystem; set spec.volumeMode: Block, or annotate VolumeSnapshotContent \"snapcontent-1\" with snapshot.storage.kubernetes.io/allow-volume-mode-change: \"true\"";
+    GroupSnapshot => "group-snapshot", Deny, GroupSnapshot, [GroupSnapshot], always, group_snapshot, "spec.dataSource names VolumeGroupSnapshot \"group-1\", but a claim cannot be restored from a group snapshot; restore each of its member VolumeSnapshots into a claim of its own: \"snap-a\", \"snap-b\"";
+    Populator => "populator", Deny, Populator, [Populators], always, populator, "spec.dataSourceRef names kind Hello of apiGroup \"hello.example.com\", but no VolumePopulator registers it, so the claim would wait forever; install the populator of Hello, or fix kind and apiGroup";
+    Selector => "selector", Deny, Both, [], always, selector, "this claim has spec.selector, and the CSI provisioner refuses a dynamically provisioned claim with a selector; remove spec.selector to clone claim \"data\"";
+    VolumeAttributesClass => "volume-attributes-class", Deny, Both, [AttributesClass, Class], always, volume_attributes_class, "VolumeAttributesClass \"gold\" is for CSI driver pd.csi.storage.gke.io but StorageClass \"gp3\" is provisioned by ebs.csi.aws.com; set spec.volumeAttributesClassName to a class of driver ebs.csi.aws.com";
     Topology => "topology", Warn, Clone, [Volume, Class], always, topology, "StorageClass \"gp3-west\" allows topology.kubernetes.io/zone in [us-west-2a] but source volume \"pv-1\" is in [us-east-1a]; most drivers clone only in the source's zone";
     ClassParameters => "class-parameters", Warn, Clone, [Volume, Class], always, class_parameters, "StorageClass \"gp3\" and the source's class \"gp3-encrypted\" differ in parameters encrypted, kmsKeyId; the clone may not mount";
+    AccessModes => "access-modes", Warn, Clone, [Claim], always, access_modes, "this claim asks for ReadWriteMany but source claim \"data\" is ReadWriteOnce; block drivers refuse that";
+    SourceNode => "source-node", Warn, Clone, [Volume], always, source_node, "source volume \"pv-1\" is on node \"node-1\" only; node-local drivers clone only there (the clone's pods too)";
 }
 
 impl RuleId {
@@ -743,7 +926,7 @@ impl fmt::Display for RuleId {
     }
 }
 
-/// Decides a clone or restore request. `facts` is `None` when the request needs none
+/// Decides a request with a data source. `facts` is `None` when the request needs none
 /// ([`DataSourceRequest::needs_facts`] is false).
 pub fn decide(request: &DataSourceRequest, facts: Option<&Facts>, policy: &Policy) -> Verdict {
     let input = Input {
@@ -760,32 +943,30 @@ pub fn decide(request: &DataSourceRequest, facts: Option<&Facts>, policy: &Polic
         if action == Action::Off {
             continue;
         }
-        let applies = match rule.applies {
-            Applies::Both => true,
-            Applies::Clone => !request.is_restore(),
-            Applies::Restore => request.is_restore(),
-        };
-        if !applies {
+        if !rule.applies.covers(request.source.kind) {
             continue;
         }
-        // A claim-kind source with a foreign API group is not a claim: nothing else applies.
+        // A claim or snapshot kind of a foreign API group is not one: nothing else applies.
         if request.names_foreign_api_group() && rule.id != RuleId::SourceApiGroup {
             continue;
         }
         if grant_missing && rule.id != RuleId::SameNamespace {
             continue;
         }
-        if let Some(message) = (rule.check)(&input) {
-            let finding = Finding {
-                rule: rule.id,
-                message,
-                subject: None,
-            };
-            match action {
-                Action::Deny => verdict.denials.push(finding),
-                Action::Warn => verdict.warnings.push(finding),
-                Action::Off => {}
-            }
+        let (message, action) = match (rule.check)(&input) {
+            None => continue,
+            Some(Said::Violation(message)) => (message, action),
+            Some(Said::Notice(message)) => (message, Action::Warn),
+        };
+        let finding = Finding {
+            rule: rule.id,
+            message,
+            subject: None,
+        };
+        match action {
+            Action::Deny => verdict.denials.push(finding),
+            Action::Warn => verdict.warnings.push(finding),
+            Action::Off => {}
         }
     }
     verdict

@@ -97,3 +97,58 @@ pub(super) fn class_parameters(input: &Input) -> Option<String> {
         )
     })
 }
+
+/// The node label a node-local volume is pinned by.
+const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
+
+/// ReadWriteOncePod narrows ReadWriteOnce to one pod: the same single-node writer for a
+/// driver, so neither is new to a source that has the other.
+fn same_mode(asked: &str, source: &str) -> bool {
+    let single_writer = |mode: &str| matches!(mode, "ReadWriteOnce" | "ReadWriteOncePod");
+    asked == source || (single_writer(asked) && single_writer(source))
+}
+
+pub(super) fn access_modes(input: &Input) -> Option<String> {
+    let source_modes = input
+        .source()?
+        .access_modes
+        .as_deref()
+        .filter(|m| !m.is_empty())?;
+    let new: Vec<&str> = input
+        .request
+        .spec
+        .access_modes
+        .iter()
+        .map(String::as_str)
+        .filter(|asked| {
+            !source_modes
+                .split(',')
+                .any(|source| same_mode(asked, source))
+        })
+        .collect();
+    (!new.is_empty()).then(|| {
+        format!(
+            "this claim asks for {asked} but source claim {name:?} is {source}; block drivers refuse that",
+            asked = new.join(", "),
+            name = input.source_name(),
+            source = source_modes.replace(',', ", "),
+        )
+    })
+}
+
+pub(super) fn source_node(input: &Input) -> Option<String> {
+    let volume = input.volume()?;
+    // Every term must pin the hostname, and all of them to the same one node.
+    let mut nodes = BTreeSet::new();
+    for term in volume.node_affinity.iter() {
+        nodes.extend(term.get(HOSTNAME_LABEL)?.iter().map(String::as_str));
+    }
+    let mut nodes = nodes.into_iter();
+    let (Some(node), None) = (nodes.next(), nodes.next()) else {
+        return None;
+    };
+    Some(format!(
+        "source volume {name:?} is on node {node:?} only; node-local drivers clone only there (the clone's pods too)",
+        name = volume.name,
+    ))
+}

@@ -1,7 +1,7 @@
 //! The rules of a restore from a VolumeSnapshot, in the order the external-provisioner
 //! checks a snapshot source (`getSnapshotSource`).
 
-use super::{ClassFact, Input, NO_PROVISIONER, SnapshotFact};
+use super::{ClassFact, Input, NO_PROVISIONER, Said, SnapshotFact};
 use crate::quantity;
 
 pub(super) fn snapshot_exists(input: &Input) -> Option<String> {
@@ -21,12 +21,22 @@ pub(super) fn snapshot_exists(input: &Input) -> Option<String> {
     }
 }
 
-pub(super) fn snapshot_deleting(input: &Input) -> Option<String> {
-    let since = input.snapshot()?.0.deletion_timestamp.as_deref()?;
-    Some(format!(
-        "VolumeSnapshot {name:?} is being deleted (since {since}); restore from a snapshot that is not being deleted",
-        name = input.source_name(),
-    ))
+/// A snapshot being deleted is refused, unless it carries the source-protection finalizer:
+/// a restore from it is then under way, and the provisioner (v6.1.2, v6.2+) lets this one
+/// proceed too.
+pub(super) fn snapshot_deleting(input: &Input) -> Option<Said> {
+    let snapshot = input.snapshot()?.0;
+    let since = snapshot.deletion_timestamp.as_deref()?;
+    let name = input.source_name();
+    Some(if snapshot.protected {
+        Said::Notice(format!(
+            "VolumeSnapshot {name:?} is being deleted but a restore holds it: this one proceeds while it lasts"
+        ))
+    } else {
+        Said::Violation(format!(
+            "VolumeSnapshot {name:?} is being deleted (since {since}); restore from a snapshot that is not being deleted"
+        ))
+    })
 }
 
 pub(super) fn snapshot_bound(input: &Input) -> Option<String> {

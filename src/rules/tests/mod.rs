@@ -5,6 +5,7 @@
 mod cross_namespace;
 mod placement;
 mod snapshot;
+mod sources;
 
 use std::collections::BTreeMap;
 
@@ -402,17 +403,35 @@ fn facts_are_gathered_only_where_the_rules_may_read_them() {
     );
     request.source.api_group = Some(String::new());
     assert!(request.needs_facts(&policy));
+    let mut restore = fixtures::restore_request();
+    restore.source.api_group = Some("unsupported.group.io".into());
+    assert!(
+        !restore.needs_facts(&policy),
+        "a VolumeSnapshot of another API group"
+    );
 }
 
 const MANY_PODS: &str = "[source-in-use] source claim \"data\" is mounted by pod \"web-0\" (+2 more); the clone is only crash-consistent";
 
 #[test]
 fn warnings_stay_short() {
-    for rule in [RuleId::SizeCapacity, RuleId::SourceInUse] {
+    for rule in [
+        RuleId::SizeCapacity,
+        RuleId::SourceInUse,
+        RuleId::AccessModes,
+        RuleId::SourceNode,
+    ] {
         let line = format!("[{rule}] {}", rule.rule().example);
         assert!(line.len() <= 120, "{line}: {}", line.len());
     }
     assert!(MANY_PODS.len() <= 120, "{MANY_PODS}");
+    // The notices a deny rule gives as warnings.
+    for notice in [
+        "[snapshot-deleting] VolumeSnapshot \"snap-1\" is being deleted but a restore holds it: this one proceeds while it lasts",
+        "[populator] populator.storage.k8s.io is not served: no VolumePopulator for Hello.hello.example.com can be checked",
+    ] {
+        assert!(notice.len() <= 120, "{notice}: {}", notice.len());
+    }
 }
 
 // ---- The one table: its examples, its switches and the README -----------------------------
@@ -428,6 +447,8 @@ fn example_case(rule: RuleId) -> Setup {
         | RuleId::SnapshotReady
         | RuleId::RestoreSize
         | RuleId::SnapshotVolumeMode => Setup::a_restore(),
+        RuleId::GroupSnapshot => Setup::a_group_snapshot(),
+        RuleId::Populator => Setup::a_populator(),
         _ => Setup::a_clone(),
     };
     match rule {
@@ -510,6 +531,23 @@ fn example_case(rule: RuleId) -> Setup {
             ]));
             s.facts().class = placement::class_with("gp3", vec![], &[("type", "gp3")]);
         }
+        RuleId::GroupSnapshot => {}
+        RuleId::Populator => s.facts().populator = PopulatorFact::NotRegistered,
+        RuleId::Selector => s.request.spec.selector = Some(Selector {}),
+        RuleId::VolumeAttributesClass => {
+            s.request.spec.volume_attributes_class_name = Some("gold".into());
+            s.facts().attributes_class = AttributesClassFact::Found {
+                driver: "pd.csi.storage.gke.io".into(),
+            };
+        }
+        RuleId::AccessModes => s.request.spec.access_modes = vec!["ReadWriteMany".into()],
+        RuleId::SourceNode => {
+            s.volume().node_affinity = vec![TopologyTerm::from([(
+                "kubernetes.io/hostname".to_owned(),
+                vec!["node-1".to_owned()],
+            )])]
+            .into();
+        }
     }
     s
 }
@@ -559,6 +597,7 @@ fn a_rule_lives_in_its_row_its_function_its_readme_row_and_its_cases() {
         include_str!("snapshot.rs"),
         include_str!("cross_namespace.rs"),
         include_str!("placement.rs"),
+        include_str!("sources.rs"),
     ]
     .concat();
     for rule in RULES {

@@ -85,5 +85,41 @@ fn placement_cases() {
         case("source-in-use says when pods could not be read", |s| {
             s.facts().pods = PodsFact::Unknown("pods is forbidden".into());
         }).warns(&["[source-in-use] source claim \"data\" could not be checked for pods that mount it (pods is forbidden); if one does, the clone is only crash-consistent"]),
+        case("access-modes warns about a mode the source does not have", |s| modes(s, &["ReadWriteMany"], "ReadWriteOnce"))
+            .warns(&["[access-modes] this claim asks for ReadWriteMany but source claim \"data\" is ReadWriteOnce; block drivers refuse that"]),
+        case("access-modes names each new mode and every mode of the source", |s| {
+            modes(s, &["ReadWriteOnce", "ReadWriteMany", "ReadOnlyMany"], "ReadWriteOnce,ReadOnlyMany");
+        }).warns(&["[access-modes] this claim asks for ReadWriteMany but source claim \"data\" is ReadWriteOnce, ReadOnlyMany; block drivers refuse that"]),
+        case("access-modes: a subset of the source's modes", |s| modes(s, &["ReadOnlyMany"], "ReadWriteOnce,ReadOnlyMany")),
+        case("access-modes: ReadWriteOncePod from ReadWriteOnce is the same single writer", |s| modes(s, &["ReadWriteOncePod"], "ReadWriteOnce")),
+        case("access-modes: ReadWriteOnce from ReadWriteOncePod", |s| modes(s, &["ReadWriteOnce"], "ReadWriteOncePod")),
+        case("access-modes: a source without modes, nothing to compare", |s| {
+            modes(s, &["ReadWriteMany"], "");
+            s.source().access_modes = None;
+        }),
+        case("source-node warns about a volume pinned to one node", |s| {
+            s.volume().node_affinity = vec![term(HOSTNAME, &["node-1"])].into();
+        }).warns(&["[source-node] source volume \"pv-1\" is on node \"node-1\" only; node-local drivers clone only there (the clone's pods too)"]),
+        case("source-node: every term pinning the same node is one node", |s| {
+            let mut with_zone = term(HOSTNAME, &["node-1"]);
+            with_zone.insert(ZONE.into(), vec!["a".into()]);
+            s.volume().node_affinity = vec![with_zone, term(HOSTNAME, &["node-1"])].into();
+        }).warns(&["[source-node] source volume \"pv-1\" is on node \"node-1\" only; node-local drivers clone only there (the clone's pods too)"]),
+        case("source-node: two nodes", |s| s.volume().node_affinity = vec![term(HOSTNAME, &["node-1", "node-2"])].into()),
+        case("source-node: two terms of two nodes", |s| {
+            s.volume().node_affinity = vec![term(HOSTNAME, &["node-1"]), term(HOSTNAME, &["node-2"])].into();
+        }),
+        case("source-node: a term without the hostname can be anywhere in it", |s| {
+            s.volume().node_affinity = vec![term(HOSTNAME, &["node-1"]), zone(&["a"])].into();
+        }),
+        case("source-node: a zone is not a node", |s| s.volume().node_affinity = vec![zone(&["a"])].into()),
     ]);
+}
+
+const HOSTNAME: &str = "kubernetes.io/hostname";
+
+/// The clone asks for `asked`; the source has `source` (joined by `,`).
+fn modes(s: &mut Setup, asked: &[&str], source: &str) {
+    s.request.spec.access_modes = asked.iter().map(|m| (*m).to_owned()).collect();
+    s.source().access_modes = Some(source.into());
 }

@@ -42,6 +42,19 @@ fn restore_cases() {
         case("snapshot-deleting says since when", |s| {
             snapshot(s).deletion_timestamp = Some("2026-11-21T10:00:00Z".into());
         }).denies(&["[snapshot-deleting] VolumeSnapshot \"snap-1\" is being deleted (since 2026-11-21T10:00:00Z); restore from a snapshot that is not being deleted"]),
+        case("snapshot-deleting admits, with a warning, a snapshot a restore holds (the source-protection finalizer)", |s| {
+            snapshot(s).deletion_timestamp = Some("2026-11-21T10:00:00Z".into());
+            snapshot(s).protected = true;
+        }).warns(&["[snapshot-deleting] VolumeSnapshot \"snap-1\" is being deleted but a restore holds it: this one proceeds while it lasts"]),
+        case("snapshot-deleting set to warn warns either way", |s| {
+            snapshot(s).deletion_timestamp = Some("2026-11-21T10:00:00Z".into());
+            s.policy.set_action(RuleId::SnapshotDeleting, Action::Warn);
+        }).warns(&["[snapshot-deleting] VolumeSnapshot \"snap-1\" is being deleted (since 2026-11-21T10:00:00Z); restore from a snapshot that is not being deleted"]),
+        case("snapshot-deleting off says nothing of a protected snapshot", |s| {
+            snapshot(s).deletion_timestamp = Some("2026-11-21T10:00:00Z".into());
+            snapshot(s).protected = true;
+            s.policy.set_action(RuleId::SnapshotDeleting, Action::Off);
+        }),
         case("snapshot-bound: no content name", |s| {
             snapshot(s).bound_content_name = None;
             *content(s) = None;
