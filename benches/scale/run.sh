@@ -13,6 +13,9 @@
 # reports pvc_clone_guard_cache_synced 1, peak RSS (VmHWM) and RSS once synced and idle.
 # One more run with `source-in-use: off` shows what not watching pods saves. Results are
 # printed as a table and written to OUT [target/scale-bench/DATE] with the raw JSON lines.
+# Then, unless PROFILE=0 (or heaptrack is missing), one more webhook with the default rules
+# runs under heaptrack at the largest size until every cache is synced: OUT/heap-profile.txt
+# has the heap at its peak and what is still allocated at exit (the caches), by allocation site.
 # Everything runs on 127.0.0.1 and is cleaned up on exit (processes by recorded pid).
 set -euo pipefail
 
@@ -171,6 +174,32 @@ run() {
   log "$label: ready ${ready_ms} ms, synced ${synced_ms} ms, peak RSS $((hwm / 1024)) MiB, RSS $((rss / 1024)) MiB ($pvcs PVCs, $pvs PVs, $pods pods cached)"
 }
 
+# profile SIZE: the default-rules webhook under heaptrack, stopped once every cache is synced.
+profile() {
+  local port admin heaptrack_pid app="" deadline=$((SECONDS + 600))
+  port=$(free_port)
+  admin=$(free_port)
+  KUBECONFIG="$CLUSTER/admin.kubeconfig" RUST_LOG=warn heaptrack -o "$OUT/heaptrack" "$BIN" serve \
+    --tls-cert "$WORK/certs/tls.crt" --tls-key "$WORK/certs/tls.key" \
+    --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" --config "$WORK/default.yaml" \
+    --cache-sync-timeout 60s >>"$WORK/heaptrack.log" 2>&1 &
+  heaptrack_pid=$!
+  until [ "$(metric "http://127.0.0.1:$admin" 'pvc_clone_guard_cache_synced')" -ge 4 ]; do
+    kill -0 "$heaptrack_pid" 2>/dev/null || { log "profile: heaptrack exited (see $WORK/heaptrack.log)"; return 1; }
+    [ $SECONDS -lt $deadline ] || { log "profile: not synced within 600 s"; break; }
+    sleep 1
+  done
+  sleep 2
+  app=$(pgrep -P "$heaptrack_pid" -x pvc-clone-guard || true)
+  [ -n "$app" ] && kill -TERM "$app"
+  wait "$heaptrack_pid" || true
+  {
+    echo "# heaptrack of the release webhook, default rules, $1 of each kind, stopped once synced"
+    heaptrack_print -f "$OUT"/heaptrack.* --print-peaks --print-leaks --peak-limit 12 --sub-peak-limit 3
+  } >"$OUT/heap-profile.txt"
+  log "heap profile: $OUT/heap-profile.txt ($(grep -E '^(peak heap memory consumption|total memory leaked)' "$OUT/heap-profile.txt" | tr '\n' ' '))"
+}
+
 have=0
 for size in $SIZES; do
   log "creating objects $have..$size of each kind (PVCs, PVs, Pods)"
@@ -194,3 +223,6 @@ done
   jq -r '"| \(.objects_each) | \(.rules) | \(.ready_ms) | \(.synced_ms) | \((.peak_rss_kib / 1024 * 10 | round) / 10) | \((.rss_kib / 1024 * 10 | round) / 10) | \(.cached_pvcs) / \(.cached_pvs) / \(.cached_pods) |"' "$RESULTS"
 } | tee "$OUT/summary.md"
 log "raw results: $RESULTS"
+if [ "${PROFILE:-1}" = 1 ] && command -v heaptrack >/dev/null && command -v heaptrack_print >/dev/null; then
+  profile "$have" || log "no heap profile"
+fi

@@ -48,7 +48,8 @@ fn with_key<R>(namespace: &str, name: &str, f: impl FnOnce(&str) -> R) -> R {
 /// A map of slim objects filled by a watch. Served only while its watch is healthy.
 pub struct Cache<T> {
     pub(super) resource: &'static str,
-    objects: RwLock<BTreeMap<String, Arc<T>>>,
+    /// Keyed `namespace/name` (or `name`): boxed, since tens of thousands of keys never grow.
+    objects: RwLock<BTreeMap<Box<str>, Arc<T>>>,
     /// The first list is complete (never reset: readiness).
     pub(super) listed: AtomicBool,
     /// Listed, and no watch error since the last event: lookups may use it.
@@ -130,11 +131,11 @@ impl<T> Cache<T> {
 
     // A poisoned lock only means a writer panicked mid-update of a plain map; the map is
     // still usable, and refusing every review would be worse.
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<T>>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<Box<str>, Arc<T>>> {
         self.objects.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(super) fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<T>>> {
+    pub(super) fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<Box<str>, Arc<T>>> {
         self.objects.write().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -191,11 +192,11 @@ impl<T: Send + Sync> Listed for Cache<T> {
 }
 
 /// The cache key of a delivered object: `namespace/name`, or `name` for cluster objects.
-pub(super) fn delivered_key<W: Resource>(object: &W) -> Option<String> {
+pub(super) fn delivered_key<W: Resource>(object: &W) -> Option<Box<str>> {
     let name = object.meta().name.as_deref()?;
     Some(match object.meta().namespace.as_deref() {
-        Some(namespace) => format!("{namespace}/{name}"),
-        None => name.to_owned(),
+        Some(namespace) => format!("{namespace}/{name}").into_boxed_str(),
+        None => name.into(),
     })
 }
 
@@ -219,7 +220,7 @@ pub(super) fn spawn_watch<W, T>(
     metrics.set_cache_synced(cache.resource, false);
     metrics.watch_started(cache.resource);
     let resource = cache.resource;
-    let keep = move |object: W, metrics: &Metrics| -> (Option<String>, Option<T>) {
+    let keep = move |object: W, metrics: &Metrics| -> (Option<Box<str>>, Option<T>) {
         let key = delivered_key(&object);
         match object.object() {
             // Read leniently, an object always decodes; one without a name cannot be kept.
@@ -239,7 +240,9 @@ pub(super) fn spawn_watch<W, T>(
     tokio::spawn(async move {
         let config = watcher::Config::default().page_size(options.page_size);
         let mut stream = watcher::watcher(api, config).default_backoff().boxed();
-        let mut listing: BTreeMap<String, Arc<T>> = BTreeMap::new();
+        // The objects of a (re)list, in the order listed: made into the map once complete,
+        // which packs its nodes (a map filled one insert at a time keeps them half empty).
+        let mut listing: Vec<(Box<str>, Arc<T>)> = Vec::new();
         let started = Instant::now();
         // A failing watch retries with backoff, each try an error: the first of a streak is
         // logged, the rest only counted (pvc_clone_guard_watch_errors_total), and the streak's
@@ -261,12 +264,15 @@ pub(super) fn spawn_watch<W, T>(
                 Ok(Event::Init) => listing.clear(),
                 Ok(Event::InitApply(object)) => {
                     if let (Some(key), Some(kept)) = keep(object, &metrics) {
-                        listing.insert(key, Arc::new(kept));
+                        listing.push((key, Arc::new(kept)));
                     }
                 }
                 Ok(Event::InitDone) => {
-                    let count = listing.len();
-                    *cache.write() = std::mem::take(&mut listing);
+                    // A key listed twice (a list resumed across pages) keeps its last object.
+                    let listed: BTreeMap<Box<str>, Arc<T>> =
+                        std::mem::take(&mut listing).into_iter().collect();
+                    let count = listed.len();
+                    *cache.write() = listed;
                     crate::memory::trim();
                     let first = !cache.listed.swap(true, Ordering::AcqRel);
                     cache.set_serving(true, &metrics);

@@ -143,8 +143,8 @@ impl ClusterFacts {
 /// The names of the pods that mount `claim`, sorted.
 fn pods_mounting<'a>(pods: impl Iterator<Item = &'a PodUse>, claim: &str) -> Vec<String> {
     let mut names: Vec<String> = pods
-        .filter(|pod| pod.claims.iter().any(|c| c == claim))
-        .map(|pod| pod.name.clone())
+        .filter(|pod| pod.mounts(claim))
+        .map(|pod| pod.name().to_owned())
         .collect();
     names.sort();
     names
@@ -469,13 +469,7 @@ mod tests {
         let slim = as_slim(pod("Running", "data"));
         assert_eq!(delivered_key(&slim).as_deref(), Some("dev/p"));
         assert_eq!(slim.resource_version().as_deref(), Some("7"));
-        assert_eq!(
-            slim.into_use(),
-            Some(PodUse {
-                name: "p".into(),
-                claims: vec!["data".into()]
-            })
-        );
+        assert_eq!(slim.into_use(), Some(PodUse::new("p", ["data"])));
         assert_eq!(
             as_slim(pod("Succeeded", "data")).into_use(),
             None,
