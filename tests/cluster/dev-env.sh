@@ -29,20 +29,9 @@ REPO="$(cd "$SCRIPT_DIR/../.." && pwd)"
 WEBHOOK_NAME=validate.pvc-clone-guard.io
 READY_TIMEOUT=${DEV_ENV_TIMEOUT:-30}
 
-log() { echo "[dev-env] $*" >&2; }
-die() { log "$*"; exit 1; }
-
-binary() {
-  if [ -n "${PVC_CLONE_GUARD_BIN:-}" ]; then
-    echo "$PVC_CLONE_GUARD_BIN"
-    return
-  fi
-  if [ ! -x "$REPO/target/release/pvc-clone-guard" ]; then
-    log "building pvc-clone-guard (release)"
-    (cd "$REPO" && cargo build --release --quiet)
-  fi
-  echo "$REPO/target/release/pvc-clone-guard"
-}
+LOG_TAG=dev-env
+# shellcheck source=tests/cluster/lib.sh
+. "$SCRIPT_DIR/lib.sh"
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
@@ -77,7 +66,7 @@ start_webhook() {
   args+=("${extra[@]}")
   # The identity is the webhook's own user, bound only to the shipped ClusterRole.
   KUBECONFIG="${WEBHOOK_KUBECONFIG:-$DIR/webhook.kubeconfig}" RUST_LOG="${RUST_LOG:-info}" \
-    setsid "$(binary)" "${args[@]}" >>"$DIR/webhook.log" 2>&1 </dev/null &
+    setsid "$(release_binary)" "${args[@]}" >>"$DIR/webhook.log" 2>&1 </dev/null &
   echo $! >"$DIR/webhook.pid"
   local started=$SECONDS
   wait_webhook_ready "$WEBHOOK_ADMIN_URL"
@@ -137,7 +126,7 @@ cmd_up() {
   [ -f "$config" ] || die "no configuration file $config"
   "$SCRIPT_DIR/local-cluster.sh" up "$DIR"
   local bin
-  bin=$(binary)
+  bin=$(release_binary)
 
   log "issuing the webhook's certificate with 'pvc-clone-guard certs'"
   "$bin" certs --out-dir "$DIR/webhook-certs" --dns localhost --ip 127.0.0.1 >/dev/null

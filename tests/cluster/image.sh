@@ -27,24 +27,10 @@
 # libraries proves it needs nothing else.
 set -euo pipefail
 
-SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO="$(cd "$SCRIPT_DIR/../.." && pwd)"
 TAG="${IMAGE_TAG:-0.1.0}"
-
-log() { echo "[image] $*" >&2; }
-die() {
-  log "error: $*"
-  exit 1
-}
-
-binary() {
-  if [ -n "${PVC_CLONE_GUARD_BIN:-}" ]; then
-    echo "$PVC_CLONE_GUARD_BIN"
-    return
-  fi
-  (cd "$REPO" && cargo build --release --locked --quiet)
-  echo "$REPO/target/release/pvc-clone-guard"
-}
+LOG_TAG=image
+# shellcheck source=tests/cluster/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # The files the binary needs at run time: the loader (ELF interpreter) and every library
 # `ldd` resolves, each as "PATH-IN-IMAGE" (the path the loader opens).
@@ -56,7 +42,7 @@ libraries() {
 
 build() {
   local out=$1 bin work layout lib
-  bin="$(binary)"
+  bin="$(release_binary --fresh)"
   [ -x "$bin" ] || die "$bin is not an executable"
   work="$(mktemp -d "${TMPDIR:-/tmp}/pvc-clone-guard-image.XXXXXX")"
   # shellcheck disable=SC2064

@@ -11,16 +11,14 @@
 # Prints nothing but progress; safe to run again.
 set -euo pipefail
 
-KUBE_VERSION=1.20.2
-CACHE_DIR="${PVC_CLONE_GUARD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pvc-clone-guard}"
-KUBE_DIR="$CACHE_DIR/kube-$KUBE_VERSION"
+LOG_TAG=install
+# shellcheck source=tests/cluster/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 BINARIES="kube-apiserver kubelet kube-proxy kube-controller-manager kube-scheduler"
 # Records which binaries and source fixes the cache was built with; a cache without the
 # current list (e.g. one built before a fix or a binary was added) is rebuilt.
 BUILD_STAMP="$KUBE_DIR/build-stamp"
 BUILD_FIXES="reflect2-1.0.2 pause $BINARIES"
-
-log() { echo "[install] $*" >&2; }
 
 sudo_if_needed() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

@@ -47,21 +47,16 @@
 #   LOCAL_CLUSTER_SKIP_INSTALL=1  do not run install.sh (binaries must already be there)
 set -euo pipefail
 
-KUBE_VERSION=1.20.2
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-CACHE_DIR="${PVC_CLONE_GUARD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pvc-clone-guard}"
-APISERVER_BIN="$CACHE_DIR/kube-$KUBE_VERSION/kube-apiserver"
+LOG_TAG=local-cluster
+# shellcheck source=tests/cluster/lib.sh
+. "$SCRIPT_DIR/lib.sh"
+APISERVER_BIN="$KUBE_DIR/kube-apiserver"
 ETCD_BIN="${ETCD_BIN:-etcd}"
 KUBECTL="${KUBECTL:-kubectl}"
 TIMEOUT="${LOCAL_CLUSTER_TIMEOUT:-60}"
 NODE_IP="${LOCAL_CLUSTER_NODE_IP:-}"
 API_HOST="${NODE_IP:-127.0.0.1}"
-
-log() { echo "[local-cluster] $*" >&2; }
-die() {
-  log "error: $*"
-  exit 1
-}
 
 usage() {
   sed -n '/^# Usage:/,/^# Files in DIR/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//' >&2
@@ -79,96 +74,6 @@ abs_dir() {
 make_abs_dir() {
   mkdir -p "$1"
   (cd "$1" && pwd)
-}
-
-# --- process bookkeeping ----------------------------------------------------------------
-
-# Prints the pid recorded in DIR/NAME.pid if that process is still alive AND is really
-# ours: its comm is NAME and its command line mentions DIR. The second check guards
-# against pid reuse and against touching another cluster's processes; we never kill
-# anything by name.
-live_pid() {
-  local dir=$1 name=$2 pid comm
-  [ -f "$dir/$name.pid" ] || return 1
-  pid="$(tr -dc '0-9' <"$dir/$name.pid")"
-  [ -n "$pid" ] || return 1
-  [ -r "/proc/$pid/comm" ] || return 1
-  comm="$(cat "/proc/$pid/comm" 2>/dev/null)" || return 1
-  [ "$comm" = "$name" ] || return 1
-  { tr '\0' '\n' <"/proc/$pid/cmdline"; } 2>/dev/null | grep -qF -- "$dir/" || return 1
-  # A zombie (already exited, not yet reaped) is as good as gone.
-  [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != "Z" ] || return 1
-  echo "$pid"
-}
-
-# Stops the process recorded in DIR/NAME.pid: TERM, then KILL after a grace period.
-# Succeeds when nothing (of ours) is running.
-stop_process() {
-  local dir=$1 name=$2 pid i
-  if pid="$(live_pid "$dir" "$name")"; then
-    log "stopping $name (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 100; i++)); do
-      live_pid "$dir" "$name" >/dev/null || break
-      sleep 0.1
-    done
-    if live_pid "$dir" "$name" >/dev/null; then
-      log "$name (pid $pid) ignored TERM for 10 s, sending KILL"
-      kill -KILL "$pid" 2>/dev/null || true
-      for ((i = 0; i < 50; i++)); do
-        live_pid "$dir" "$name" >/dev/null || break
-        sleep 0.1
-      done
-    fi
-    live_pid "$dir" "$name" >/dev/null && die "$name (pid $pid) is still running"
-    STOPPED_PIDS+=("$pid")
-  fi
-  rm -f "$dir/$name.pid"
-}
-
-# The daemons were re-parented to init when `up` exited; until init reaps them they
-# linger as zombies (init here reaps only every second or two), which `pgrep etcd` still
-# lists. Wait briefly (bounded) for that so callers see a clean process table.
-STOPPED_PIDS=()
-wait_reaped() {
-  local pid i
-  for pid in "${STOPPED_PIDS[@]}"; do
-    for ((i = 0; i < 50; i++)); do
-      [ -e "/proc/$pid" ] || break
-      sleep 0.1
-    done
-  done
-  STOPPED_PIDS=()
-}
-
-# Starts the command stored in DIR/NAME.args (one argument per line), detached:
-# setsid puts it in its own session, so it survives this script, the caller's shell and
-# a Ctrl-C in the caller's terminal; stdin/stdout/stderr are detached so a caller that
-# waits for our output to close (CI, $(...)) is not held open. The pid is written by the
-# process itself right before exec, so it is exactly the daemon's pid whether or not
-# setsid had to fork.
-start_process() {
-  local dir=$1 name=$2
-  local -a args
-  mapfile -t args <"$dir/$name.args"
-  [ ${#args[@]} -gt 0 ] || die "$dir/$name.args is empty"
-  log "starting $name"
-  # shellcheck disable=SC2016 # $$ and $@ are for the inner shell
-  setsid bash -c 'echo $$ >"$0"; exec "$@"' "$dir/$name.pid" "${args[@]}" \
-    </dev/null >>"$dir/$name.log" 2>&1 &
-  local i pid
-  for ((i = 0; i < 50; i++)); do
-    live_pid "$dir" "$name" >/dev/null && return 0
-    # Exited right away (bad flag, port taken): no point waiting the full 5 s.
-    pid="$({ tr -dc '0-9' <"$dir/$name.pid"; } 2>/dev/null)" || true
-    if [ -n "$pid" ] && { [ ! -e "/proc/$pid" ] || [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" = Z ]; }; then
-      break
-    fi
-    sleep 0.1
-  done
-  rm -f "$dir/$name.pid"
-  tail -n 30 "$dir/$name.log" >&2 || true
-  die "$name did not start (log: $dir/$name.log)"
 }
 
 # --- ports ------------------------------------------------------------------------------
@@ -306,37 +211,6 @@ gen_tokens() {
       echo "$(openssl rand -hex 32),system:kube-scheduler,system:kube-scheduler"
     } >>"$dir/tokens.csv"
   fi
-}
-
-token_of() {
-  awk -F, -v u="$2" '$2 == u { print $1; exit }' "$1/tokens.csv"
-}
-
-write_kubeconfig() {
-  local dir=$1 file=$2 user=$3 token=$4 url=$5 ca
-  ca="$(base64 -w0 <"$dir/ca.crt")"
-  : >"$file"
-  chmod 600 "$file"
-  cat >>"$file" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: local
-  cluster:
-    server: $url
-    certificate-authority-data: $ca
-users:
-- name: $user
-  user:
-    token: $token
-contexts:
-- name: $user@local
-  context:
-    cluster: local
-    user: $user
-    namespace: default
-current-context: $user@local
-EOF
 }
 
 # KEY=VALUE lines; values are %q-quoted (a no-op for ordinary paths/URLs) so the file can
@@ -617,17 +491,7 @@ cmd_start_apiserver() {
 }
 
 cmd_status() {
-  local dir name pid rc=0
-  dir="$(abs_dir "$1")"
-  for name in etcd kube-apiserver; do
-    if pid="$(live_pid "$dir" "$name")"; then
-      echo "$name running (pid $pid)"
-    else
-      echo "$name stopped"
-      rc=1
-    fi
-  done
-  return $rc
+  status_of "$(abs_dir "$1")" etcd kube-apiserver
 }
 
 # What the PV controller would do for a pre-bound pair, which this cluster lacks:

@@ -45,9 +45,9 @@
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-KUBE_VERSION=1.20.2
-CACHE_DIR="${PVC_CLONE_GUARD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pvc-clone-guard}"
-KUBE_DIR="$CACHE_DIR/kube-$KUBE_VERSION"
+LOG_TAG=node
+# shellcheck source=tests/cluster/lib.sh
+. "$SCRIPT_DIR/lib.sh"
 TIMEOUT="${NODE_TIMEOUT:-120}"
 
 NODE_NAME=pcg-node
@@ -79,12 +79,6 @@ HOST_PATHS=(/var/log/pods /var/log/containers /run/containerd /run/netns /var/li
   /run/mount)
 # Processes of a node, counted by name in the snapshot (comm is cut at 15 characters).
 NODE_COMMS="containerd containerd-shim kubelet kube-proxy kube-controller kube-scheduler pause runc"
-
-log() { echo "[node] $*" >&2; }
-die() {
-  log "error: $*"
-  exit 1
-}
 
 # --- host state -----------------------------------------------------------------------
 
@@ -138,56 +132,7 @@ snapshot() {
     END { for (c in count) print c, count[c] }' | sort
 }
 
-# --- processes (by recorded pid, never by name) -----------------------------------------
-
-# The pid in DIR/NAME.pid if that process still runs, is NAME (comm, cut at 15) and its
-# command line mentions DIR.
-live_pid() {
-  local dir=$1 name=$2 pid comm
-  pid="$({ tr -dc '0-9' <"$dir/$name.pid"; } 2>/dev/null)" || return 1
-  [ -n "$pid" ] || return 1
-  comm="$(cat "/proc/$pid/comm" 2>/dev/null)" || return 1
-  [ "$comm" = "${name:0:15}" ] || return 1
-  { tr '\0' '\n' <"/proc/$pid/cmdline"; } 2>/dev/null | grep -qF -- "$dir/" || return 1
-  [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ] || return 1
-  echo "$pid"
-}
-
-# Starts DIR/NAME.args (one argument per line) detached, its pid written by itself.
-start_process() {
-  local dir=$1 name=$2 i
-  local -a args
-  mapfile -t args <"$dir/$name.args"
-  log "starting $name"
-  # shellcheck disable=SC2016 # for the inner shell
-  setsid bash -c 'echo $$ >"$0"; exec "$@"' "$dir/$name.pid" "${args[@]}" \
-    </dev/null >>"$dir/$name.log" 2>&1 &
-  for ((i = 0; i < 50; i++)); do
-    live_pid "$dir" "$name" >/dev/null && return 0
-    sleep 0.1
-  done
-  tail -n 30 "$dir/$name.log" >&2 || true
-  die "$name did not start (log: $dir/$name.log)"
-}
-
-stop_process() {
-  local dir=$1 name=$2 pid i
-  if pid="$(live_pid "$dir" "$name")"; then
-    log "stopping $name (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 100; i++)); do
-      live_pid "$dir" "$name" >/dev/null || break
-      sleep 0.1
-    done
-    if live_pid "$dir" "$name" >/dev/null; then
-      log "$name (pid $pid) ignored TERM for 10 s, sending KILL"
-      kill -KILL "$pid" 2>/dev/null || true
-      sleep 0.5
-    fi
-    live_pid "$dir" "$name" >/dev/null && die "$name (pid $pid) is still running"
-  fi
-  rm -f "$dir/$name.pid"
-}
+# --- processes (by recorded pid, never by name: lib.sh) -------------------------------
 
 # Processes whose command line names DIR's containerd socket (the shims, which outlive
 # containerd by design) and the containers' processes they still hold.
@@ -235,26 +180,10 @@ release_lock() {
 # --- configuration ----------------------------------------------------------------------
 
 kubeconfig_for() { # kubeconfig_for DIR USER FILE
-  local dir=$1 user=$2 file=$3 token url
-  token="$(awk -F, -v u="$user" '$2 == u { print $1; exit }' "$dir/tokens.csv")"
+  local dir=$1 user=$2 file=$3 token
+  token="$(token_of "$dir" "$user")"
   [ -n "$token" ] || die "no token for $user in $dir/tokens.csv"
-  url="$(sed -n 's/^APISERVER_URL=//p' "$dir/cluster.env")"
-  : >"$file"
-  chmod 600 "$file"
-  cat >>"$file" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: local
-  cluster: {server: $url, certificate-authority: $dir/ca.crt}
-users:
-- name: $user
-  user: {token: $token}
-contexts:
-- name: default
-  context: {cluster: local, user: $user}
-current-context: default
-EOF
+  write_kubeconfig "$dir" "$file" "$user" "$token" "$(sed -n 's/^APISERVER_URL=//p' "$dir/cluster.env")"
 }
 
 write_containerd_config() {
@@ -704,16 +633,9 @@ cmd_down() {
 }
 
 cmd_status() {
-  local dir name pid rc=0
+  local dir rc=0
   dir="$(cd "$1" && pwd)"
-  for name in "${COMPONENTS[@]}"; do
-    if pid="$(live_pid "$dir" "$name")"; then
-      echo "$name running (pid $pid)"
-    else
-      echo "$name stopped"
-      rc=1
-    fi
-  done
+  status_of "$dir" "${COMPONENTS[@]}" || rc=1
   "$SCRIPT_DIR/local-cluster.sh" status "$dir" || rc=1
   return $rc
 }

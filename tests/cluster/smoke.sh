@@ -5,7 +5,10 @@
 # Usage: tests/cluster/smoke.sh [DIR]   (default: a fresh mktemp directory, removed after)
 set -euo pipefail
 
-L="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/local-cluster.sh"
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+L="$SCRIPT_DIR/local-cluster.sh"
+# shellcheck source=tests/cluster/lib.sh
+. "$SCRIPT_DIR/lib.sh"
 DIR="${1:-$(mktemp -d "${TMPDIR:-/tmp}/local-cluster-smoke.XXXXXX")}"
 KEEP_DIR=$([ $# -ge 1 ] && echo 1 || echo 0)
 passed=0
@@ -54,51 +57,19 @@ check_fails "webhook user is forbidden to list pvcs" Forbidden \
   kubectl --kubeconfig "$DIR/webhook.kubeconfig" get pvc -A
 
 check "namespace helper" "$L" namespace "$DIR" demo
-k apply -f - >/dev/null <<'EOF'
-apiVersion: storage.k8s.io/v1
-kind: StorageClass
-metadata: {name: ebs}
-provisioner: ebs.csi.aws.com
----
-apiVersion: v1
-kind: PersistentVolume
-metadata: {name: pv-src}
-spec:
-  capacity: {storage: 10Gi}
-  accessModes: [ReadWriteOnce]
-  storageClassName: ebs
-  csi: {driver: ebs.csi.aws.com, volumeHandle: vol-1}
----
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {name: src, namespace: demo}
-spec:
-  accessModes: [ReadWriteOnce]
-  storageClassName: ebs
-  resources: {requests: {storage: 10Gi}}
-EOF
+source_yaml demo ebs pv-src src | k apply -f - >/dev/null
 check "bind helper" "$L" bind "$DIR" demo src pv-src
-check "pvc is Bound with capacity" test "$(k get pvc src -n demo -o jsonpath='{.status.phase} {.status.capacity.storage}')" = "Bound 10Gi"
+check "pvc is Bound with capacity" test "$(k get pvc src -n demo -o jsonpath='{.status.phase} {.spec.volumeName} {.status.capacity.storage}')" = "Bound pv-src 10Gi"
 check "pv is Bound to the pvc" test "$(k get pv pv-src -o jsonpath='{.status.phase} {.spec.claimRef.name}')" = "Bound src"
-check_fails "bind refuses a pv claimed by another pvc" "already claimed" \
-  bash -c "kubectl create -f - <<'EOF' >/dev/null && '$L' bind '$DIR' demo other pv-src
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {name: other, namespace: demo}
-spec:
-  accessModes: [ReadWriteOnce]
-  resources: {requests: {storage: 1Gi}}
-EOF"
-check "clone pvc with dataSource is accepted" bash -c "kubectl create -f - <<'EOF'
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {name: clone, namespace: demo}
-spec:
-  accessModes: [ReadWriteOnce]
-  storageClassName: ebs
-  resources: {requests: {storage: 10Gi}}
-  dataSource: {kind: PersistentVolumeClaim, name: src}
-EOF"
+# claim NAME [SOURCE]: a 10Gi claim of class ebs in demo, a clone of SOURCE if given.
+claim() {
+  printf 'apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: %s, namespace: demo}\n' "$1"
+  printf 'spec:\n  accessModes: [ReadWriteOnce]\n  storageClassName: ebs\n  resources: {requests: {storage: 10Gi}}\n'
+  [ -z "${2:-}" ] || printf '  dataSource: {kind: PersistentVolumeClaim, name: %s}\n' "$2"
+}
+claim other | k create -f - >/dev/null
+check_fails "bind refuses a pv claimed by another pvc" "already claimed" "$L" bind "$DIR" demo other pv-src
+check "clone pvc with dataSource is accepted" bash -c "kubectl create -f - <<<'$(claim clone src)'"
 check "pod using the pvc is accepted" bash -c "kubectl create -f - <<'EOF'
 apiVersion: v1
 kind: Pod
