@@ -16,11 +16,10 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -66,16 +65,11 @@ fn certs_dir() -> PathBuf {
 
 /// `pvc-clone-guard certs` into the overlay's certs/, as the install instructions say.
 fn issue_certificates() {
-    let output = Command::new(binary())
-        .arg("certs")
-        .arg("--out-dir")
-        .arg(certs_dir())
-        .output()
-        .expect("pvc-clone-guard certs runs");
-    assert!(
-        output.status.success(),
-        "certs: {}",
-        String::from_utf8_lossy(&output.stderr)
+    run_ok(
+        Command::new(binary())
+            .arg("certs")
+            .arg("--out-dir")
+            .arg(certs_dir()),
     );
 }
 
@@ -187,6 +181,19 @@ fn pods() -> Vec<Pod> {
         .collect()
 }
 
+/// The Ready addresses behind the Service, space-separated.
+fn endpoint_ips() -> String {
+    ok(&[
+        "get",
+        "endpoints",
+        "pvc-clone-guard",
+        "-n",
+        NS,
+        "-o",
+        "jsonpath={.subsets[*].addresses[*].ip}",
+    ])
+}
+
 fn ready_pods() -> Vec<Pod> {
     pods()
         .into_iter()
@@ -265,19 +272,6 @@ fn new_namespace(name: &str) {
     }
 }
 
-fn plain_claim(namespace: &str, name: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: {name}, namespace: {namespace}}}\n\
-         spec:\n  accessModes: [ReadWriteOnce]\n  storageClassName: gp3\n  resources: {{requests: {{storage: 1Gi}}}}\n"
-    )
-}
-
-fn missing_source(namespace: &str, source: &str) -> String {
-    format!(
-        "[source-exists] source claim \"{source}\" does not exist in namespace \"{namespace}\"; create it first, or fix spec.dataSource.name"
-    )
-}
-
 // ---- the shipped overlay -------------------------------------------------------------------
 
 #[test]
@@ -319,27 +313,13 @@ fn the_shipped_overlay_runs_on_a_real_node_and_is_called_through_its_service() {
         ]),
         "pvc-clone-guard pvc-clone-guard 443 443 url=[]"
     );
-    let endpoints = ok(&[
-        "get",
-        "endpoints",
-        "pvc-clone-guard",
-        "-n",
-        NS,
-        "-o",
-        "jsonpath={.subsets[*].addresses[*].ip}",
-    ]);
+    let endpoints = endpoint_ips();
     assert_eq!(endpoints.split(' ').count(), 2, "{endpoints}");
 
     new_namespace("install");
     Source::new("install").create();
     let before = reviews_total();
-    assert_denied(
-        &create(
-            &clone_yaml("install", "clone", "nope", Some("gp3"), "1Gi", "Filesystem"),
-            &[],
-        ),
-        &missing_source("install", "nope"),
-    );
+    assert_missing_source_refused("install", "clone");
     assert_created(
         &create(&clone_of_data("install", Some("gp3"), "10Gi"), &[]),
         "clone",
@@ -356,101 +336,59 @@ fn the_shipped_overlay_runs_on_a_real_node_and_is_called_through_its_service() {
 
 // ---- operations while claims keep coming --------------------------------------------------
 
-/// One `kubectl create` and its verdict: the correct one, or WRONG.
-fn verdict(kind: &str, namespace: &str, name: &str) -> (String, Option<String>) {
-    let (yaml, expected) = match kind {
-        "valid" => (
-            clone_yaml(namespace, name, "data", Some("gp3"), "10Gi", "Filesystem"),
-            None,
-        ),
-        "invalid" => (
-            clone_yaml(namespace, name, "ghost", Some("gp3"), "10Gi", "Filesystem"),
-            Some(denial(&missing_source(namespace, "ghost"))),
-        ),
-        _ => (plain_claim(namespace, name), None),
-    };
-    let run = create(&yaml, &["--request-timeout=30s"]);
-    let outcome = match expected {
-        Some(denied) if run.code != 0 && run.stderr == denied => "refused [source-exists]",
-        None if run.code == 0
-            && run.stdout == format!("persistentvolumeclaim/{name} created\n")
-            && run.stderr.is_empty() =>
-        {
-            "admitted"
+/// The correct verdict of one create of the load: a valid clone and a plain claim admitted,
+/// the invalid clone refused with `[source-exists]` word for word; anything else is wrong.
+fn correct_verdict(kind: &str, namespace: &str, name: &str, run: &Run) -> Result<String, String> {
+    let admitted = run.code == 0
+        && run.stdout == format!("persistentvolumeclaim/{name} created\n")
+        && run.stderr.is_empty();
+    match kind {
+        "invalid" if run.code != 0 && run.stderr == denial(&missing_source(namespace, "ghost")) => {
+            Ok("refused [source-exists]".into())
         }
-        _ => {
-            return (
-                "WRONG".into(),
-                Some(format!(
-                    "{name}: exit {}: {}{}",
-                    run.code,
-                    run.stdout,
-                    run.stderr.trim()
-                )),
-            );
-        }
-    };
-    (outcome.into(), None)
-}
-
-struct Load {
-    stop: Arc<AtomicBool>,
-    tally: Arc<Mutex<BTreeMap<String, usize>>>,
-    wrong: Arc<Mutex<Vec<String>>>,
-    workers: Vec<std::thread::JoinHandle<()>>,
+        "valid" | "plain" if admitted => Ok("admitted".into()),
+        _ => Err(format!(
+            "{name}: exit {}: {}{}",
+            run.code,
+            run.stdout,
+            run.stderr.trim()
+        )),
+    }
 }
 
 /// A client per kind (valid clones, invalid clones, plain claims), each creating claims
 /// back to back.
 fn start_load(namespace: &'static str) -> Load {
-    let stop = Arc::new(AtomicBool::new(false));
-    let tally: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
-    let wrong: Arc<Mutex<Vec<String>>> = Arc::default();
-    let workers = ["valid", "invalid", "plain"]
-        .into_iter()
-        .map(|kind| {
-            let (stop, tally, wrong) = (stop.clone(), tally.clone(), wrong.clone());
-            std::thread::spawn(move || {
-                let mut i = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    i += 1;
-                    let (outcome, problem) = verdict(kind, namespace, &format!("{kind}-{i}"));
-                    if let Some(problem) = problem {
-                        wrong.lock().expect("lock").push(problem);
-                    }
-                    *tally
-                        .lock()
-                        .expect("lock")
-                        .entry(format!("{kind}: {outcome}"))
-                        .or_default() += 1;
-                }
-            })
-        })
-        .collect();
-    Load {
-        stop,
-        tally,
-        wrong,
-        workers,
-    }
+    Load::start(namespace, "30s", Duration::ZERO, correct_verdict)
 }
 
-impl Load {
-    fn creates(&self) -> usize {
-        self.tally.lock().expect("lock").values().sum()
+/// Stops the load and prints its tally under `tag`: every create got its correct verdict,
+/// and each kind was judged. Returns the number of creates.
+fn finish_load(load: Load, tag: &str) -> usize {
+    let (tally, wrong) = load.finish();
+    let total = tally.values().sum();
+    eprintln!("[{tag}] {total} creates, by verdict:");
+    for (outcome, count) in &tally {
+        eprintln!("[{tag}]   {count:>5}  {outcome}");
     }
+    assert_eq!(
+        wrong,
+        Vec::<String>::new(),
+        "every create gets its correct verdict"
+    );
+    for kind in [
+        "valid: admitted",
+        "invalid: refused [source-exists]",
+        "plain: admitted",
+    ] {
+        assert!(tally.get(kind).copied().unwrap_or(0) > 0, "some {kind}");
+    }
+    total
+}
 
-    fn finish(self) -> BTreeMap<String, usize> {
-        self.stop.store(true, Ordering::Relaxed);
-        for worker in self.workers {
-            worker.join().expect("worker");
-        }
-        assert_eq!(
-            *self.wrong.lock().expect("lock"),
-            Vec::<String>::new(),
-            "every create gets its correct verdict"
-        );
-        self.tally.lock().expect("lock").clone()
+fn assert_no_restart() {
+    for pod in pods() {
+        assert_eq!(pod.restarts, 0, "{} never restarted", pod.name);
     }
 }
 
@@ -566,12 +504,7 @@ fn rollout_restart_a_deleted_pod_and_a_certificate_rotation_lose_no_verdict() {
     }
     std::thread::sleep(Duration::from_secs(3));
 
-    let total = load.creates();
-    let tally = load.finish();
-    eprintln!("[operations] {total} creates while operating, by verdict:");
-    for (outcome, count) in &tally {
-        eprintln!("[operations]   {count:>5}  {outcome}");
-    }
+    finish_load(load, "operations");
     for (what, (took, creates)) in [
         ("rollout restart, until rolled out", restart),
         ("pod deleted, until replaced and gone", deleted),
@@ -589,16 +522,7 @@ fn rollout_restart_a_deleted_pod_and_a_certificate_rotation_lose_no_verdict() {
     for change in &probe_changes {
         eprintln!("[operations]   {change}");
     }
-    for kind in [
-        "valid: admitted",
-        "invalid: refused [source-exists]",
-        "plain: admitted",
-    ] {
-        assert!(tally.get(kind).copied().unwrap_or(0) > 0, "some {kind}");
-    }
-    for pod in pods() {
-        assert_eq!(pod.restarts, 0, "{} never restarted", pod.name);
-    }
+    assert_no_restart();
     // The deleted pod answered ready until its shutdown began, then never ready again.
     let first = probe_changes.first().expect("probed");
     assert!(first.ends_with("readyz=200 livez=200"), "{first}");
@@ -779,36 +703,20 @@ fn the_memory_limit_holds_with_the_scale_tests_objects_in_the_cluster() {
         assert!(peak < limit, "the peak stays under the limit");
         assert_eq!(failcnt, 0, "the limit was never hit");
     }
-    for pod in self::pods() {
-        assert_eq!(
-            pod.restarts, 0,
-            "{} never restarted (no OOM kill)",
-            pod.name
-        );
-    }
+    // No OOM kill.
+    assert_no_restart();
     // Still judging, at that size.
-    assert_denied(
-        &create(
-            &clone_yaml("scale", "clone", "nope", Some("gp3"), "1Gi", "Filesystem"),
-            &[],
-        ),
-        &missing_source("scale", "nope"),
-    );
+    assert_missing_source_refused("scale", "clone");
 }
 
 // ---- no replica, no lock-out; opt-outs (SPEC §8) -------------------------------------------
 
 fn ctr(args: &[&str]) {
-    let output = Command::new(ENV.repo.join("tests/cluster/node.sh"))
-        .arg("ctr")
-        .arg(&ENV.dir)
-        .args(args)
-        .output()
-        .expect("node.sh ctr runs");
-    assert!(
-        output.status.success(),
-        "ctr {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
+    run_ok(
+        Command::new(ENV.repo.join("tests/cluster/node.sh"))
+            .arg("ctr")
+            .arg(&ENV.dir)
+            .args(args),
     );
 }
 
@@ -849,19 +757,7 @@ fn an_install_whose_image_does_not_start_locks_out_no_claim() {
                     .all(|pod| !pod.ready && !pod.container_id.is_empty())
         },
     );
-    assert_eq!(
-        ok(&[
-            "get",
-            "endpoints",
-            "pvc-clone-guard",
-            "-n",
-            NS,
-            "-o",
-            "jsonpath={.subsets[*].addresses[*].ip}",
-        ]),
-        "",
-        "no replica serves"
-    );
+    assert_eq!(endpoint_ips(), "", "no replica serves");
     // failurePolicy Ignore: claims and clones are created, unchecked (the status quo
     // without the webhook), the bad one included.
     assert_created(&create(&plain_claim("lockout", "plain"), &[]), "plain", &[]);
@@ -901,20 +797,7 @@ fn an_install_whose_image_does_not_start_locks_out_no_claim() {
     wait_for("two Ready pods", Duration::from_secs(120), || {
         pods().len() == 2 && ready_pods().len() == 2
     });
-    assert_denied(
-        &create(
-            &clone_yaml(
-                "lockout",
-                "clone2",
-                "nope",
-                Some("gp3"),
-                "1Gi",
-                "Filesystem",
-            ),
-            &[],
-        ),
-        &missing_source("lockout", "nope"),
-    );
+    assert_missing_source_refused("lockout", "clone2");
 }
 
 #[test]
@@ -945,18 +828,5 @@ fn a_namespace_or_a_claim_labelled_skip_is_not_reviewed() {
             "metadata:\n  name: labelled\n  namespace: reviewed\n  labels: {pvc-clone-guard.io/skip: \"true\"}",
         );
     assert_created(&create(&labelled, &[]), "labelled", &[]);
-    assert_denied(
-        &create(
-            &clone_yaml(
-                "reviewed",
-                "clone",
-                "nope",
-                Some("gp3"),
-                "1Gi",
-                "Filesystem",
-            ),
-            &[],
-        ),
-        &missing_source("reviewed", "nope"),
-    );
+    assert_missing_source_refused("reviewed", "clone");
 }

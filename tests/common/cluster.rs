@@ -1,11 +1,13 @@
 //! Helpers for the tests that run against the local control plane started by
 //! tests/e2e.sh (tests/cluster/dev-env.sh), which sets PVC_CLONE_GUARD_E2E_DIR.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::{LazyLock, Once};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, Once};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -102,16 +104,21 @@ pub fn apply(yaml: &str) {
     );
 }
 
-pub fn local_cluster(args: &[&str]) {
-    let output = Command::new(ENV.repo.join("tests/cluster/local-cluster.sh"))
-        .args(args)
+/// Runs a command to its end; fails the test, with its stderr, unless it exits 0.
+pub fn run_ok(command: &mut Command) -> Output {
+    let output = command
         .output()
-        .expect("local-cluster.sh runs");
+        .unwrap_or_else(|e| panic!("{command:?} does not run: {e}"));
     assert!(
         output.status.success(),
-        "local-cluster.sh {args:?}: {}",
+        "{command:?}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
+    output
+}
+
+pub fn local_cluster(args: &[&str]) {
+    run_ok(Command::new(ENV.repo.join("tests/cluster/local-cluster.sh")).args(args));
 }
 
 /// `kubectl create -f clone.yaml` as a user runs it; returns the exit code and both outputs.
@@ -301,6 +308,121 @@ pub fn clone_of_data(namespace: &str, class: Option<&str>, size: &str) -> String
     clone_yaml(namespace, "clone", "data", class, size, "Filesystem")
 }
 
+/// A claim with no data source: 1Gi of class gp3.
+pub fn plain_claim(namespace: &str, name: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: {name}, namespace: {namespace}}}\n\
+         spec:\n  accessModes: [ReadWriteOnce]\n  storageClassName: gp3\n  resources: {{requests: {{storage: 1Gi}}}}\n"
+    )
+}
+
+/// The `[source-exists]` refusal of a clone of `source`, missing from `namespace`.
+pub fn missing_source(namespace: &str, source: &str) -> String {
+    format!(
+        "[source-exists] source claim \"{source}\" does not exist in namespace \"{namespace}\"; create it first, or fix spec.dataSource.name"
+    )
+}
+
+/// `kubectl create` of clone `name` of "nope", which `namespace` does not hold: refused
+/// with `[source-exists]`, word for word.
+pub fn assert_missing_source_refused(namespace: &str, name: &str) {
+    assert_denied(
+        &create(
+            &clone_yaml(namespace, name, "nope", Some("gp3"), "1Gi", "Filesystem"),
+            &[],
+        ),
+        &missing_source(namespace, "nope"),
+    );
+}
+
+/// The kinds of claim a [`Load`] creates, one client each: a valid clone of "data" (10Gi,
+/// as [`Source::new`] makes it), an invalid clone of "ghost" (missing), a plain claim.
+pub const LOAD_KINDS: [&str; 3] = ["valid", "invalid", "plain"];
+
+/// The claim of kind `kind` (see [`LOAD_KINDS`]) named `name`.
+pub fn load_claim(kind: &str, namespace: &str, name: &str) -> String {
+    match kind {
+        "valid" => clone_yaml(namespace, name, "data", Some("gp3"), "10Gi", "Filesystem"),
+        "invalid" => clone_yaml(namespace, name, "ghost", Some("gp3"), "10Gi", "Filesystem"),
+        _ => plain_claim(namespace, name),
+    }
+}
+
+/// What a [`Load`] client makes of one create: the outcome to tally, or what was wrong.
+pub type Judge = fn(kind: &str, namespace: &str, name: &str, run: &Run) -> Result<String, String>;
+
+/// Clients that create claims through `kubectl create` back to back while a test operates
+/// on the cluster, one thread per kind of [`LOAD_KINDS`], until [`Load::finish`].
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    tally: Arc<Mutex<BTreeMap<String, usize>>>,
+    wrong: Arc<Mutex<Vec<String>>>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    /// Starts the clients in `namespace`: `kubectl create` with `request_timeout`, a pause of
+    /// `pause` after each, every outcome judged by `judge`.
+    pub fn start(
+        namespace: &'static str,
+        request_timeout: &'static str,
+        pause: Duration,
+        judge: Judge,
+    ) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tally: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
+        let wrong: Arc<Mutex<Vec<String>>> = Arc::default();
+        let workers = LOAD_KINDS
+            .into_iter()
+            .map(|kind| {
+                let (stop, tally, wrong) = (stop.clone(), tally.clone(), wrong.clone());
+                std::thread::spawn(move || {
+                    let timeout = format!("--request-timeout={request_timeout}");
+                    let mut i = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        i += 1;
+                        let name = format!("{kind}-{i}");
+                        let run = create(&load_claim(kind, namespace, &name), &[&timeout]);
+                        let outcome =
+                            judge(kind, namespace, &name, &run).unwrap_or_else(|problem| {
+                                wrong.lock().expect("lock").push(problem);
+                                "WRONG".into()
+                            });
+                        *tally
+                            .lock()
+                            .expect("lock")
+                            .entry(format!("{kind}: {outcome}"))
+                            .or_default() += 1;
+                        std::thread::sleep(pause);
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            tally,
+            wrong,
+            workers,
+        }
+    }
+
+    /// How many creates have been made so far.
+    pub fn creates(&self) -> usize {
+        self.tally.lock().expect("lock").values().sum()
+    }
+
+    /// Stops the clients; the tally by "kind: outcome", and what was wrong.
+    pub fn finish(self) -> (BTreeMap<String, usize>, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for worker in self.workers {
+            worker.join().expect("a load client");
+        }
+        let tally = self.tally.lock().expect("lock").clone();
+        let wrong = self.wrong.lock().expect("lock").clone();
+        (tally, wrong)
+    }
+}
+
 pub fn post_to_webhook(review: &Value) -> Value {
     let url = &ENV.vars["WEBHOOK_URL"];
     let addr = url
@@ -339,15 +461,10 @@ pub fn metric(series: &str) -> Option<f64> {
 
 /// Runs `tests/cluster/dev-env.sh COMMAND DIR` with extra environment variables.
 pub fn dev_env(command: &str, env: &[(&str, &str)]) {
-    let output = Command::new(ENV.repo.join("tests/cluster/dev-env.sh"))
-        .args([command, ENV.dir.to_str().expect("utf-8 dir")])
-        .envs(env.iter().copied())
-        .output()
-        .expect("dev-env.sh runs");
-    assert!(
-        output.status.success(),
-        "dev-env.sh {command}: {}",
-        String::from_utf8_lossy(&output.stderr)
+    run_ok(
+        Command::new(ENV.repo.join("tests/cluster/dev-env.sh"))
+            .args([command, ENV.dir.to_str().expect("utf-8 dir")])
+            .envs(env.iter().copied()),
     );
 }
 
