@@ -2,8 +2,9 @@
 //! containerd, kube-proxy, controller-manager, scheduler): the shipped self-managed overlay
 //! applied with `kubectl apply -k`, the image built by tests/cluster/image.sh, the API
 //! server calling the webhook through the shipped `clientConfig.service`. Then the
-//! operations a platform team runs (rollout restart, a deleted pod, a certificate rotation)
-//! while claims keep coming, and the memory limit under the scale test's object counts.
+//! operations a platform team runs (rollout restart, a deleted pod, a certificate rotation,
+//! evictions through the PodDisruptionBudget as a node drain sends them) while claims keep
+//! coming, and the memory limit under the scale test's object counts.
 //! Started by tests/node.sh, which brings the node up, imports the image and sets
 //! PVC_CLONE_GUARD_E2E_DIR; one test at a time, in the order tests/node.sh gives.
 //!
@@ -536,6 +537,159 @@ fn rollout_restart_a_deleted_pod_and_a_certificate_rotation_lose_no_verdict() {
             .all(|change| !change.contains("readyz=200")),
         "{probe_changes:?}"
     );
+}
+
+// ---- an eviction through the PodDisruptionBudget --------------------------------------------
+
+/// POSTs an Eviction of a webhook pod to its `eviction` subresource as the admin, as
+/// `kubectl drain` does (policy/v1beta1, the version 1.20 serves); returns the HTTP status
+/// and the body.
+fn evict(pod: &str) -> (u16, Value) {
+    let eviction = format!(
+        r#"{{"apiVersion":"policy/v1beta1","kind":"Eviction","metadata":{{"name":"{pod}","namespace":"{NS}"}}}}"#
+    );
+    let answer = sh(&format!(
+        "curl -sS --max-time 10 --cacert {ca} -H 'Authorization: Bearer {token}' \
+         -H 'Content-Type: application/json' --data '{eviction}' -w '\\n%{{http_code}}' \
+         {url}/api/v1/namespaces/{NS}/pods/{pod}/eviction",
+        ca = ENV.dir.join("ca.crt").display(),
+        token = ENV.vars["ADMIN_TOKEN"],
+        url = ENV.vars["APISERVER_URL"],
+    ));
+    let (body, code) = answer.rsplit_once('\n').unwrap_or(("", &answer));
+    (
+        code.parse().unwrap_or(0),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
+}
+
+fn budget() -> Value {
+    json(&["get", "poddisruptionbudget", "pvc-clone-guard", "-n", NS])
+}
+
+#[test]
+#[ignore = "needs a real node: run tests/node.sh"]
+fn an_eviction_waits_for_the_disruption_budget_and_loses_no_verdict() {
+    install();
+    let namespace = "eviction";
+    new_namespace(namespace);
+    Source::new(namespace).create();
+    // The shipped budget, as the API server holds it: policy/v1beta1, minAvailable 1.
+    wait_for(
+        "the budget allows one disruption",
+        Duration::from_secs(60),
+        || budget()["status"]["disruptionsAllowed"] == 1,
+    );
+    let shipped = budget();
+    assert_eq!(shipped["apiVersion"], "policy/v1beta1");
+    assert_eq!(shipped["spec"]["minAvailable"], 1);
+    let load = start_load(namespace);
+    // The fewest Ready webhook pods seen at any moment, polled throughout.
+    let stop_watch = Arc::new(AtomicBool::new(false));
+    let fewest = {
+        let stop = stop_watch.clone();
+        std::thread::spawn(move || {
+            let mut fewest = usize::MAX;
+            while !stop.load(Ordering::Relaxed) {
+                fewest = fewest.min(ready_pods().len());
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            fewest
+        })
+    };
+    std::thread::sleep(Duration::from_secs(3));
+
+    let mut ready = ready_pods();
+    assert_eq!(ready.len(), 2, "two Ready replicas");
+    let (first, second) = (ready.remove(0), ready.remove(0));
+    let started = Instant::now();
+    let at = load.creates();
+    // 1. The first eviction is allowed: one disruption of two Ready replicas.
+    let (code, body) = evict(&first.name);
+    assert_eq!(code, 201, "the first eviction is allowed: {body}");
+    // 2. The second, at once, while the first one's replacement is starting: refused.
+    let (code, body) = evict(&second.name);
+    let ready_then: Vec<String> = ready_pods().into_iter().map(|pod| pod.name).collect();
+    assert_eq!(
+        ready_then,
+        std::slice::from_ref(&second.name),
+        "the first one's replacement was not Ready yet"
+    );
+    assert_eq!(code, 429, "the second eviction is refused: {body}");
+    assert_eq!(
+        body["message"],
+        "Cannot evict pod as it would violate the pod's disruption budget."
+    );
+    let cause = body["details"]["causes"][0]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        [1, 2].iter().any(|healthy| cause
+            == format!(
+                "The disruption budget pvc-clone-guard needs 1 healthy pods and has {healthy} currently"
+            )),
+        "{cause}"
+    );
+    let first_refusal = started.elapsed();
+    // 3. Retried every second, as `kubectl drain` retries: allowed once the replacement is
+    //    Ready, and only then.
+    let mut refusals = 1;
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let (code, body) = evict(&second.name);
+        match code {
+            201 => break,
+            429 => refusals += 1,
+            _ => panic!("eviction: {code} {body}"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "the second eviction was never allowed"
+        );
+    }
+    let allowed = started.elapsed();
+    let replacement: Vec<String> = ready_pods()
+        .into_iter()
+        .map(|pod| pod.name)
+        .filter(|name| *name != first.name && *name != second.name)
+        .collect();
+    assert_eq!(
+        replacement.len(),
+        1,
+        "the replacement is Ready when the second eviction is allowed"
+    );
+    wait_for(
+        "two new Ready pods, none terminating",
+        Duration::from_secs(180),
+        || {
+            let now = pods();
+            now.len() == 2
+                && now.iter().all(|pod| {
+                    pod.ready && !pod.deleting && pod.name != first.name && pod.name != second.name
+                })
+        },
+    );
+    let replaced = (started.elapsed(), load.creates() - at);
+    std::thread::sleep(Duration::from_secs(3));
+    stop_watch.store(true, Ordering::Relaxed);
+    let fewest = fewest.join().expect("watcher");
+
+    finish_load(load, "eviction");
+    eprintln!(
+        "[eviction] first eviction allowed (201); second refused (429) {refusals} times over {:.1} s, the first {:.1} s after the first eviction: {cause}",
+        (allowed - first_refusal).as_secs_f64(),
+        first_refusal.as_secs_f64()
+    );
+    eprintln!(
+        "[eviction] second eviction allowed {:.1} s after the first, once the replacement {} was Ready; both replaced in {:.1} s, {} creates meanwhile; fewest Ready webhook pods at any time: {fewest}",
+        allowed.as_secs_f64(),
+        replacement[0],
+        replaced.0.as_secs_f64(),
+        replaced.1
+    );
+    assert!(fewest >= 1, "a Ready replica at all times");
+    assert_no_restart();
 }
 
 // ---- memory under the scale test's counts -------------------------------------------------

@@ -8,11 +8,14 @@
 #   2. rollout restart, a deleted pod and a certificate rotation while three clients keep
 #      creating valid clones, invalid clones and plain claims: every verdict correct, no
 #      restart, the probes as documented;
-#   3. no replica, no lock-out: the shipped overlay with an image that does not start
+#   3. evictions through the Eviction API (what a node drain sends) under the same load: the
+#      shipped PodDisruptionBudget lets one pod go and refuses the second (429) until the
+#      first one's replacement is Ready; every verdict correct;
+#   4. no replica, no lock-out: the shipped overlay with an image that does not start
 #      leaves claims and clones creatable, and the real image then refuses a bad clone with
 #      no other change than the pods restarting;
-#   4. a namespace labelled pvc-clone-guard.io/skip, and a labelled claim, are not reviewed;
-#   5. the pods within the Deployment's memory limit (cgroup) with the scale test's objects
+#   5. a namespace labelled pvc-clone-guard.io/skip, and a labelled claim, are not reviewed;
+#   6. the pods within the Deployment's memory limit (cgroup) with the scale test's objects
 #      in the cluster (PVC_CLONE_GUARD_NODE_SCALE of each kind, default 10000, the scale
 #      benchmark's first size; its largest is 50000).
 # Then the node is torn down and the host compared with a snapshot taken before: the
@@ -20,8 +23,20 @@
 # links, network namespaces, files the node wrote outside its directory).
 #
 #   tests/node.sh               (root; about 5 minutes from a cached Kubernetes build)
+#   tests/node.sh TEST...       only the named tests of tests/install.rs, in that order
 #   NODE_KEEP=1 tests/node.sh   keep the node running afterwards (prints how to stop it)
 set -euo pipefail
+TESTS=("$@")
+if [ ${#TESTS[@]} -eq 0 ]; then
+  TESTS=(
+    the_shipped_overlay_runs_on_a_real_node_and_is_called_through_its_service
+    rollout_restart_a_deleted_pod_and_a_certificate_rotation_lose_no_verdict
+    an_eviction_waits_for_the_disruption_budget_and_loses_no_verdict
+    an_install_whose_image_does_not_start_locks_out_no_claim
+    a_namespace_or_a_claim_labelled_skip_is_not_reviewed
+    the_memory_limit_holds_with_the_scale_tests_objects_in_the_cluster
+  )
+fi
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 
@@ -75,12 +90,7 @@ tests/cluster/image.sh import "$DIR"
 echo "WEBHOOK_NAME=validate.pvc-clone-guard.io" >"$DIR/webhook.env"
 
 cargo test --locked --test install --no-run --quiet
-for test in \
-  the_shipped_overlay_runs_on_a_real_node_and_is_called_through_its_service \
-  rollout_restart_a_deleted_pod_and_a_certificate_rotation_lose_no_verdict \
-  an_install_whose_image_does_not_start_locks_out_no_claim \
-  a_namespace_or_a_claim_labelled_skip_is_not_reviewed \
-  the_memory_limit_holds_with_the_scale_tests_objects_in_the_cluster; do
+for test in "${TESTS[@]}"; do
   PVC_CLONE_GUARD_E2E_DIR="$DIR" cargo test --locked --quiet --test install -- \
     --ignored --exact "$test" --show-output
 done
