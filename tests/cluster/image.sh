@@ -84,7 +84,7 @@ cmd_import() {
   ctr --address "$dir/containerd/containerd.sock" --namespace k8s.io images import \
     --base-name docker.io/library/pvc-clone-guard "$dir/images/pvc-clone-guard.tar" >/dev/null
   ctr --address "$dir/containerd/containerd.sock" --namespace k8s.io images ls -q |
-    grep -qxF "docker.io/library/pvc-clone-guard:$TAG" || die "not imported as docker.io/library/pvc-clone-guard:$TAG"
+    grep -xF "docker.io/library/pvc-clone-guard:$TAG" >/dev/null || die "not imported as docker.io/library/pvc-clone-guard:$TAG"
   log "imported as docker.io/library/pvc-clone-guard:$TAG into $dir's containerd (k8s.io)"
 }
 

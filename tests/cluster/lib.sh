@@ -42,7 +42,7 @@ live_pid() {
   [ -n "$pid" ] || return 1
   comm="$(cat "/proc/$pid/comm" 2>/dev/null)" || return 1
   [ "$comm" = "${name:0:15}" ] || return 1
-  { tr '\0' '\n' <"/proc/$pid/cmdline"; } 2>/dev/null | grep -qF -- "$dir/" || return 1
+  { tr '\0' '\n' <"/proc/$pid/cmdline"; } 2>/dev/null | grep -F -- "$dir/" >/dev/null || return 1
   # A zombie (already exited, not yet reaped) is as good as gone.
   [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ] || return 1
   echo "$pid"

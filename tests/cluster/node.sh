@@ -141,7 +141,7 @@ kill_dir_processes() {
   for p in /proc/[0-9]*; do
     pid=${p#/proc/}
     [ "$pid" != $$ ] || continue
-    if { tr '\0' '\n' <"$p/cmdline"; } 2>/dev/null | grep -qxF -- "$dir/containerd/containerd.sock"; then
+    if { tr '\0' '\n' <"$p/cmdline"; } 2>/dev/null | grep -xF -- "$dir/containerd/containerd.sock" >/dev/null; then
       log "killing leftover shim $pid ($(cat "$p/comm" 2>/dev/null))"
       kill -KILL "$pid" 2>/dev/null || true
     fi
@@ -363,7 +363,7 @@ import_pause() {
   umoci gc --layout "$layout"
   tar -C "$layout" -cf "$dir/images/pause.tar" .
   ctr_dir "$dir" images import --base-name registry.k8s.io/pause "$dir/images/pause.tar" >/dev/null
-  ctr_dir "$dir" images ls -q | grep -qxF "$PAUSE_IMAGE" || die "pause image not imported as $PAUSE_IMAGE"
+  ctr_dir "$dir" images ls -q | grep -xF "$PAUSE_IMAGE" >/dev/null || die "pause image not imported as $PAUSE_IMAGE"
 }
 
 # --- network ----------------------------------------------------------------------------
@@ -398,7 +398,7 @@ network_down() {
   # its end of the veth pair, and so the pair.
   while read -r name _; do
     [ -n "$name" ] || continue
-    section netns "$dir/host-before.txt" | awk '{print $1}' | grep -qxF "$name" && continue
+    section netns "$dir/host-before.txt" | awk '{print $1}' | grep -xF "$name" >/dev/null && continue
     log "deleting network namespace $name"
     ip netns delete "$name" || true
   done < <(ip netns list 2>/dev/null)
@@ -437,7 +437,7 @@ iptables_down() {
     v=iptables
     [ "$family" = ip6 ] && v=ip6tables
     case "$family" in ip | ip6) ;; *) continue ;; esac
-    if "$v-save" -t "$name" 2>/dev/null | grep -q '^-A '; then
+    if "$v-save" -t "$name" 2>/dev/null | grep '^-A ' >/dev/null; then
       log "warning: table $family $name still has rules; left in place"
       continue
     fi
@@ -528,7 +528,7 @@ wait_node() {
     # has written the `kubernetes` Service's rules.
     if [ "$ready" = True ] &&
       [ -n "$("${k[@]}" get serviceaccount default -o 'jsonpath={.secrets[0].name}' 2>/dev/null)" ] &&
-      iptables -t nat -S KUBE-SERVICES 2>/dev/null | grep -q 'default/kubernetes:https'; then
+      iptables -t nat -S KUBE-SERVICES 2>/dev/null | grep 'default/kubernetes:https' >/dev/null; then
       return 0
     fi
     [ "$SECONDS" -lt "$deadline" ] || {
