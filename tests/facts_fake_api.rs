@@ -42,6 +42,9 @@ struct FakeApi {
     forbidden: Vec<String>,
     /// Raw items (already JSON text) appended to a collection's list, e.g. undecodable ones.
     raw_list_items: BTreeMap<String, Vec<String>>,
+    /// What discovery says: group/version (`populator.storage.k8s.io/v1beta1`) -> the
+    /// resources it serves. Any other `/apis/group/version` is not found.
+    served: BTreeMap<String, Vec<String>>,
     resource_version: u64,
 }
 
@@ -90,6 +93,15 @@ impl Fake {
         self.state().watches.remove(collection);
     }
 
+    /// Discovery serves `resource` in `group_version` from now on.
+    fn serve(&self, group_version: &str, resource: &str) {
+        self.state()
+            .served
+            .entry(group_version.to_owned())
+            .or_default()
+            .push(resource.to_owned());
+    }
+
     fn requests(&self) -> Vec<String> {
         self.state().requests.clone()
     }
@@ -112,6 +124,18 @@ impl Fake {
         let query = request.uri().query().unwrap_or("").to_owned();
         let mut state = self.state();
         state.requests.push(format!("GET {path}?{query}"));
+        if let Some(group_version) = discovery_path(&path) {
+            return match state.served.get(group_version) {
+                Some(resources) => {
+                    json_response(StatusCode::OK, resource_list(group_version, resources))
+                }
+                None => status(
+                    StatusCode::NOT_FOUND,
+                    "the server could not find the requested resource",
+                    "NotFound",
+                ),
+            };
+        }
         let (collection, key) = split(&path);
         if state.forbidden.contains(&collection) {
             let resource = collection.rsplit('/').next().unwrap_or("");
@@ -188,6 +212,26 @@ fn split(path: &str) -> (String, Option<String>) {
         [resource, name] => (format!("/{prefix}/{resource}"), Some((*name).to_owned())),
         _ => (path.to_owned(), None),
     }
+}
+
+/// `/apis/group/version` -> `group/version`: a discovery request.
+fn discovery_path(path: &str) -> Option<&str> {
+    let group_version = path.strip_prefix("/apis/")?;
+    (group_version.split('/').count() == 2).then_some(group_version)
+}
+
+/// The APIResourceList discovery answers for `group_version`.
+fn resource_list(group_version: &str, resources: &[String]) -> String {
+    let resources: Vec<Value> = resources
+        .iter()
+        .map(|name| {
+            json!({"name": name, "singularName": "", "namespaced": false, "kind": "",
+                   "verbs": ["get", "list", "watch"]})
+        })
+        .collect();
+    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version,
+           "resources": resources})
+    .to_string()
 }
 
 fn namespace_of(path: &str) -> Option<&str> {
@@ -687,4 +731,349 @@ async fn an_object_that_does_not_decode_is_skipped_and_counted() {
         "pvc_clone_guard_cache_synced{resource=\"persistentvolumes\"}",
         "1",
     );
+}
+
+// ---- APIs a cluster may not serve: populators, attribute classes, group snapshots, grants ---
+
+const POPULATORS: &str = "/apis/populator.storage.k8s.io/v1beta1/volumepopulators";
+const ATTRIBUTES_CLASSES: &str = "/apis/storage.k8s.io/v1/volumeattributesclasses";
+const ATTRIBUTES_CLASSES_BETA: &str = "/apis/storage.k8s.io/v1beta1/volumeattributesclasses";
+const GROUP_SNAPSHOTS_BETA: &str =
+    "/apis/groupsnapshot.storage.k8s.io/v1beta1/volumegroupsnapshots";
+const SNAPSHOTS: &str = "/apis/snapshot.storage.k8s.io/v1/volumesnapshots";
+
+fn populator(group: &str, kind: &str) -> Value {
+    json!({"apiVersion": "populator.storage.k8s.io/v1beta1", "kind": "VolumePopulator",
+           "metadata": {"name": format!("{kind}.{group}").to_lowercase()},
+           "sourceKind": {"group": group, "kind": kind}})
+}
+
+fn attributes_class(version: &str, name: &str, driver: &str) -> Value {
+    json!({"apiVersion": format!("storage.k8s.io/{version}"), "kind": "VolumeAttributesClass",
+           "metadata": {"name": name}, "driverName": driver, "parameters": {"iops": "3000"}})
+}
+
+/// A review of claim `restored` in `dev` whose `dataSourceRef` is `source`.
+fn review_from(source: Value) -> Vec<u8> {
+    let mut review = common::create(common::claim("restored", None, "10Gi"));
+    review["request"]["namespace"] = json!("dev");
+    review["request"]["object"]["spec"]["dataSourceRef"] = source;
+    serde_json::to_vec(&review).expect("json")
+}
+
+fn hello_review() -> Vec<u8> {
+    review_from(json!({"apiGroup": "hello.example.com", "kind": "Hello", "name": "src"}))
+}
+
+/// A clone of `data` naming VolumeAttributesClass `gold`.
+fn clone_with_attributes_class() -> Vec<u8> {
+    let mut review = clone_review("data");
+    review["request"]["object"]["spec"]["volumeAttributesClassName"] = json!("gold");
+    serde_json::to_vec(&review).expect("json")
+}
+
+fn reviewer(fake: &Fake, policy: Policy) -> (Reviewer<ClusterFacts>, Metrics) {
+    let (facts, metrics) = start(fake, &policy);
+    (Reviewer::new(policy, facts, metrics.clone()), metrics)
+}
+
+#[tokio::test]
+async fn a_populator_source_is_judged_by_the_volume_populators_the_cluster_serves() {
+    let fake = healthy_cluster();
+    let (reviewer, metrics) = reviewer(&fake, Policy::default());
+    eventually("ready", || reviewer.facts().ready()).await;
+    // Without the CRD: a warning, never a denial.
+    let response = reviewer.review(&hello_review()).await.expect("answered");
+    assert!(response.allowed);
+    assert_eq!(
+        response.warnings,
+        Some(vec!["[populator] populator.storage.k8s.io is not served: no VolumePopulator for Hello.hello.example.com can be checked".to_owned()])
+    );
+    // The CRD installed later is seen at once, without a restart; no registration: refused,
+    // after a confirmation against the API server.
+    fake.serve("populator.storage.k8s.io/v1beta1", "volumepopulators");
+    fake.put_quietly(POPULATORS, "other", populator("other.example.com", "Hello"));
+    let response = reviewer.review(&hello_review()).await.expect("answered");
+    assert!(!response.allowed);
+    assert_eq!(
+        response.result.message,
+        "[populator] spec.dataSourceRef names kind Hello of apiGroup \"hello.example.com\", but no VolumePopulator registers it, so the claim would wait forever; install the populator of Hello, or fix kind and apiGroup"
+    );
+    assert_metric(
+        &metrics,
+        "pvc_clone_guard_denial_confirmations_total{outcome=\"confirmed\"}",
+        "1",
+    );
+    // Once discovered, the VolumePopulators are watched; a registration admits the claim.
+    eventually("the volumepopulators watch is open", || {
+        fake.state().watches.contains_key(POPULATORS)
+    })
+    .await;
+    fake.put(POPULATORS, "hello", populator("hello.example.com", "Hello"));
+    eventually("the populator is cached", || {
+        metric(
+            &metrics,
+            "pvc_clone_guard_cached_objects{resource=\"volumepopulators\"}",
+        )
+        .as_deref()
+            == Some("2")
+    })
+    .await;
+    fake.clear_requests();
+    let response = reviewer.review(&hello_review()).await.expect("answered");
+    assert!(response.allowed, "{:?}", response.result.message);
+    assert_eq!(response.warnings, None);
+    assert_eq!(
+        lookups(&fake.requests()),
+        Vec::<String>::new(),
+        "from the cache"
+    );
+}
+
+#[tokio::test]
+async fn volume_populators_are_not_read_while_populator_is_off() {
+    let fake = healthy_cluster();
+    fake.serve("populator.storage.k8s.io/v1beta1", "volumepopulators");
+    let mut policy = Policy::default();
+    policy.set_action(RuleId::Populator, Action::Off);
+    let (reviewer, _) = reviewer(&fake, policy);
+    eventually("ready", || reviewer.facts().ready()).await;
+    let response = reviewer.review(&hello_review()).await.expect("answered");
+    assert!(response.allowed);
+    assert_eq!(response.warnings, None);
+    let requests = fake.requests();
+    assert!(
+        !requests
+            .iter()
+            .any(|r| r.contains("populator.storage.k8s.io")),
+        "{requests:?}"
+    );
+}
+
+#[tokio::test]
+async fn volume_populators_that_cannot_be_read_only_warn() {
+    let fake = healthy_cluster();
+    fake.serve("populator.storage.k8s.io/v1beta1", "volumepopulators");
+    fake.state().forbidden.push(POPULATORS.to_owned());
+    let (reviewer, _) = reviewer(&fake, Policy::default());
+    eventually("ready", || reviewer.facts().ready()).await;
+    let response = reviewer.review(&hello_review()).await.expect("answered");
+    assert!(response.allowed);
+    assert_eq!(
+        response.warnings,
+        Some(vec!["[populator] VolumePopulators could not be read (volumepopulators is forbidden: User \"pvc-clone-guard\" cannot list resource \"volumepopulators\"); no populator of Hello.hello.example.com was checked".to_owned()])
+    );
+}
+
+#[tokio::test]
+async fn a_volume_attributes_class_is_not_read_where_the_cluster_cannot_serve_it() {
+    // Kubernetes 1.20 serves neither v1 nor v1beta1: nothing is checked, nothing is asked.
+    let fake = healthy_cluster();
+    let (reviewer, _) = reviewer(&fake, Policy::default());
+    eventually("ready", || reviewer.facts().ready()).await;
+    let response = reviewer
+        .review(&clone_with_attributes_class())
+        .await
+        .expect("answered");
+    assert!(response.allowed, "{:?}", response.result.message);
+    let requests = fake.requests();
+    assert!(
+        !requests
+            .iter()
+            .any(|r| r.contains("/volumeattributesclasses")),
+        "{requests:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_volume_attributes_class_of_another_driver_is_refused_as_v1() {
+    let fake = healthy_cluster();
+    fake.serve("storage.k8s.io/v1", "volumeattributesclasses");
+    fake.serve("storage.k8s.io/v1beta1", "volumeattributesclasses");
+    fake.put_quietly(
+        ATTRIBUTES_CLASSES,
+        "gold",
+        attributes_class("v1", "gold", "pd.csi.storage.gke.io"),
+    );
+    let (reviewer, metrics) = reviewer(&fake, Policy::default());
+    eventually("ready", || reviewer.facts().ready()).await;
+    eventually("the v1 watch is open", || {
+        fake.state().watches.contains_key(ATTRIBUTES_CLASSES)
+    })
+    .await;
+    let response = reviewer
+        .review(&clone_with_attributes_class())
+        .await
+        .expect("answered");
+    assert_eq!(
+        response.result.message,
+        "[volume-attributes-class] VolumeAttributesClass \"gold\" is for CSI driver pd.csi.storage.gke.io but StorageClass \"gp3\" is provisioned by ebs.csi.aws.com; set spec.volumeAttributesClassName to a class of driver ebs.csi.aws.com"
+    );
+    assert_metric(
+        &metrics,
+        "pvc_clone_guard_denial_confirmations_total{outcome=\"confirmed\"}",
+        "1",
+    );
+    let requests = fake.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.starts_with("GET /apis/storage.k8s.io/v1/volumeattributesclasses/gold?")),
+        "confirmed by a GET: {requests:?}"
+    );
+    assert!(
+        !requests
+            .iter()
+            .any(|r| r.contains("v1beta1/volumeattributesclasses")),
+        "{requests:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_volume_attributes_class_is_refused_as_v1beta1_where_only_that_is_served() {
+    let fake = healthy_cluster();
+    fake.serve("storage.k8s.io/v1beta1", "volumeattributesclasses");
+    fake.put_quietly(
+        ATTRIBUTES_CLASSES_BETA,
+        "silver",
+        attributes_class("v1beta1", "silver", "ebs.csi.aws.com"),
+    );
+    let (reviewer, _) = reviewer(&fake, Policy::default());
+    eventually("ready", || reviewer.facts().ready()).await;
+    let response = reviewer
+        .review(&clone_with_attributes_class())
+        .await
+        .expect("answered");
+    assert_eq!(
+        response.result.message,
+        "[volume-attributes-class] VolumeAttributesClass \"gold\" does not exist, and the provisioner would retry for ever while holding the source; create it, or fix spec.volumeAttributesClassName"
+    );
+    let requests = fake.requests();
+    assert!(
+        requests.iter().any(
+            |r| r.starts_with("GET /apis/storage.k8s.io/v1beta1/volumeattributesclasses/gold?")
+        ),
+        "{requests:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_group_snapshot_is_refused_naming_its_members_in_the_version_served() {
+    let fake = healthy_cluster();
+    fake.serve(
+        "groupsnapshot.storage.k8s.io/v1beta1",
+        "volumegroupsnapshots",
+    );
+    fake.put_quietly(
+        GROUP_SNAPSHOTS_BETA,
+        "dev/group-1",
+        json!({
+        "apiVersion": "groupsnapshot.storage.k8s.io/v1beta1", "kind": "VolumeGroupSnapshot",
+        "metadata": {"name": "group-1", "namespace": "dev", "uid": "group-uid"}}),
+    );
+    let member = |name: &str, extra: Value| {
+        let mut snapshot = json!({"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
+                                  "metadata": {"name": name, "namespace": "dev"}});
+        for (key, value) in extra.as_object().cloned().unwrap_or_default() {
+            match key.as_str() {
+                "ownerReferences" => snapshot["metadata"]["ownerReferences"] = value,
+                _ => snapshot[key] = value,
+            }
+        }
+        snapshot
+    };
+    fake.put_quietly(
+        SNAPSHOTS,
+        "dev/snap-b",
+        member(
+            "snap-b",
+            json!({"status": {"volumeGroupSnapshotName": "group-1"}}),
+        ),
+    );
+    fake.put_quietly(
+        SNAPSHOTS,
+        "dev/snap-a",
+        member(
+            "snap-a",
+            json!({"ownerReferences": [
+        {"apiVersion": "groupsnapshot.storage.k8s.io/v1beta2", "kind": "VolumeGroupSnapshot",
+         "name": "group-1", "uid": "group-uid"}]}),
+        ),
+    );
+    fake.put_quietly(
+        SNAPSHOTS,
+        "dev/stale",
+        member(
+            "stale",
+            json!({"ownerReferences": [
+        {"apiVersion": "groupsnapshot.storage.k8s.io/v1beta1", "kind": "VolumeGroupSnapshot",
+         "name": "group-1", "uid": "an-earlier-group"}]}),
+        ),
+    );
+    fake.put_quietly(SNAPSHOTS, "dev/alone", member("alone", json!({})));
+    let (reviewer, _) = reviewer(&fake, Policy::default());
+    eventually("ready", || reviewer.facts().ready()).await;
+    let group = |name: &str| {
+        review_from(
+            json!({"apiGroup": "groupsnapshot.storage.k8s.io", "kind": "VolumeGroupSnapshot", "name": name}),
+        )
+    };
+    let response = reviewer.review(&group("group-1")).await.expect("answered");
+    assert_eq!(
+        response.result.message,
+        "[group-snapshot] spec.dataSourceRef names VolumeGroupSnapshot \"group-1\", but a claim cannot be restored from a group snapshot; restore each of its member VolumeSnapshots into a claim of its own: \"snap-a\", \"snap-b\""
+    );
+    let requests = fake.requests();
+    assert!(
+        requests.iter().any(|r| r.starts_with(
+            "GET /apis/groupsnapshot.storage.k8s.io/v1beta1/namespaces/dev/volumegroupsnapshots/group-1?"
+        )),
+        "{requests:?}"
+    );
+    let response = reviewer.review(&group("nope")).await.expect("answered");
+    assert_eq!(
+        response.result.message,
+        "[group-snapshot] spec.dataSourceRef names VolumeGroupSnapshot \"nope\", but a claim cannot be restored from a group snapshot; restore each of its member VolumeSnapshots into a claim of its own (VolumeGroupSnapshot \"nope\" does not exist in namespace \"dev\")"
+    );
+}
+
+#[tokio::test]
+async fn reference_grants_are_read_as_v1_where_served_else_v1beta1() {
+    for (served, expected) in [
+        (
+            vec!["v1", "v1beta1"],
+            "/apis/gateway.networking.k8s.io/v1/namespaces/prod/referencegrants",
+        ),
+        (
+            vec!["v1beta1"],
+            "/apis/gateway.networking.k8s.io/v1beta1/namespaces/prod/referencegrants",
+        ),
+    ] {
+        let fake = healthy_cluster();
+        for version in &served {
+            fake.serve(
+                &format!("gateway.networking.k8s.io/{version}"),
+                "referencegrants",
+            );
+        }
+        let mut policy = Policy::default();
+        policy.cross_namespace = pvc_clone_guard::config::CrossNamespace::ReferenceGrant;
+        let (facts, _) = start(&fake, &policy);
+        eventually("ready", || facts.ready()).await;
+        let mut request = clone_request("data");
+        request.source.namespace = Some("prod".into());
+        request.source.field = "dataSourceRef";
+        let gathered = facts
+            .gather(&request, &policy, Freshness::Cached)
+            .await
+            .expect("facts");
+        assert_eq!(gathered.grant, pvc_clone_guard::rules::GrantFact::NotFound);
+        let requests = fake.requests();
+        assert!(
+            requests
+                .iter()
+                .any(|r| r.starts_with(&format!("GET {expected}?"))),
+            "{served:?}: {requests:?}"
+        );
+    }
 }

@@ -10,6 +10,7 @@ use kube::api::Api;
 use kube::core::DeserializeGuard;
 
 use super::cache::{Cache, Listed, spawn_watch};
+use super::optional::OptionalApis;
 use super::slim::{ClaimObject, ClassInfo, PodClaims, PodUse, VolumeObject, slim_class};
 use super::snapshots::Snapshots;
 use crate::metrics::Metrics;
@@ -24,6 +25,8 @@ pub struct ClusterFacts {
     /// `None` while no rule that reads pods is on: not watched at all.
     pub(super) pods: Option<Arc<Cache<PodUse>>>,
     pub(super) snapshots: Arc<Snapshots>,
+    /// Populators, group snapshots, attributes classes, grants.
+    pub(super) apis: OptionalApis,
     pub(super) started: Instant,
     /// How long readiness waits for the first sync before it gives up on it.
     pub(super) sync_wait: Duration,
@@ -65,6 +68,7 @@ impl ClusterFacts {
             volumes: Cache::new("persistentvolumes"),
             classes: Cache::new("storageclasses"),
             pods: None,
+            apis: OptionalApis::lookups_only(&client, &metrics),
             snapshots: Snapshots::start(client.clone(), metrics, WatchOptions::default(), false),
             client,
             started: Instant::now(),
@@ -90,6 +94,7 @@ impl ClusterFacts {
                 options,
                 watches_snapshots,
             ),
+            apis: OptionalApis::start(&client, &metrics, policy, options, true),
             client,
             started: Instant::now(),
             sync_wait: options.sync_wait,

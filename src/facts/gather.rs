@@ -8,10 +8,10 @@ use kube::api::{Api, ListParams};
 
 use super::cluster::ClusterFacts;
 use super::slim::{ClaimObject, ClassInfo, PodClaims, PodUse, VolumeObject, slim_class};
-use super::{FactSource, Freshness, LookupError, grants};
+use super::{FactSource, Freshness, LookupError};
 use crate::rules::{
-    ClassFact, DataSourceRequest, Fact, Facts, GrantFact, PodsFact, Policy, SnapshotFact,
-    SourceClaim, SourceKind, SourceVolume, match_grant,
+    AttributesClassFact, ClassFact, DataSourceRequest, Fact, Facts, GrantFact, PodsFact, Policy,
+    SnapshotFact, SourceClaim, SourceKind, SourceVolume, match_grant,
 };
 
 impl ClusterFacts {
@@ -140,6 +140,42 @@ impl ClusterFacts {
     }
 }
 
+impl ClusterFacts {
+    /// The VolumeAttributesClass a clone or restore names, while a rule reads it.
+    async fn attributes_class(
+        &self,
+        request: &DataSourceRequest,
+        freshness: Freshness,
+    ) -> Result<AttributesClassFact, LookupError> {
+        match (
+            self.apis.attributes_classes.as_ref(),
+            attributes_class_name(request),
+        ) {
+            (Some(classes), Some(name)) => classes.lookup(name, freshness).await,
+            _ => Ok(AttributesClassFact::NotChecked),
+        }
+    }
+
+    /// [`ClusterFacts::attributes_class`] from the cache alone; `None`: it cannot say.
+    fn cached_attributes_class(&self, request: &DataSourceRequest) -> Option<AttributesClassFact> {
+        match (
+            self.apis.attributes_classes.as_ref(),
+            attributes_class_name(request),
+        ) {
+            (Some(classes), Some(name)) => classes.cached(name),
+            _ => Some(AttributesClassFact::NotChecked),
+        }
+    }
+}
+
+fn attributes_class_name(request: &DataSourceRequest) -> Option<&str> {
+    request
+        .spec
+        .volume_attributes_class_name
+        .as_deref()
+        .filter(|name| !name.is_empty())
+}
+
 /// The names of the pods that mount `claim`, sorted.
 fn pods_mounting<'a>(pods: impl Iterator<Item = &'a PodUse>, claim: &str) -> Vec<String> {
     let mut names: Vec<String> = pods
@@ -164,7 +200,7 @@ impl FactSource for ClusterFacts {
         let mut facts = Facts::default();
         if request.needs_grant(policy) {
             // Nothing of the other namespace is read before a grant allows it.
-            let grants = grants::grants_in(&self.client, namespace).await?;
+            let grants = self.apis.grants.grants_in(namespace).await?;
             facts.grant = match_grant(&grants, request);
             if facts.grant == GrantFact::NotFound {
                 return Ok(facts);
@@ -172,10 +208,24 @@ impl FactSource for ClusterFacts {
         }
         match request.source.kind {
             SourceKind::Claim | SourceKind::Snapshot => {}
-            // Their facts are not gathered yet: the rules say nothing they would need.
-            SourceKind::GroupSnapshot | SourceKind::Populator => return Ok(facts),
+            SourceKind::GroupSnapshot => {
+                if policy.reads(Fact::GroupSnapshot) {
+                    facts.group_snapshot = self.apis.group_snapshots.lookup(namespace, name).await;
+                }
+                return Ok(facts);
+            }
+            SourceKind::Populator => {
+                if let Some(populators) = &self.apis.populators {
+                    facts.populator = populators
+                        .lookup(request.source_group(), request.source_kind(), freshness)
+                        .await;
+                }
+                return Ok(facts);
+            }
         }
+        let attributes_class = self.attributes_class(request, freshness).await?;
         if request.is_restore() {
+            facts.attributes_class = attributes_class;
             facts.snapshot = self.snapshots.lookup(namespace, name, freshness).await?;
             let classes = self.all_classes(freshness).await?;
             facts.class = self
@@ -227,6 +277,7 @@ impl FactSource for ClusterFacts {
         let (volume, (classes, class)) = (volume?, classes?);
         Ok(Facts {
             grant: facts.grant,
+            attributes_class,
             ..clone_facts(&source, volume.as_deref(), &classes, class, pods)
         })
     }
@@ -249,13 +300,11 @@ impl FactSource for ClusterFacts {
         let classes = self.classes.snapshot()?;
         let class = class_among(request.spec.storage_class.as_deref(), &classes)?;
         let pods = self.cached_pods(policy, namespace, name)?;
-        Some(clone_facts(
-            &source,
-            volume.as_deref(),
-            &classes,
-            class,
-            pods,
-        ))
+        let attributes_class = self.cached_attributes_class(request)?;
+        Some(Facts {
+            attributes_class,
+            ..clone_facts(&source, volume.as_deref(), &classes, class, pods)
+        })
     }
     fn ready(&self) -> bool {
         self.is_ready()

@@ -25,10 +25,17 @@ pub use snapshots::Snapshots;
 // First: its `slim_resource!` is used by the modules below.
 #[macro_use]
 mod slim;
+mod attributes;
 mod cache;
 mod cluster;
+// Before the modules whose types it declares: its `versioned_resource!` is used there.
+#[macro_use]
+mod discovered;
 mod gather;
 mod grants;
+mod group_snapshots;
+mod optional;
+mod populators;
 mod snapshots;
 
 /// Why the facts of a review could not be gathered.

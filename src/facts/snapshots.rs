@@ -1,15 +1,12 @@
 //! Restores: the VolumeSnapshot a claim names and the VolumeSnapshotContent it is bound to
 //! (`snapshot.storage.k8s.io/v1`).
 //!
-//! The snapshot API is a set of CRDs that a cluster may not have. Discovery is asked at
-//! start and again every [`DISCOVERY_INTERVAL`]; the two watches start once the API is
-//! served (installing the CRDs later needs no restart). Until then, and whenever a cache is
-//! not served, lookups go to the API server; a review that would be refused because the API
-//! is not served asks discovery again before it is refused.
+//! The snapshot API is a set of CRDs that a cluster may not have ([`Discovered`]); the two
+//! watches start once the API is served (installing the CRDs later needs no restart). Until
+//! then, and whenever a cache is not served, lookups go to the API server; a review that
+//! would be refused because the API is not served asks discovery again before it is refused.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
@@ -18,14 +15,12 @@ use kube::{Client, Resource};
 use serde::Deserialize;
 
 use super::cache::{Cache, spawn_watch};
+use super::discovered::{ApiVersions, Discovered, StartWatch};
 use super::{Freshness, LookupError, WatchOptions};
 use crate::metrics::Metrics;
 use crate::rules::{
     ClaimRef, ContentInfo, SNAPSHOT_GROUP, SOURCE_PROTECTION_FINALIZER, SnapshotFact, SnapshotInfo,
 };
-
-/// How often discovery is asked whether the snapshot API is served.
-pub const DISCOVERY_INTERVAL: Duration = Duration::from_secs(30);
 
 const ALLOW_VOLUME_MODE_CHANGE: &str = "snapshot.storage.kubernetes.io/allow-volume-mode-change";
 
@@ -141,83 +136,55 @@ impl VolumeSnapshotContent {
 
 /// The snapshot facts of the live cluster.
 pub struct Snapshots {
-    client: Client,
-    /// What discovery said last.
-    served: AtomicBool,
-    /// Filled once the API is served and a rule reads snapshots.
-    caches: OnceLock<SnapshotCaches>,
+    /// The API, and once it is served (and a rule reads snapshots) the two caches.
+    api: Arc<Discovered<SnapshotCaches>>,
 }
 
 /// The VolumeSnapshot cache and the VolumeSnapshotContent cache.
 type SnapshotCaches = (Arc<Cache<SnapshotInfo>>, Arc<Cache<ContentInfo>>);
 
+/// The VolumeSnapshot API the restore rules read.
+const SNAPSHOT_API: ApiVersions = ApiVersions {
+    group: SNAPSHOT_GROUP,
+    versions: &["v1"],
+    plural: "volumesnapshots",
+};
+
 impl Snapshots {
-    /// Asks discovery now and every [`DISCOVERY_INTERVAL`]; starts the watches (when
-    /// `watch`, i.e. a restore rule is on) the first time the API is served.
+    /// Asks discovery now and every [`DISCOVERY_INTERVAL`](super::discovered::DISCOVERY_INTERVAL);
+    /// starts the watches (when `watch`, i.e. a restore rule is on) the first time the API is
+    /// served.
     pub fn start(
         client: Client,
         metrics: Metrics,
         options: WatchOptions,
         watch: bool,
     ) -> Arc<Self> {
-        let snapshots = Arc::new(Snapshots {
-            client,
-            served: AtomicBool::new(false),
-            caches: OnceLock::new(),
-        });
-        let this = Arc::clone(&snapshots);
-        tokio::spawn(async move {
-            loop {
-                let served = this.discover().await;
-                if served && watch && this.caches.get().is_none() {
-                    tracing::info!(
-                        "the VolumeSnapshot API is served: watching snapshots and their contents"
-                    );
-                    let caches = (
-                        Cache::new("volumesnapshots"),
-                        Cache::new("volumesnapshotcontents"),
-                    );
-                    spawn_watch(
-                        Api::<DeserializeGuard<VolumeSnapshot>>::all(this.client.clone()),
-                        Arc::clone(&caches.0),
-                        |s| Some(s.slim()),
-                        metrics.clone(),
-                        options,
-                    );
-                    spawn_watch(
-                        Api::<DeserializeGuard<VolumeSnapshotContent>>::all(this.client.clone()),
-                        Arc::clone(&caches.1),
-                        |c| Some(c.slim()),
-                        metrics.clone(),
-                        options,
-                    );
-                    let _ = this.caches.set(caches);
-                }
-                tokio::time::sleep(DISCOVERY_INTERVAL).await;
-            }
-        });
-        snapshots
-    }
-
-    /// Asks discovery whether `snapshot.storage.k8s.io/v1` serves VolumeSnapshots; on an
-    /// error other than "not found", keeps the last answer.
-    async fn discover(&self) -> bool {
-        let served = match self
-            .client
-            .list_api_group_resources(&format!("{SNAPSHOT_GROUP}/v1"))
-            .await
-        {
-            Ok(list) => list.resources.iter().any(|r| r.name == "volumesnapshots"),
-            Err(kube::Error::Api(status)) if status.is_not_found() => false,
-            Err(error) => {
-                tracing::debug!(%error, "discovery of the VolumeSnapshot API failed");
-                return self.served.load(Ordering::Acquire);
-            }
+        let start = move |client: &Client, _version: &'static str| -> SnapshotCaches {
+            let caches = (
+                Cache::new("volumesnapshots"),
+                Cache::new("volumesnapshotcontents"),
+            );
+            spawn_watch(
+                Api::<DeserializeGuard<VolumeSnapshot>>::all(client.clone()),
+                Arc::clone(&caches.0),
+                |s| Some(s.slim()),
+                metrics.clone(),
+                options,
+            );
+            spawn_watch(
+                Api::<DeserializeGuard<VolumeSnapshotContent>>::all(client.clone()),
+                Arc::clone(&caches.1),
+                |c| Some(c.slim()),
+                metrics.clone(),
+                options,
+            );
+            caches
         };
-        if self.served.swap(served, Ordering::AcqRel) != served {
-            tracing::info!(served, "VolumeSnapshot API discovery changed");
-        }
-        served
+        let start: StartWatch<SnapshotCaches> = Box::new(start);
+        Arc::new(Snapshots {
+            api: Discovered::start(client, SNAPSHOT_API, watch.then_some(start)),
+        })
     }
 
     /// The VolumeSnapshot `namespace/name` and its content.
@@ -227,20 +194,25 @@ impl Snapshots {
         name: &str,
         freshness: Freshness,
     ) -> Result<SnapshotFact, LookupError> {
-        let served = match freshness {
-            Freshness::Cached => self.served.load(Ordering::Acquire),
-            Freshness::Live => self.discover().await,
-        };
-        if !served {
+        if self
+            .api
+            .served_now(freshness == Freshness::Live)
+            .await
+            .is_none()
+        {
             return Ok(SnapshotFact::NotServed);
         }
-        let caches = self.caches.get().filter(|_| freshness == Freshness::Cached);
+        let client = self.api.client();
+        let caches = self
+            .api
+            .watched()
+            .filter(|_| freshness == Freshness::Cached);
         let cached_snapshot =
             caches.and_then(|(snapshots, _)| snapshots.get_namespaced(namespace, name));
         let snapshot = match cached_snapshot {
             Some(snapshot) => SnapshotInfo::clone(&snapshot),
             None => {
-                let api = Api::<VolumeSnapshot>::namespaced(self.client.clone(), namespace);
+                let api = Api::<VolumeSnapshot>::namespaced(client.clone(), namespace);
                 match api.get_opt(name).await {
                     Ok(Some(snapshot)) => snapshot.slim(),
                     Ok(None) => return Ok(SnapshotFact::Missing),
@@ -257,7 +229,7 @@ impl Snapshots {
             Some(content_name) => match caches.and_then(|(_, contents)| contents.get(content_name))
             {
                 Some(content) => Some(ContentInfo::clone(&content)),
-                None => Api::<VolumeSnapshotContent>::all(self.client.clone())
+                None => Api::<VolumeSnapshotContent>::all(client.clone())
                     .get_opt(content_name)
                     .await
                     .map_err(|e| LookupError::api("volumesnapshotcontents", e))?

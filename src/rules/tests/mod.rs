@@ -619,6 +619,23 @@ fn a_rule_lives_in_its_row_its_function_its_readme_row_and_its_cases() {
             include_str!("../../facts/snapshots.rs"),
         ),
         ("facts/grants.rs", include_str!("../../facts/grants.rs")),
+        (
+            "facts/discovered.rs",
+            include_str!("../../facts/discovered.rs"),
+        ),
+        (
+            "facts/populators.rs",
+            include_str!("../../facts/populators.rs"),
+        ),
+        (
+            "facts/attributes.rs",
+            include_str!("../../facts/attributes.rs"),
+        ),
+        (
+            "facts/group_snapshots.rs",
+            include_str!("../../facts/group_snapshots.rs"),
+        ),
+        ("facts/optional.rs", include_str!("../../facts/optional.rs")),
         ("config.rs", include_str!("../../config.rs")),
         ("metrics.rs", include_str!("../../metrics.rs")),
         ("review/judge.rs", include_str!("../../review/judge.rs")),
