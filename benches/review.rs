@@ -19,8 +19,9 @@
 //! `REVIEW_BENCH_CASE=NAME REVIEW_BENCH_ITERS=N` runs one case N times without criterion,
 //! for `valgrind --tool=callgrind` (see `benches/instructions.sh`); NAME is one of
 //! `plain`, `clone-allowed`, `clone-denied-3`, `plain-json-log`, `clone-json-log`,
-//! `plain-json-log-stock` (tracing-subscriber's own JSON formatter), `plain-text-log`,
-//! `parse-plain`, `parse-clone`, `uid-only`, `decide-allowed`, `to-body`, `none`.
+//! `plain-json-log-writer` (the JSON line through the binary's non-blocking writer, to a
+//! sink), `plain-text-log`, `parse-plain`, `parse-clone`, `uid-only`, `decide-allowed`,
+//! `to-body`, `none`.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -257,14 +258,6 @@ fn run_case(case: &str, iters: u64) {
     let bad = reviewer(bad_facts());
     let facts = good_facts();
     let allowed = rt.block_on(good.review(CLONE)).expect("review");
-    let stock_json = || {
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
-            .with_writer(std::io::sink)
-            .json()
-            .flatten_event(true)
-            .finish()
-    };
     let text = || {
         tracing_subscriber::fmt()
             .with_writer(std::io::sink)
@@ -284,9 +277,18 @@ fn run_case(case: &str, iters: u64) {
         "plain-json-log" => tracing::subscriber::with_default(json_log(), || {
             each(&mut || full_review(&rt, &good, PLAIN).len())
         }),
-        "plain-json-log-stock" => tracing::subscriber::with_default(stock_json(), || {
-            each(&mut || full_review(&rt, &good, PLAIN).len())
-        }),
+        "plain-json-log-writer" => {
+            let (writer, _flush) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+                .lossy(false)
+                .finish(std::io::sink());
+            let subscriber = pvc_clone_guard::logging::json_subscriber(
+                tracing_subscriber::EnvFilter::new("info"),
+                writer,
+            );
+            tracing::subscriber::with_default(subscriber, || {
+                each(&mut || full_review(&rt, &good, PLAIN).len())
+            });
+        }
         "clone-json-log" => tracing::subscriber::with_default(json_log(), || {
             each(&mut || full_review(&rt, &good, CLONE).len())
         }),

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use crate::certs::{self, CertsRequest};
 use crate::config::Policy;
 use crate::facts::{ClusterFacts, WatchOptions};
+use crate::logging::LogFormat;
 use crate::metrics::Metrics;
 use crate::review::Reviewer;
 use crate::server::{self, Health};
@@ -184,12 +185,6 @@ struct ExplainArgs {
 enum OutputFormat {
     Text,
     Json,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum LogFormat {
-    Json,
-    Text,
 }
 
 /// Parses the command line and runs it; the whole of `main`.
@@ -412,10 +407,8 @@ fn run_certs(args: CertsArgs) -> Result<()> {
 fn run_serve(args: ServeArgs) -> Result<()> {
     crate::memory::return_large_buffers_to_the_system();
     crate::listener::raise_open_file_limit();
-    // Lines are written by a background thread, in batches: one write(2) per review on the
-    // request path cost more than the rest of a review's logging (see BENCHMARKS.md). The
-    // guard flushes what is left when serve returns.
-    let _flush_on_exit = init_logging(args.log_format)?;
+    // Dropped when serve returns, after the drain: the last lines are written out.
+    let _flush_on_exit = crate::logging::init(args.log_format);
     // kube and the server share one TLS library; name its crypto provider once.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -423,33 +416,6 @@ fn run_serve(args: ServeArgs) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(serve(args))
-}
-
-fn init_logging(format: LogFormat) -> Result<crate::logging::LogGuard> {
-    // kube-client logs an ERROR for every failed request, without the server's address: a
-    // watch retrying against an unreachable API server wrote ~4 a second. The watches report
-    // their own failures instead, once per streak and naming the server (facts::cache);
-    // RUST_LOG set by hand shows kube-client's lines again.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,kube_client::client::builder=off")
-    });
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    // Lossless, written by a thread of its own in batches (see `LogWriter`).
-    let (writer, guard) =
-        crate::logging::stderr_writer().context("cannot start the log writer thread")?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(ansi);
-    match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .event_format(crate::logging::JsonLine::default())
-            .init(),
-        LogFormat::Text => builder.init(),
-    }
-    Ok(guard)
 }
 
 /// Runs the webhook until SIGTERM or SIGINT, then drains and returns.

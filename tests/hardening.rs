@@ -416,20 +416,9 @@ async fn sigterm_under_load_drains_every_sent_review_and_exits_zero() {
     let mut webhook = Webhook::start(&[]).await;
     let load = Load::start(&webhook);
     load.answered_more(101).await;
-    webhook.terminate();
-    let exited = Instant::now();
-    let status = loop {
-        if let Some(status) = webhook.child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(
-            exited.elapsed() < Duration::from_secs(25),
-            "the webhook did not exit"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let code = webhook.terminate_and_wait().await;
     let tally = load.finish().await;
-    assert_eq!(status.code(), Some(0), "exit status");
+    assert_eq!(code, Some(0), "exit status");
     assert!(tally.ok > 100, "the load ran ({} reviews)", tally.ok);
     assert!(
         tally.failed.is_empty(),
@@ -467,5 +456,89 @@ async fn rotating_the_certificate_under_load_fails_no_review() {
     assert_eq!(
         distinct, 4,
         "the original and the three rotated certificates were served"
+    );
+}
+
+/// The review line is one JSON object with the review's fields at the top level, in the
+/// order they are recorded; and what is logged during the SIGTERM drain, down to the last
+/// line, is written out before the process exits.
+#[tokio::test]
+async fn the_review_line_keeps_its_fields_and_the_last_lines_survive_sigterm() {
+    let mut webhook = Webhook::start_logging(&[]).await;
+    webhook.assert_answers().await;
+    assert_eq!(webhook.terminate_and_wait().await, Some(0), "exit status");
+    let log = webhook.log();
+    let lines: Vec<&str> = log.lines().collect();
+    let parsed: Vec<Value> = lines
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect();
+    let review = lines
+        .iter()
+        .zip(&parsed)
+        .find(|(_, value)| value["message"] == "review")
+        .map(|(line, _)| *line)
+        .unwrap_or_else(|| panic!("no review line in:\n{log}"));
+    let keys = [
+        "timestamp",
+        "level",
+        "uid",
+        "operation",
+        "kind",
+        "namespace",
+        "name",
+        "dry_run",
+        "verdict",
+        "skipped",
+        "rules",
+        "cause",
+        "elapsed_us",
+        "target",
+    ];
+    let positions: Vec<usize> = keys
+        .iter()
+        .map(|key| {
+            review
+                .find(&format!("\"{key}\":"))
+                .unwrap_or_else(|| panic!("no {key} in {review}"))
+        })
+        .collect();
+    assert!(positions.is_sorted(), "fields out of order: {review}");
+    assert!(review.starts_with("{\"timestamp\":\""), "{review}");
+    let value: Value = serde_json::from_str(review).expect("json");
+    let object = value.as_object().expect("an object");
+    assert_eq!(
+        object.len(),
+        keys.len() + 1,
+        "only the fields and the message: {review}"
+    );
+    assert_eq!(value["level"], "INFO");
+    assert_eq!(value["uid"], UID);
+    assert_eq!(value["operation"], "CREATE");
+    assert_eq!(value["kind"], "PersistentVolumeClaim");
+    assert_eq!(value["namespace"], "dev");
+    assert_eq!(value["dry_run"], false);
+    assert!(value["elapsed_us"].is_u64(), "{review}");
+    assert_eq!(value["target"], "pvc_clone_guard::review::judge");
+    let messages: Vec<&str> = parsed
+        .iter()
+        .filter_map(|value| value["message"].as_str())
+        .collect();
+    let drain = [
+        "shutting down: unready, draining in-flight reviews",
+        "all connections drained",
+        "stopped",
+    ]
+    .map(|line| {
+        messages
+            .iter()
+            .position(|message| *message == line)
+            .unwrap_or_else(|| panic!("no {line:?} in:\n{log}"))
+    });
+    assert!(drain.is_sorted(), "the drain's lines in order:\n{log}");
+    assert_eq!(
+        messages.last(),
+        Some(&"stopped"),
+        "the last line logged is written out:\n{log}"
     );
 }

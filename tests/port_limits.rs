@@ -208,16 +208,11 @@ async fn a_flood_beyond_the_limits_is_held_in_bounded_memory_while_reviews_are_a
         peak_rss / 1024
     );
 
-    webhook.terminate();
-    let deadline = Instant::now() + Duration::from_secs(25);
-    let status = loop {
-        if let Some(status) = webhook.child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the webhook did not exit");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert_eq!(status.code(), Some(0), "exit status after the flood");
+    assert_eq!(
+        webhook.terminate_and_wait().await,
+        Some(0),
+        "exit status after the flood"
+    );
 }
 
 /// Sockets the server process holds: the connections it has accepted (plus its two
@@ -670,23 +665,11 @@ async fn sockets_that_make_no_progress_do_not_hold_the_port() {
         "after the flood RSS is {released_rss} KiB, idle was {idle_rss} KiB"
     );
     webhook.assert_answers().await;
-    webhook.terminate();
     assert_eq!(
-        exit_code(&mut webhook).await,
+        webhook.terminate_and_wait().await,
         Some(0),
         "exit after the flood"
     );
-}
-
-async fn exit_code(webhook: &mut Webhook) -> Option<i32> {
-    let deadline = Instant::now() + Duration::from_secs(25);
-    loop {
-        if let Some(status) = webhook.child.try_wait().expect("wait") {
-            return status.code();
-        }
-        assert!(Instant::now() < deadline, "the webhook did not exit");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// The release binary, as it ships: the floods measure the server, and a debug build's
@@ -769,12 +752,9 @@ async fn start_logged() -> (Webhook, std::path::PathBuf) {
         dir,
         addr,
         admin,
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while admin_get(&webhook.admin, "/livez").await.0 != 200 {
-        assert!(Instant::now() < deadline, "the webhook did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    .live()
+    .await;
     (webhook, log)
 }
 
@@ -847,9 +827,8 @@ async fn out_of_descriptors_the_listener_backs_off_and_resumes() {
         resumed < Duration::from_secs(3),
         "resumed after {resumed:?}"
     );
-    webhook.terminate();
     assert_eq!(
-        exit_code(&mut webhook).await,
+        webhook.terminate_and_wait().await,
         Some(0),
         "exit after the flood"
     );

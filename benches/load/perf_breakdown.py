@@ -39,7 +39,7 @@ LOW = [
     ("tokio runtime", re.compile(r"tokio::")),
     ("malloc/free", re.compile(r"(malloc|free|realloc|memalign).*libc\.so")),
 ]
-# The thread that writes the log lines out (logging::LogWriter): all its time, the kernel's
+# The thread that writes the log lines out (tracing-appender's worker, named in logging::init): all its time, the kernel's
 # page-cache copy of the lines included, is the log line's.
 LOG_THREAD = "log-writer"
 

@@ -36,6 +36,21 @@ impl Webhook {
         extra: &[&str],
         kubeconfig: Option<&std::path::Path>,
     ) -> Webhook {
+        Webhook::spawn(extra, kubeconfig, false).await
+    }
+
+    /// Started with its JSON log at info level (the shipped defaults) written to
+    /// [`Webhook::log`].
+    pub async fn start_logging(extra: &[&str]) -> Webhook {
+        Webhook::spawn(extra, None, true).await
+    }
+
+    /// The lines the webhook has logged so far (with [`Webhook::start_logging`]).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("webhook.log")).unwrap_or_default()
+    }
+
+    async fn spawn(extra: &[&str], kubeconfig: Option<&std::path::Path>, log: bool) -> Webhook {
         let dir = tempfile::tempdir().expect("tempdir");
         issue_certs(dir.path());
         let closed = dir.path().join("kubeconfig");
@@ -49,7 +64,19 @@ impl Webhook {
         let (port, admin_port) = (free_port(), free_port());
         let addr = format!("127.0.0.1:{port}");
         let admin = format!("127.0.0.1:{admin_port}");
-        let child = Command::new(env!("CARGO_BIN_EXE_pvc-clone-guard"))
+        // The log as shipped: JSON, and RUST_LOG unset (the default filter).
+        let (format, filter, stderr) = if log {
+            let file = std::fs::File::create(dir.path().join("webhook.log")).expect("log file");
+            ("json", None, Stdio::from(file))
+        } else {
+            ("text", Some("error"), Stdio::null())
+        };
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pvc-clone-guard"));
+        match filter {
+            Some(filter) => command.env("RUST_LOG", filter),
+            None => command.env_remove("RUST_LOG"),
+        };
+        let child = command
             .arg("serve")
             .arg("--tls-cert")
             .arg(dir.path().join("tls.crt"))
@@ -61,27 +88,32 @@ impl Webhook {
                 "--admin-listen",
                 &admin,
                 "--log-format",
-                "text",
+                format,
             ])
             .args(extra)
             .env("KUBECONFIG", &kubeconfig)
-            .env("RUST_LOG", "error")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("pvc-clone-guard starts");
-        let webhook = Webhook {
+        Webhook {
             child,
             dir,
             addr,
             admin,
-        };
+        }
+        .live()
+        .await
+    }
+
+    /// Waits (at most 10 s) until the admin port says the webhook is alive.
+    pub async fn live(self) -> Webhook {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while admin_get(&webhook.admin, "/livez").await.0 != 200 {
+        while admin_get(&self.admin, "/livez").await.0 != 200 {
             assert!(Instant::now() < deadline, "the webhook did not start");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        webhook
+        self
     }
 
     pub fn ca(&self) -> PathBuf {
@@ -99,6 +131,19 @@ impl Webhook {
             .await;
         assert_eq!(status, 200, "{body}");
         assert!(body.contains("\"allowed\":true"), "{body}");
+    }
+
+    /// Sends SIGTERM and waits (at most 25 s) for the exit; its code.
+    pub async fn terminate_and_wait(&mut self) -> Option<i32> {
+        self.terminate();
+        let deadline = Instant::now() + Duration::from_secs(25);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "the webhook did not exit");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub fn terminate(&self) {
