@@ -4,20 +4,16 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use tokio::sync::watch;
 
 use crate::certs::{self, CertsRequest};
 use crate::config::Policy;
-use crate::facts::{ClusterFacts, WatchOptions};
+use crate::facts::WatchOptions;
 use crate::logging::LogFormat;
-use crate::metrics::Metrics;
-use crate::review::Reviewer;
-use crate::server::{self, Health};
+use crate::server::{self, Limits, Timeouts, Webhook, WebhookConfig};
 use crate::tls::ReloadingCert;
 
 #[derive(Debug, Parser)]
@@ -440,20 +436,33 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     // Named in the lines that report failing watches; one string for the process's life.
     let api_server: &'static str = Box::leak(kube_config.cluster_url.to_string().into_boxed_str());
     let client = kube::Client::try_from(kube_config).map_err(kube_config_error)?;
-    let metrics = Metrics::new();
-    cert.report_expiry_to(&metrics);
-    let facts = ClusterFacts::start(
-        client,
-        metrics.clone(),
-        &policy,
-        WatchOptions {
-            page_size: args.list_page_size,
-            sync_wait: args.cache_sync_timeout,
-            api_server,
+    let webhook = Webhook::new_from_config(
+        WebhookConfig {
+            policy,
+            watch: WatchOptions {
+                page_size: args.list_page_size,
+                sync_wait: args.cache_sync_timeout,
+                api_server,
+            },
+            timeouts: Timeouts {
+                tls_handshake: args.tls_handshake_timeout,
+                header_read: args.header_read_timeout,
+                body_read: args.body_read_timeout,
+                idle: args.idle_timeout,
+                shutdown_grace: args.shutdown_grace,
+                drain: args.drain_timeout,
+            },
+            limits: Limits {
+                max_connections: args.max_connections as usize,
+                max_pending_connections: args.max_pending_connections as usize,
+                max_inflight_reviews: args.max_inflight_reviews as usize,
+                max_inflight_large_reviews: args.max_inflight_large_reviews as usize,
+                max_h2_streams: args.max_h2_streams,
+            },
         },
+        client,
     );
-    let reviewer = Arc::new(Reviewer::new(policy, facts, metrics));
-    let health = Arc::new(Health::default());
+    cert.report_expiry_to(webhook.metrics());
 
     let listener = server::bind(args.listen)
         .await
@@ -470,46 +479,9 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         policy = %effective_policy,
         "serving"
     );
-
-    let (stop_reviews, reviews_stopped) = watch::channel(false);
-    let (stop_admin, admin_stopped) = watch::channel(false);
-    let admin = tokio::spawn(server::serve_admin(
-        admin_listener,
-        server::admin_router(Arc::clone(&reviewer), Arc::clone(&health)),
-        admin_stopped,
-    ));
-    let timeouts = server::Timeouts {
-        tls_handshake: args.tls_handshake_timeout,
-        header_read: args.header_read_timeout,
-        body_read: args.body_read_timeout,
-        idle: args.idle_timeout,
-        shutdown_grace: args.shutdown_grace,
-        drain: args.drain_timeout,
-    };
-    let limits = server::Limits {
-        max_connections: args.max_connections as usize,
-        max_pending_connections: args.max_pending_connections as usize,
-        max_inflight_reviews: args.max_inflight_reviews as usize,
-        max_inflight_large_reviews: args.max_inflight_large_reviews as usize,
-        max_h2_streams: args.max_h2_streams,
-    };
-    let reviews = tokio::spawn(server::serve_tls(
-        listener,
-        tls,
-        server::Reviews::new(reviewer, timeouts, limits),
-        timeouts,
-        limits,
-        reviews_stopped,
-    ));
-
-    shutdown_signal().await;
-    tracing::info!("shutting down: unready, draining in-flight reviews");
-    health.begin_shutdown();
-    let _ = stop_reviews.send(true);
-    let _ = reviews.await;
-    // The admin port stays up (and unready) until the reviews are drained.
-    let _ = stop_admin.send(true);
-    let _ = admin.await;
+    webhook
+        .serve(listener, admin_listener, tls, shutdown_signal())
+        .await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -1,9 +1,13 @@
 //! pvc-clone-guard: a validating admission webhook that refuses PersistentVolumeClaim
 //! clones the CSI provisioner would leave Pending forever.
 //!
-//! Data flows one way: `server` (HTTP/TLS) -> `review` (parse the AdmissionReview) ->
-//! `facts` (gather what the rules read from the cluster) -> `rules` (pure decision) ->
-//! `review` (verdict to AdmissionResponse).
+//! Data flows one way: `listener` (TLS, limits, drain) -> `server` (one axum router,
+//! `POST /validate`) -> `review` (parse the AdmissionReview, triage, judge) -> `facts`
+//! (gather what the rules read from the cluster) -> `rules` (pure decision) -> `review`
+//! (verdict to AdmissionResponse).
+//!
+//! [`Webhook::new_from_config`] builds the webhook from a config and a client;
+//! [`Webhook::router`] is the router production serves and the contract tests drive.
 
 pub mod certs;
 pub mod cli;
@@ -20,3 +24,5 @@ pub mod review;
 pub mod rules;
 pub mod server;
 pub mod tls;
+
+pub use server::{Webhook, WebhookConfig};

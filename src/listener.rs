@@ -39,8 +39,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::Router;
+use axum::response::Response;
 use hyper::Request;
-use hyper::body::{Body, Incoming};
+use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulConnection;
@@ -56,6 +58,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
 
 /// A body up to this size is "ordinary" (see `server::ORDINARY_REVIEW_BYTES`); the HTTP
 /// buffers are sized for it.
@@ -277,68 +280,21 @@ impl Drop for InFlight {
     }
 }
 
-/// What the port serves: a service that answers every request (errors are responses), can
-/// be cloned per connection and sent between threads. Said once for the functions that
-/// take it.
-pub trait PortService<B>:
-    hyper::service::Service<
-        Request<Incoming>,
-        Response = hyper::Response<B>,
-        Error = Infallible,
-        Future: Send + 'static,
-    > + Clone
-    + Send
-    + Sync
-    + 'static
-{
-}
-
-impl<S, B> PortService<B> for S where
-    S: hyper::service::Service<
-            Request<Incoming>,
-            Response = hyper::Response<B>,
-            Error = Infallible,
-            Future: Send + 'static,
-        > + Clone
-        + Send
-        + Sync
-        + 'static
-{
-}
-
-/// A response body hyper can send from any thread.
-pub trait PortBody:
-    Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + 'static
-{
-}
-
-impl<B> PortBody for B where
-    B: Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + 'static
-{
-}
-
-/// The service of one connection: the port's service, with each request counted in flight.
+/// The service of one connection: the port's router, with each request counted in flight.
 #[derive(Clone)]
-struct Tracked<S> {
-    inner: S,
+struct Tracked {
+    router: Router,
     activity: Arc<Activity>,
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-impl<S, R> hyper::service::Service<Request<Incoming>> for Tracked<S>
-where
-    S: hyper::service::Service<Request<Incoming>, Response = R, Error = Infallible>,
-    S::Future: Send + 'static,
-    R: Send + 'static,
-{
-    type Response = R;
+impl hyper::service::Service<Request<Incoming>> for Tracked {
+    type Response = Response;
     type Error = Infallible;
-    type Future = BoxFuture<Result<R, Infallible>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let in_flight = InFlight::begin(&self.activity);
-        let response = self.inner.call(request);
+        let response = self.router.clone().oneshot(request);
         Box::pin(async move {
             let response = response.await;
             drop(in_flight);
@@ -592,8 +548,8 @@ impl Connections {
 }
 
 /// What every connection task shares.
-struct Port<S> {
-    service: S,
+struct Port {
+    router: Router,
     acceptor: TlsAcceptor,
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
@@ -603,23 +559,20 @@ struct Port<S> {
     close: CancellationToken,
 }
 
-/// Serves `service` over TLS until `shutdown` turns true, then drains: no new connections,
+/// Serves `router` over TLS until `shutdown` turns true, then drains: no new connections,
 /// open ones served as usual for `shutdown_grace`, then asked to close (HTTP/1.1 after the
 /// response in progress, HTTP/2 with GOAWAY), idle ones dropped within a second, and
 /// every connection task awaited for up to `drain`.
 #[allow(clippy::too_many_arguments)]
-pub async fn serve<S, B>(
+pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
-    service: S,
+    router: Router,
     timeouts: Timeouts,
     limits: Limits,
     metrics: ListenerMetrics,
     mut shutdown: watch::Receiver<bool>,
-) where
-    S: PortService<B>,
-    B: PortBody,
-{
+) {
     let mut http1 = http1::Builder::new();
     http1
         .timer(TokioTimer::new())
@@ -638,7 +591,7 @@ pub async fn serve<S, B>(
         .initial_connection_window_size(4 * ORDINARY_BYTES as u32)
         .max_header_list_size(ORDINARY_BYTES as u32);
     let port = Arc::new(Port {
-        service,
+        router,
         acceptor: TlsAcceptor::from(tls),
         http1,
         http2,
@@ -741,11 +694,7 @@ impl AcceptFailures {
 /// One accepted socket. Until its first byte it is a small task holding the socket and
 /// no TLS state (a thousand silent sockets cost a few MiB); the handshake and the
 /// connection, tens of KiB, are allocated when that byte arrives.
-async fn connection<S, B>(stream: TcpStream, peer: SocketAddr, port: Arc<Port<S>>)
-where
-    S: PortService<B>,
-    B: PortBody,
-{
+async fn connection(stream: TcpStream, peer: SocketAddr, port: Arc<Port>) {
     let connections = &port.connections;
     let accepted = Instant::now();
     let (id, evicted) = connections.enter_pending();
@@ -778,18 +727,15 @@ where
     .await;
 }
 
-async fn handshake_and_serve<S, B>(
+async fn handshake_and_serve(
     stream: TcpStream,
     peer: SocketAddr,
     id: u64,
     evicted: CancellationToken,
     accepted: Instant,
     deadline: Instant,
-    port: Arc<Port<S>>,
-) where
-    S: PortService<B>,
-    B: PortBody,
-{
+    port: Arc<Port>,
+) {
     let connections = &port.connections;
     let metrics = &connections.metrics;
     let tls_stream = tokio::select! {
@@ -822,7 +768,7 @@ async fn handshake_and_serve<S, B>(
         return;
     };
     let service = Tracked {
-        inner: port.service.clone(),
+        router: port.router.clone(),
         activity: Arc::clone(&activity),
     };
     let io = TokioIo::new(Watched {
@@ -843,10 +789,10 @@ async fn handshake_and_serve<S, B>(
 /// Serves one established connection until it ends; closes it when it stays idle too
 /// long, when it is evicted, or when the drain begins (gracefully: HTTP/1.1 after the
 /// response in progress, HTTP/2 with GOAWAY; dropped once idle after [`CLOSE_GRACE`]).
-async fn supervise<C: GracefulConnection, S>(
+async fn supervise<C: GracefulConnection>(
     connection: C,
     activity: &Activity,
-    port: &Port<S>,
+    port: &Port,
 ) -> Result<(), C::Error> {
     tokio::pin!(connection);
     let mut closing: Option<Instant> = None;

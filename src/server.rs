@@ -1,34 +1,33 @@
-//! Thin HTTP: the review endpoint over TLS, and the admin endpoints over plain HTTP.
+//! The webhook as a value: [`Webhook`] holds the reviewer, its readiness and the port's
+//! limits; [`Webhook::router`] is the review port's one axum [`Router`] (what production
+//! serves through [`crate::listener`], and what the in-process contract tests drive), and
+//! [`Webhook::admin_router`] the admin port's.
 
-use std::convert::Infallible;
-use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::Request;
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use http_body_util::{BodyExt, Either, Full};
-use hyper::body::{Body as HttpBody, Bytes, Incoming};
-use hyper::service::service_fn;
+use http_body_util::BodyExt;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
-use tower::ServiceExt;
 
-use crate::facts::FactSource;
+use crate::config::Policy;
+use crate::facts::{ClusterFacts, FactSource, WatchOptions};
 use crate::listener::stopped;
+use crate::metrics::Metrics;
 use crate::review::{self, Reviewer};
+
+pub use crate::listener::{Limits, Timeouts};
 
 /// Reviews carry the object and the old object, each up to ~1.5 MiB.
 pub const MAX_REVIEW_BYTES: usize = 4 * 1024 * 1024;
-
-pub use crate::listener::{Limits, Timeouts};
 
 /// A review body up to this size is "ordinary": a claim with its managedFields and
 /// last-applied annotation is 5-15 KiB. Larger ones (or ones of undeclared length) wait in
@@ -51,19 +50,125 @@ impl Health {
     }
 }
 
-/// The review endpoint: `POST /validate`, as an axum [`Router`] (what the in-process tests
-/// drive; the TLS port answers the same way, see [`Reviews`]).
-pub fn router<F: FactSource>(reviewer: Arc<Reviewer<F>>) -> Router {
-    router_with(reviewer, Timeouts::default(), Limits::default())
+/// What [`Webhook::new_from_config`] is built from: the policy (the config file) and the
+/// flags of `serve`.
+#[derive(Default)]
+pub struct WebhookConfig {
+    pub policy: Policy,
+    pub watch: WatchOptions,
+    pub timeouts: Timeouts,
+    pub limits: Limits,
 }
 
-/// The review endpoint with explicit client timeouts and limits.
-pub fn router_with<F: FactSource>(
-    reviewer: Arc<Reviewer<F>>,
+/// The webhook: reviews on one port, health and metrics on the other.
+pub struct Webhook<F> {
+    reviews: ReviewState<F>,
+    health: Arc<Health>,
     timeouts: Timeouts,
     limits: Limits,
-) -> Router {
-    Reviews::new(reviewer, timeouts, limits).router
+}
+
+impl Webhook<ClusterFacts> {
+    /// The webhook of `config`, reading the cluster through `client`: starts the watches
+    /// the policy needs (it is ready once they sync).
+    pub fn new_from_config(config: WebhookConfig, client: kube::Client) -> Self {
+        let metrics = Metrics::new();
+        let facts = ClusterFacts::start(client, metrics.clone(), &config.policy, config.watch);
+        let reviewer = Reviewer::new(config.policy, facts, metrics);
+        Webhook::new(Arc::new(reviewer), config.timeouts, config.limits)
+    }
+}
+
+impl<F: FactSource> Webhook<F> {
+    /// The webhook around `reviewer` (tests hand in one with facts of their own).
+    pub fn new(reviewer: Arc<Reviewer<F>>, timeouts: Timeouts, limits: Limits) -> Self {
+        Webhook {
+            reviews: ReviewState {
+                reviewer,
+                body_read_timeout: timeouts.body_read,
+                ordinary_bodies: Arc::new(Semaphore::new(limits.max_inflight_reviews.max(1))),
+                large_bodies: Arc::new(Semaphore::new(limits.max_inflight_large_reviews.max(1))),
+            },
+            health: Arc::new(Health::default()),
+            timeouts,
+            limits,
+        }
+    }
+
+    /// The review port's routes: `POST /validate`; anything else is axum's 404 or 405.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/validate", post(validate::<F>))
+            .with_state(self.reviews.clone())
+    }
+
+    /// The admin port's routes: `/livez`, `/readyz`, `/metrics`.
+    pub fn admin_router(&self) -> Router {
+        Router::new()
+            .route("/livez", get(|| async { "ok\n" }))
+            .route("/readyz", get(readyz::<F>))
+            .route("/metrics", get(metrics::<F>))
+            .with_state(AdminState {
+                reviewer: Arc::clone(&self.reviews.reviewer),
+                health: Arc::clone(&self.health),
+            })
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        self.reviews.reviewer.metrics()
+    }
+
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// Serves [`Webhook::router`] over TLS on `listener` until `shutdown` turns true, then
+    /// drains (see [`crate::listener`] for who may hold the port and for how long).
+    pub async fn serve_reviews(
+        &self,
+        listener: TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        let metrics = self.metrics().listener().clone();
+        crate::listener::serve(
+            listener,
+            tls,
+            self.router(),
+            self.timeouts,
+            self.limits,
+            metrics,
+            shutdown,
+        )
+        .await;
+    }
+
+    /// Serves both ports until `stop` resolves (SIGTERM), then turns unready, drains the
+    /// reviews in flight, and closes the admin port last.
+    pub async fn serve(
+        self,
+        reviews: TcpListener,
+        admin: TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+        stop: impl Future<Output = ()>,
+    ) {
+        let (stop_reviews, reviews_stopped) = watch::channel(false);
+        let (stop_admin, admin_stopped) = watch::channel(false);
+        let admin = tokio::spawn(serve_admin(admin, self.admin_router(), admin_stopped));
+        let webhook = Arc::new(self);
+        let serving = {
+            let webhook = Arc::clone(&webhook);
+            tokio::spawn(async move { webhook.serve_reviews(reviews, tls, reviews_stopped).await })
+        };
+        stop.await;
+        tracing::info!("shutting down: unready, draining in-flight reviews");
+        webhook.health.begin_shutdown();
+        let _ = stop_reviews.send(true);
+        let _ = serving.await;
+        // The admin port stays up (and unready) until the reviews are drained.
+        let _ = stop_admin.send(true);
+        let _ = admin.await;
+    }
 }
 
 struct ReviewState<F> {
@@ -85,68 +190,17 @@ impl<F> Clone for ReviewState<F> {
     }
 }
 
-/// What the review port serves. `POST /validate`, the request every review makes, is
-/// handed by hyper straight to [`validate`]: no routing, no boxed request and response
-/// bodies, no copy of the headers (the largest single gain of issue 12's second round,
-/// 16.6 to 13.7 µs of CPU per plain review: BENCHMARKS.md). Every other request goes to the axum
-/// [`Router`], which routes `/validate` to the same [`validate`], so 404, 405 and the like
-/// stay axum's and the in-process tests, which drive the router, test the same handler.
-pub struct Reviews<F> {
-    state: ReviewState<F>,
-    router: Router,
-}
-
-impl<F: FactSource> Reviews<F> {
-    pub fn new(reviewer: Arc<Reviewer<F>>, timeouts: Timeouts, limits: Limits) -> Self {
-        let state = ReviewState {
-            reviewer,
-            body_read_timeout: timeouts.body_read,
-            ordinary_bodies: Arc::new(Semaphore::new(limits.max_inflight_reviews.max(1))),
-            large_bodies: Arc::new(Semaphore::new(limits.max_inflight_large_reviews.max(1))),
-        };
-        let router = Router::new()
-            .route("/validate", post(validate_route::<F>))
-            .with_state(state.clone());
-        Reviews { state, router }
-    }
-
-    /// Answers one request of the review port.
-    async fn serve(
-        self: Arc<Self>,
-        request: Request<Incoming>,
-    ) -> Result<hyper::Response<Either<Full<Bytes>, Body>>, Infallible> {
-        if request.method() == Method::POST && request.uri().path() == "/validate" {
-            return Ok(validate(&self.state, request).await.map(Either::Left));
-        }
-        let response = self.router.clone().oneshot(request.map(Body::new)).await;
-        Ok(match response {
-            Ok(response) => response.map(Either::Right),
-            Err(never) => match never {},
-        })
-    }
-}
-
-async fn validate_route<F: FactSource>(
+async fn validate<F: FactSource>(
     State(state): State<ReviewState<F>>,
-    request: Request<Body>,
+    request: Request,
 ) -> Response {
-    validate(&state, request).await.map(Body::new)
-}
-
-async fn validate<F: FactSource, B>(
-    state: &ReviewState<F>,
-    request: Request<B>,
-) -> hyper::Response<Full<Bytes>>
-where
-    B: HttpBody<Data = Bytes>,
-    B::Error: fmt::Display,
-{
     let (parts, body) = request.into_parts();
     if !is_json(&parts.headers) {
-        return text(
+        return (
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "send the AdmissionReview as Content-Type: application/json\n",
-        );
+        )
+            .into_response();
     }
     let declared = declared_length(&parts.headers);
     if declared.is_some_and(|length| length > MAX_REVIEW_BYTES) {
@@ -175,32 +229,30 @@ where
             None => tokio::time::timeout(state.body_read_timeout, read).await,
         }
     };
+    let waited = humantime::format_duration(state.body_read_timeout);
     let body = match read {
         Ok(Ok(body)) => body,
         Ok(Err(BodyError::TooLarge)) => return body_too_large(),
         Ok(Err(BodyError::Read(error))) => {
-            return text(
+            return (
                 StatusCode::BAD_REQUEST,
                 format!("cannot read the body: {error}\n"),
-            );
+            )
+                .into_response();
         }
         Err(_) if turn.is_none() => {
-            return text(
+            return (
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "too many reviews in flight: no turn to read the body within {}\n",
-                    humantime::format_duration(state.body_read_timeout)
-                ),
-            );
+                format!("too many reviews in flight: no turn to read the body within {waited}\n"),
+            )
+                .into_response();
         }
         Err(_) => {
-            return text(
+            return (
                 StatusCode::REQUEST_TIMEOUT,
-                format!(
-                    "the body was not received within {}\n",
-                    humantime::format_duration(state.body_read_timeout)
-                ),
-            );
+                format!("the body was not received within {waited}\n"),
+            )
+                .into_response();
         }
     };
     let parsed = state.reviewer.parse(&body);
@@ -210,26 +262,10 @@ where
     match parsed {
         Ok(parsed) => {
             let answer = review::to_body(state.reviewer.answer(parsed).await);
-            let mut response = hyper::Response::new(Full::new(Bytes::from(answer)));
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            response
+            ([(header::CONTENT_TYPE, "application/json")], answer).into_response()
         }
-        Err(error) => text(StatusCode::BAD_REQUEST, format!("{error}\n")),
+        Err(error) => (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response(),
     }
-}
-
-/// A plain-text answer, as axum makes one of a `(StatusCode, String)`.
-fn text(status: StatusCode, message: impl Into<String>) -> hyper::Response<Full<Bytes>> {
-    let mut response = hyper::Response::new(Full::new(Bytes::from(message.into())));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
 }
 
 fn declared_length(headers: &HeaderMap) -> Option<usize> {
@@ -249,12 +285,7 @@ enum BodyError {
 /// Reads the body, stopping at [`MAX_REVIEW_BYTES`]. A body that arrives in one piece (an
 /// ordinary review over HTTP/1.1 usually does) is kept as that piece, not copied; one in
 /// several is gathered into one buffer of the declared size.
-async fn read_body<B>(body: B, declared: Option<usize>) -> Result<Bytes, BodyError>
-where
-    B: HttpBody<Data = Bytes>,
-    B::Error: fmt::Display,
-{
-    let mut body = std::pin::pin!(body);
+async fn read_body(mut body: Body, declared: Option<usize>) -> Result<Bytes, BodyError> {
     let mut first: Option<Bytes> = None;
     let mut buffer: Vec<u8> = Vec::new();
     while let Some(frame) = body.frame().await {
@@ -283,14 +314,15 @@ where
     Ok(first.unwrap_or_else(|| Bytes::from(buffer)))
 }
 
-fn body_too_large() -> hyper::Response<Full<Bytes>> {
-    text(
+fn body_too_large() -> Response {
+    (
         StatusCode::PAYLOAD_TOO_LARGE,
         format!(
             "the review is larger than {} MiB\n",
             MAX_REVIEW_BYTES / (1024 * 1024)
         ),
     )
+        .into_response()
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
@@ -314,15 +346,6 @@ impl<F> Clone for AdminState<F> {
             health: Arc::clone(&self.health),
         }
     }
-}
-
-/// The admin endpoints: `/livez`, `/readyz`, `/metrics`.
-pub fn admin_router<F: FactSource>(reviewer: Arc<Reviewer<F>>, health: Arc<Health>) -> Router {
-    Router::new()
-        .route("/livez", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz::<F>))
-        .route("/metrics", get(metrics::<F>))
-        .with_state(AdminState { reviewer, health })
 }
 
 async fn readyz<F: FactSource>(State(state): State<AdminState<F>>) -> Response {
@@ -350,24 +373,8 @@ async fn metrics<F: FactSource>(State(state): State<AdminState<F>>) -> Response 
         .into_response()
 }
 
-/// Serves the review port over TLS until `shutdown` turns true, then drains (see
-/// [`crate::listener`] for who may hold the port and for how long).
-pub async fn serve_tls<F: FactSource>(
-    listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
-    reviews: Reviews<F>,
-    timeouts: Timeouts,
-    limits: Limits,
-    shutdown: watch::Receiver<bool>,
-) {
-    let metrics = reviews.state.reviewer.metrics().listener().clone();
-    let reviews = Arc::new(reviews);
-    let service = service_fn(move |request| Arc::clone(&reviews).serve(request));
-    crate::listener::serve(listener, tls, service, timeouts, limits, metrics, shutdown).await;
-}
-
 /// Serves the admin endpoints over plain HTTP until `shutdown` turns true.
-pub async fn serve_admin(
+async fn serve_admin(
     listener: TcpListener,
     app: Router,
     mut shutdown: watch::Receiver<bool>,

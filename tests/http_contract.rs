@@ -1,15 +1,15 @@
 //! The HTTP contract of POST /validate and the admin endpoints, driven in-process through
-//! the router (no sockets).
+//! the routers production serves, `Webhook::router` and `Webhook::admin_router` (no sockets).
 
 mod common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
+use pvc_clone_guard::Webhook;
 use pvc_clone_guard::config::{Action, FailureMode, Policy, RuleId};
-use pvc_clone_guard::server::{self, Health, MAX_REVIEW_BYTES};
+use pvc_clone_guard::server::{Limits, MAX_REVIEW_BYTES, Timeouts};
 use serde_json::{Value, json};
-use std::sync::Arc;
 use tower::ServiceExt;
 
 use common::*;
@@ -43,8 +43,19 @@ async fn post(app: axum::Router, review: &Value) -> (StatusCode, Value) {
     (status, parsed)
 }
 
+fn webhook(
+    facts: Result<pvc_clone_guard::rules::Facts, String>,
+    policy: Policy,
+) -> Webhook<pvc_clone_guard::facts::StaticFacts> {
+    Webhook::new(
+        reviewer(facts, policy),
+        Timeouts::default(),
+        Limits::default(),
+    )
+}
+
 fn app(facts: Result<pvc_clone_guard::rules::Facts, String>, policy: Policy) -> axum::Router {
-    server::router(reviewer(facts, policy))
+    webhook(facts, policy).router()
 }
 
 fn default_app() -> axum::Router {
@@ -604,10 +615,9 @@ async fn only_post_validate_is_served() {
 
 #[tokio::test]
 async fn admin_endpoints_report_liveness_readiness_and_metrics() {
-    let reviewer = reviewer(Ok(good_facts()), Policy::default());
-    let health = Arc::new(Health::default());
-    let admin = server::admin_router(Arc::clone(&reviewer), Arc::clone(&health));
-    let reviews = server::router(Arc::clone(&reviewer));
+    let webhook = webhook(Ok(good_facts()), Policy::default());
+    let admin = webhook.admin_router();
+    let reviews = webhook.router();
     post(
         reviews.clone(),
         &create(claim("clone", Some(claim_source("data")), "1Gi")),
@@ -649,7 +659,7 @@ async fn admin_endpoints_report_liveness_readiness_and_metrics() {
             "missing {line:?} in:\n{metrics}"
         );
     }
-    health.begin_shutdown();
+    webhook.health().begin_shutdown();
     assert_eq!(
         get("/readyz").await,
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into())

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
+use pvc_clone_guard::Webhook;
 use pvc_clone_guard::certs::{self, CertsRequest};
 use pvc_clone_guard::config::Policy;
 use pvc_clone_guard::server;
@@ -33,19 +34,12 @@ async fn start(dir: &Path) -> Running {
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (stop, stopped) = watch::channel(false);
-    let reviews = server::Reviews::new(
+    let webhook = Webhook::new(
         reviewer(Ok(good_facts()), Policy::default()),
         server::Timeouts::default(),
         server::Limits::default(),
     );
-    tokio::spawn(server::serve_tls(
-        listener,
-        tls,
-        reviews,
-        server::Timeouts::default(),
-        server::Limits::default(),
-        stopped,
-    ));
+    tokio::spawn(async move { webhook.serve_reviews(listener, tls, stopped).await });
     Running {
         addr,
         cert,
