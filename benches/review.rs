@@ -32,7 +32,6 @@ use pvc_clone_guard::facts::StaticFacts;
 use pvc_clone_guard::metrics::Metrics;
 use pvc_clone_guard::review::{self, Reviewer, Triage};
 use pvc_clone_guard::rules::{self, DataSourceRequest, Facts, fixtures};
-use serde::Deserialize;
 
 /// A plain (non-clone) PVC CREATE review, 20Gi, gp3.
 const PLAIN: &[u8] = include_bytes!("load/review-plain.json");
@@ -64,18 +63,10 @@ fn bad_facts() -> Facts {
     facts
 }
 
-/// What the limit server reads of a review: `request.uid`, borrowed where it can be.
-#[derive(Deserialize)]
-struct UidOnly<'a> {
-    #[serde(borrow)]
-    request: UidRequest<'a>,
-}
-
-#[derive(Deserialize)]
-struct UidRequest<'a> {
-    #[serde(borrow)]
-    uid: std::borrow::Cow<'a, str>,
-}
+/// What the limit server reads of a review: `request.uid`.
+#[path = "load/uid_only.rs"]
+mod uid_only;
+use uid_only::UidOnly;
 
 fn reviewer(facts: Facts) -> Reviewer<StaticFacts> {
     Reviewer::new(

@@ -422,10 +422,15 @@ impl Connections {
         let Some((_, evicted)) = tables.pending.pop_first() else {
             return false;
         };
-        evicted.cancel();
-        self.metrics.pending.dec();
-        self.metrics.closed("pending-evicted");
+        self.evicted(&evicted, &self.metrics.pending, "pending-evicted");
         true
+    }
+
+    /// Tells the task of a socket taken out of the tables to close it, and counts it.
+    fn evicted(&self, evicted: &CancellationToken, held: &Gauge, reason: &'static str) {
+        evicted.cancel();
+        held.dec();
+        self.metrics.closed(reason);
     }
 
     fn leave_pending(&self, id: u64) {
@@ -530,9 +535,7 @@ impl Connections {
             return false;
         };
         if let Some(activity) = tables.established.remove(&victim) {
-            activity.evicted.cancel();
-            self.metrics.established.dec();
-            self.metrics.closed("idle-evicted");
+            self.evicted(&activity.evicted, &self.metrics.established, "idle-evicted");
         }
         true
     }

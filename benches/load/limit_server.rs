@@ -31,7 +31,6 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -97,18 +96,9 @@ fn tls_config(args: &Args) -> Result<Arc<rustls::ServerConfig>, String> {
     Ok(Arc::new(config))
 }
 
-/// Only the uid; serde skips every other field of the review without building it.
-#[derive(Deserialize)]
-struct Review<'a> {
-    #[serde(borrow)]
-    request: ReviewRequest<'a>,
-}
-
-#[derive(Deserialize)]
-struct ReviewRequest<'a> {
-    #[serde(borrow)]
-    uid: std::borrow::Cow<'a, str>,
-}
+#[path = "uid_only.rs"]
+mod uid_only;
+use uid_only::UidOnly;
 
 #[derive(serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -132,7 +122,7 @@ async fn handle(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Inf
         Ok(collected) => collected.to_bytes(),
         Err(_) => return Ok(plain(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n")),
     };
-    let review: Review = match serde_json::from_slice(&body) {
+    let review: UidOnly = match serde_json::from_slice(&body) {
         Ok(review) => review,
         Err(_) => return Ok(plain(StatusCode::BAD_REQUEST, "not an AdmissionReview\n")),
     };
