@@ -20,8 +20,8 @@
 //! for `valgrind --tool=callgrind` (see `benches/instructions.sh`); NAME is one of
 //! `plain`, `clone-allowed`, `clone-denied-3`, `plain-json-log`, `clone-json-log`,
 //! `plain-json-log-writer` (the JSON line through the binary's non-blocking writer, to a
-//! sink), `plain-text-log`, `parse-plain`, `parse-clone`, `uid-only`, `decide-allowed`,
-//! `to-body`, `none`.
+//! sink), `plain-router` (`plain` posted through `Webhook::router`), `plain-text-log`,
+//! `parse-plain`, `parse-clone`, `uid-only`, `decide-allowed`, `to-body`, `none`.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -283,6 +283,31 @@ fn run_case(case: &str, iters: u64) {
         "clone-json-log" => tracing::subscriber::with_default(json_log(), || {
             each(&mut || full_review(&rt, &good, CLONE).len())
         }),
+        "plain-router" => {
+            // The same review posted through the review port's router (routing, the
+            // handler's checks and body read, the response built), without TLS or sockets.
+            let webhook = pvc_clone_guard::Webhook::new(
+                std::sync::Arc::new(reviewer(good_facts())),
+                Default::default(),
+                Default::default(),
+            );
+            let router = webhook.router();
+            each(&mut || {
+                rt.block_on(async {
+                    use tower::ServiceExt;
+                    let request = axum::http::Request::post("/validate")
+                        .header("content-type", "application/json")
+                        .header("content-length", PLAIN.len())
+                        .body(axum::body::Body::from(PLAIN))
+                        .expect("request");
+                    let response = router.clone().oneshot(request).await.expect("infallible");
+                    axum::body::to_bytes(response.into_body(), usize::MAX)
+                        .await
+                        .expect("body")
+                        .len()
+                })
+            })
+        }
         "plain-text-log" => tracing::subscriber::with_default(text(), || {
             each(&mut || full_review(&rt, &good, PLAIN).len())
         }),
