@@ -34,19 +34,7 @@ fn a_restore_is_judged_once_the_snapshot_api_appears_without_a_restart() {
          spec: {{source: {{persistentVolumeClaimName: data}}}}\n"
     );
     apply(&snapshot);
-    let uid = must(
-        kubectl(&[
-            "get",
-            "volumesnapshot",
-            "snap",
-            "-n",
-            ns,
-            "-o",
-            "jsonpath={.metadata.uid}",
-        ]),
-        "uid",
-    )
-    .stdout;
+    let uid = uid_of("volumesnapshot/snap", ns);
     apply(&format!(
         "apiVersion: snapshot.storage.k8s.io/v1\nkind: VolumeSnapshotContent\nmetadata: {{name: appear-snap}}\n\
          spec: {{driver: ebs.csi.aws.com, deletionPolicy: Delete, source: {{snapshotHandle: h1}},\n  \

@@ -190,6 +190,16 @@ pub fn install_crds() {
     );
 }
 
+/// `metadata.uid` of `resource` (e.g. `volumesnapshot/snap`) in `namespace`.
+pub fn uid_of(resource: &str, namespace: &str) -> String {
+    let jsonpath = "jsonpath={.metadata.uid}";
+    must(
+        kubectl(&["get", resource, "-n", namespace, "-o", jsonpath]),
+        "read the uid",
+    )
+    .stdout
+}
+
 /// Takes the webhook's RBAC away: deletes the binding of the shipped ClusterRole to its user
 /// that the local control plane creates.
 pub fn revoke_webhook_rbac() {
@@ -241,6 +251,8 @@ pub struct Source<'a> {
     pub capacity: &'a str,
     pub mode: &'a str,
     pub bind: bool,
+    /// The node the volume's required node affinity pins it to (`kubernetes.io/hostname`).
+    pub node: Option<&'a str>,
 }
 
 impl<'a> Source<'a> {
@@ -254,6 +266,7 @@ impl<'a> Source<'a> {
             capacity: "10Gi",
             mode: "Filesystem",
             bind: true,
+            node: None,
         }
     }
 
@@ -267,9 +280,15 @@ impl<'a> Source<'a> {
             Some(driver) => format!("csi: {{driver: {driver}, volumeHandle: {pv}}}"),
             None => format!("hostPath: {{path: /tmp/{pv}}}"),
         };
+        let affinity = self.node.map_or(String::new(), |node| {
+            format!(
+                "\n  nodeAffinity: {{required: {{nodeSelectorTerms: [{{matchExpressions: \
+                 [{{key: kubernetes.io/hostname, operator: In, values: [{node}]}}]}}]}}}}"
+            )
+        });
         apply(&format!(
             "apiVersion: v1\nkind: PersistentVolume\nmetadata: {{name: {pv}}}\nspec:\n  capacity: {{storage: {cap}}}\n  \
-             accessModes: [ReadWriteOnce]\n  storageClassName: {class}\n  volumeMode: {mode}\n  {plugin}\n---\n\
+             accessModes: [ReadWriteOnce]\n  storageClassName: {class}\n  volumeMode: {mode}\n  {plugin}{affinity}\n---\n\
              apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  \
              accessModes: [ReadWriteOnce]\n  storageClassName: {class}\n  volumeMode: {mode}\n  \
              resources: {{requests: {{storage: {request}}}}}\n",
