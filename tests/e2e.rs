@@ -411,6 +411,48 @@ fn server_side_dry_run_gets_the_same_verdict() {
     );
 }
 
+// ---- claim fields the provisioner refuses, and what a driver may refuse --------------------
+
+#[test]
+#[ignore = "needs the local control plane: run tests/e2e.sh"]
+fn a_clone_with_a_selector_is_refused() {
+    let ns = "e2e-selector";
+    let with_selector = format!(
+        "{}  selector: {{matchLabels: {{tier: db}}}}\n",
+        clone_of_data(ns, Some("gp3"), "10Gi")
+    );
+    namespace(ns);
+    Source::new(ns).create();
+    assert_denied(
+        &create(&with_selector, &[]),
+        "[selector] this claim has spec.selector, and the CSI provisioner refuses a dynamically provisioned claim with a selector; remove spec.selector to clone claim \"data\"",
+    );
+}
+
+#[test]
+#[ignore = "needs the local control plane: run tests/e2e.sh"]
+fn another_access_mode_and_a_source_pinned_to_a_node_are_warnings() {
+    let ns = "e2e-node";
+    let source = Source {
+        node: Some("node-1"),
+        ..Source::new(ns)
+    };
+    let pinned = "[source-node] source volume \"e2e-node-data\" is on node \"node-1\" only; node-local drivers clone only there (the clone's pods too)";
+    assert_created(&clone_from(source, "gp3", "10Gi"), "clone", &[pinned]);
+    let shared = clone_yaml(ns, "shared", "data", Some("gp3"), "10Gi", "Filesystem").replace(
+        "accessModes: [ReadWriteOnce]",
+        "accessModes: [ReadWriteMany]",
+    );
+    assert_created(
+        &create(&shared, &[]),
+        "shared",
+        &[
+            "[access-modes] this claim asks for ReadWriteMany but source claim \"data\" is ReadWriteOnce; block drivers refuse that",
+            pinned,
+        ],
+    );
+}
+
 // ---- StatefulSets: refused at apply ---------------------------------------------------------
 
 const STATEFULSET_WEBHOOK: &str = "statefulsets.pvc-clone-guard.io";
@@ -473,6 +515,42 @@ fn a_statefulset_with_a_bad_clone_template_is_refused_at_apply_and_a_good_one_cr
     assert_eq!(run.stdout, "statefulset.apps/db configured\n");
 }
 
+#[test]
+#[ignore = "needs the local control plane: run tests/e2e.sh"]
+fn a_statefulset_template_gets_the_rules_of_a_claim() {
+    let ns = "e2e-sts-rules";
+    namespace(ns);
+    Source::new(ns).create();
+    let template = statefulset_yaml(ns, 1, "10Gi");
+    let source = "      dataSource: {kind: PersistentVolumeClaim, name: data}\n";
+    let with_selector = template.replace(
+        source,
+        &format!("{source}      selector: {{matchLabels: {{tier: db}}}}\n"),
+    );
+    assert_ne!(with_selector, template, "the selector is set");
+    let run = apply_sts(&with_selector);
+    assert_ne!(run.code, 0, "kubectl apply must fail:\n{}", run.stdout);
+    assert_eq!(
+        run.stderr,
+        format!(
+            "Error from server (Forbidden): error when creating \"sts.yaml\": admission webhook \"{STATEFULSET_WEBHOOK}\" \
+             denied the request: volumeClaimTemplates[0] \"data\": [selector] this claim has spec.selector, and the CSI \
+             provisioner refuses a dynamically provisioned claim with a selector; remove spec.selector to clone claim \"data\"\n"
+        )
+    );
+    // Warnings are the claim's too, with the template named.
+    let run = apply_sts(&template.replace(
+        "accessModes: [ReadWriteOnce]",
+        "accessModes: [ReadWriteMany]",
+    ));
+    assert_eq!(run.code, 0, "kubectl apply must succeed:\n{}", run.stderr);
+    assert_eq!(run.stdout, "statefulset.apps/db created\n");
+    assert_eq!(
+        run.stderr,
+        "Warning: volumeClaimTemplates[0] \"data\": [access-modes] this claim asks for ReadWriteMany but source claim \"data\" is ReadWriteOnce; block drivers refuse that\n"
+    );
+}
+
 // ---- what Kubernetes 1.20 cannot express: reviews posted straight to the webhook ------------
 
 #[test]
@@ -512,6 +590,36 @@ fn data_source_ref_and_cross_namespace_references_through_the_running_webhook() 
         answer["response"]["status"]["message"],
         "[same-namespace] dataSourceRef names claim \"data\" in namespace \"e2e-valid\", but this claim is in namespace \"e2e-ref\"; a clone must be created in its source's namespace: create this claim in namespace \"e2e-valid\""
     );
+}
+
+/// Kubernetes 1.20 has no VolumeAttributesClass API and drops `volumeAttributesClassName` at
+/// create: the webhook reads the field only from reviews posted to it. Where no
+/// VolumeAttributesClass API is served it says nothing (the v6 provisioner then ignores the
+/// field); the refusals when one is served are proven against the fake API server
+/// (tests/facts_fake_api.rs).
+#[test]
+#[ignore = "needs the local control plane: run tests/e2e.sh"]
+fn a_volume_attributes_class_is_not_judged_where_its_api_is_not_served() {
+    let ns = "e2e-vac";
+    namespace(ns);
+    Source::new(ns).create();
+    assert_ne!(
+        kubectl(&["get", "volumeattributesclasses"]).code,
+        0,
+        "Kubernetes 1.20 serves no VolumeAttributesClass"
+    );
+    let mut claim = common::claim(
+        "clone",
+        Some(json!({"kind": "PersistentVolumeClaim", "name": "data"})),
+        "10Gi",
+    );
+    claim["metadata"]["namespace"] = json!(ns);
+    claim["spec"]["volumeAttributesClassName"] = json!("gold");
+    let mut review = common::create(claim);
+    review["request"]["namespace"] = json!(ns);
+    let answer = post_to_webhook(&review);
+    assert_eq!(answer["response"]["allowed"], true, "{answer}");
+    assert_eq!(answer["response"]["warnings"], Value::Null, "{answer}");
 }
 
 #[test]

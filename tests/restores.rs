@@ -54,8 +54,8 @@ struct Snapshot<'a> {
     status: Option<Value>,
     /// `None`: no content is created.
     content: Option<Value>,
-    /// Kept by a finalizer and deleted: deletionTimestamp set.
-    deleting: bool,
+    /// Deleted while this finalizer keeps it: deletionTimestamp set.
+    deleting: Option<&'a str>,
 }
 
 impl<'a> Snapshot<'a> {
@@ -68,7 +68,7 @@ impl<'a> Snapshot<'a> {
             content: Some(
                 json!({"status": {"snapshotHandle": "snap-handle-1", "readyToUse": true}}),
             ),
-            deleting: false,
+            deleting: None,
         }
     }
 
@@ -85,7 +85,7 @@ impl<'a> Snapshot<'a> {
             let mut object: DynamicObject = serde_json::from_value(json!({
                 "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
                 "metadata": {"name": self.name, "namespace": self.namespace,
-                             "finalizers": if self.deleting { json!(["e2e.pvc-clone-guard.io/keep"]) } else { json!([]) }},
+                             "finalizers": self.deleting.into_iter().collect::<Vec<_>>()},
                 "spec": {"source": {"persistentVolumeClaimName": "data"}}
             }))
             .expect("snapshot");
@@ -144,7 +144,7 @@ impl<'a> Snapshot<'a> {
                     .await
                     .expect("snapshot status");
             }
-            if self.deleting {
+            if self.deleting.is_some() {
                 snapshots
                     .delete(self.name, &Default::default())
                     .await
@@ -214,7 +214,7 @@ fn a_valid_restore_is_admitted() {
 
 #[test]
 #[ignore = "needs the local control plane: run tests/e2e.sh"]
-fn a_missing_or_deleting_snapshot_is_refused() {
+fn a_missing_snapshot_is_refused_and_a_deleting_one_unless_a_restore_holds_it() {
     let ns = "r-exists";
     namespace(ns);
     crds();
@@ -222,8 +222,9 @@ fn a_missing_or_deleting_snapshot_is_refused() {
         &create(&restore(ns, "nope"), &[]),
         "[snapshot-exists] VolumeSnapshot \"nope\" does not exist in namespace \"r-exists\"; create it first, or fix spec.dataSource.name",
     );
+    // Kept by a finalizer that is not the provisioner's: nothing holds it for a restore.
     let since = Snapshot {
-        deleting: true,
+        deleting: Some("e2e.pvc-clone-guard.io/keep"),
         ..Snapshot::ready(ns, "going")
     }
     .create()
@@ -233,6 +234,49 @@ fn a_missing_or_deleting_snapshot_is_refused() {
         &format!(
             "[snapshot-deleting] VolumeSnapshot \"going\" is being deleted (since {since}); restore from a snapshot that is not being deleted"
         ),
+    );
+    // Kept by the provisioner's finalizer: a restore is under way, and the provisioner (v6.2+,
+    // v6.1.2) lets new ones proceed too.
+    let held = Snapshot {
+        deleting: Some("provisioner.storage.kubernetes.io/volumesnapshot-as-source-protection"),
+        ..Snapshot::ready(ns, "held")
+    };
+    assert_created(
+        &held.restored("1Gi"),
+        "held",
+        &[
+            "[snapshot-deleting] VolumeSnapshot \"held\" is being deleted but a restore holds it: this one proceeds while it lasts",
+        ],
+    );
+}
+
+/// The provisioner's `getSnapshotSource` refuses a VolumeSnapshot of another API group, and
+/// any dynamically provisioned claim with a selector.
+#[test]
+#[ignore = "needs the local control plane: run tests/e2e.sh"]
+fn a_snapshot_of_another_api_group_and_a_restore_with_a_selector_are_refused() {
+    let ns = "r-fields";
+    namespace(ns);
+    Snapshot::ready(ns, "snap").create();
+    assert_denied(
+        &create(
+            &restore(ns, "snap").replace(
+                "apiGroup: snapshot.storage.k8s.io",
+                "apiGroup: unsupported.group.io",
+            ),
+            &[],
+        ),
+        "[source-api-group] spec.dataSource names kind VolumeSnapshot with apiGroup \"unsupported.group.io\", but VolumeSnapshots belong to snapshot.storage.k8s.io; set apiGroup: snapshot.storage.k8s.io to restore VolumeSnapshot \"snap\"",
+    );
+    assert_denied(
+        &create(
+            &format!(
+                "{}  selector: {{matchLabels: {{tier: db}}}}\n",
+                restore(ns, "snap")
+            ),
+            &[],
+        ),
+        "[selector] this claim has spec.selector, and the CSI provisioner refuses a dynamically provisioned claim with a selector; remove spec.selector to restore VolumeSnapshot \"snap\"",
     );
 }
 
@@ -419,6 +463,18 @@ fn cross_namespace_sources_need_a_reference_grant() {
         other,
         "snap",
     );
+    // Hello is a registered populator kind here, so only the namespace is in question.
+    apply(
+        "apiVersion: populator.storage.k8s.io/v1beta1\nkind: VolumePopulator\nmetadata: {name: hello}\n\
+         sourceKind: {group: hello.example.com, kind: Hello}\n",
+    );
+    let populated = cross_namespace_review(own, "Hello", Some("hello.example.com"), other, "src");
+    // Refused by the webhook of the other suites (crossNamespace: deny) without a look at the
+    // other namespace.
+    assert_eq!(
+        post_to_webhook(&populated)["response"]["status"]["message"],
+        "[same-namespace] dataSourceRef names Hello \"src\" in namespace \"x-prod\", but this claim is in namespace \"x-dev\"; a populated claim must be created in its source's namespace: create this claim in namespace \"x-prod\""
+    );
 
     // No grant: refused, naming the grant that would allow it; nothing else is read.
     let answer = post(&claim);
@@ -470,5 +526,24 @@ fn cross_namespace_sources_need_a_reference_grant() {
     let mut restore = snapshot.clone();
     restore["request"]["object"]["spec"]["resources"]["requests"]["storage"] = json!("1Gi");
     let answer = post(&restore);
+    assert_eq!(answer["response"]["allowed"], true, "{answer}");
+
+    // A populator's source: the provisioner checks the grant before it looks at the kind, so
+    // the same rule applies; with a grant, the populator rule judges it as any other.
+    let answer = post(&populated);
+    assert_eq!(answer["response"]["allowed"], false);
+    assert_eq!(
+        message(&answer),
+        "[same-namespace] dataSourceRef names Hello \"src\" in namespace \"x-prod\", but no ReferenceGrant in namespace \"x-prod\" allows PersistentVolumeClaims in namespace \"x-dev\" to use Hello \"src\"; create one: ReferenceGrant in \"x-prod\" with from {group: \"\", kind: PersistentVolumeClaim, namespace: x-dev} and to {group: \"hello.example.com\", kind: Hello, name: src}"
+    );
+    // This grant is written as v1: the same stored object as v1beta1.
+    let populators = json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "ReferenceGrant",
+        "metadata": {"name": "populated-from-dev", "namespace": other},
+        "spec": {"from": [{"group": "", "kind": "PersistentVolumeClaim", "namespace": own}],
+                 "to": [{"group": "hello.example.com", "kind": "Hello", "name": "src"}]}
+    });
+    apply(&populators.to_string());
+    let answer = post(&populated);
     assert_eq!(answer["response"]["allowed"], true, "{answer}");
 }
