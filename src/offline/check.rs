@@ -102,19 +102,9 @@ pub fn run(options: CheckOptions) -> ExitCode {
     for file in &input.skipped {
         eprintln!("pvc-clone-guard check: skipped {file} (not .yaml, .yml or .json)");
     }
-    let policy = match &options.config {
-        Some(path) => match Policy::from_file(path) {
-            Ok(policy) => policy,
-            Err(error) => return fail(error.to_string()),
-        },
-        None => Policy::default(),
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => return fail(format!("cannot start the async runtime: {error}")),
+    let (policy, runtime) = match super::policy_and_runtime(options.config.as_deref()) {
+        Ok(started) => started,
+        Err(message) => return fail(message),
     };
     let report = match runtime.block_on(check(&input.documents, policy, &options.state)) {
         Ok(report) => report,

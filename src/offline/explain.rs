@@ -41,19 +41,9 @@ pub fn run(options: ExplainOptions) -> ExitCode {
         eprintln!("pvc-clone-guard explain: {message}");
         ExitCode::from(2)
     };
-    let policy = match &options.config {
-        Some(path) => match Policy::from_file(path) {
-            Ok(policy) => policy,
-            Err(error) => return fail(error.to_string()),
-        },
-        None => Policy::default(),
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => return fail(format!("cannot start the async runtime: {error}")),
+    let (policy, runtime) = match super::policy_and_runtime(options.config.as_deref()) {
+        Ok(started) => started,
+        Err(message) => return fail(message),
     };
     match runtime.block_on(explain(&options, policy)) {
         Ok((lines, complete)) => {

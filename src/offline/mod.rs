@@ -24,6 +24,22 @@ pub mod state;
 /// The webhook's reviewer over the webhook's fact gathering, answering from the API server.
 pub type OfflineReviewer = Reviewer<ClusterFacts>;
 
+/// What `check` and `explain` start from: the policy of `--config` (the defaults without
+/// one) and a runtime on the calling thread, or the message to exit 2 with.
+pub fn policy_and_runtime(
+    config: Option<&std::path::Path>,
+) -> Result<(crate::config::Policy, tokio::runtime::Runtime), String> {
+    let policy = match config {
+        Some(path) => crate::config::Policy::from_file(path).map_err(|error| error.to_string())?,
+        None => crate::config::Policy::default(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| format!("cannot start the async runtime: {error}"))?;
+    Ok((policy, runtime))
+}
+
 /// Where facts come from: `--state` files, or the cluster of the usual kubeconfig.
 pub async fn client(state: &[PathBuf]) -> Result<kube::Client, String> {
     if !state.is_empty() {
