@@ -31,6 +31,26 @@ fn serve(args: &[&str], env: &[(&str, &str)]) -> Run {
     }
 }
 
+/// `serve` with a missing certificate and a config file of `yaml`: the config is read (and
+/// refused) first. The file's path comes back for the expected message.
+fn serve_with_config(yaml: &str) -> (Run, tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, yaml).expect("write");
+    let run = serve(
+        &[
+            "--tls-cert",
+            "/nope.crt",
+            "--tls-key",
+            "/nope.key",
+            "--config",
+            p(&config),
+        ],
+        &[],
+    );
+    (run, dir, config)
+}
+
 fn p(path: &Path) -> &str {
     path.to_str().expect("utf-8 path")
 }
@@ -69,21 +89,9 @@ fn a_key_that_does_not_match_says_so_in_words() {
 
 #[test]
 fn a_yaml_error_is_said_once_with_its_place() {
-    let dir = tempfile::tempdir().expect("dir");
-    let config = dir.path().join("config.yaml");
-    std::fs::write(&config, "rules:\n  size: block\n").expect("write");
+    let (run, _dir, config) = serve_with_config("rules:\n  size: block\n");
     assert_stops(
-        serve(
-            &[
-                "--tls-cert",
-                "/nope.crt",
-                "--tls-key",
-                "/nope.key",
-                "--config",
-                p(&config),
-            ],
-            &[],
-        ),
+        run,
         &format!(
             "{} is not a valid configuration: rules.size: unknown variant `block`, expected one of \
              `deny`, `warn`, `off` at line 2 column 9",
@@ -94,25 +102,13 @@ fn a_yaml_error_is_said_once_with_its_place() {
 
 #[test]
 fn an_unknown_rule_names_the_file_and_the_known_rules() {
-    let dir = tempfile::tempdir().expect("dir");
-    let config = dir.path().join("config.yaml");
-    std::fs::write(&config, "rules:\n  sizes: deny\n").expect("write");
+    let (run, _dir, config) = serve_with_config("rules:\n  sizes: deny\n");
     let known: Vec<&str> = pvc_clone_guard::config::RuleId::ALL
         .iter()
         .map(|rule| rule.as_str())
         .collect();
     assert_stops(
-        serve(
-            &[
-                "--tls-cert",
-                "/nope.crt",
-                "--tls-key",
-                "/nope.key",
-                "--config",
-                p(&config),
-            ],
-            &[],
-        ),
+        run,
         &format!(
             "{}: unknown rule \"sizes\" (known rules: {})",
             config.display(),
