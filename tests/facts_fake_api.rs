@@ -772,16 +772,37 @@ fn clone_with_attributes_class() -> Vec<u8> {
     serde_json::to_vec(&review).expect("json")
 }
 
-fn reviewer(fake: &Fake, policy: Policy) -> (Reviewer<ClusterFacts>, Metrics) {
+/// A reviewer on `fake`, once its facts are ready.
+async fn ready_reviewer(fake: &Fake, policy: Policy) -> (Reviewer<ClusterFacts>, Metrics) {
     let (facts, metrics) = start(fake, &policy);
+    eventually("ready", || facts.ready()).await;
     (Reviewer::new(policy, facts, metrics.clone()), metrics)
+}
+
+/// Asserts that a request starting with `start` (`GET path?`) was made.
+#[track_caller]
+fn assert_asked(fake: &Fake, start: &str) {
+    let requests = fake.requests();
+    assert!(
+        requests.iter().any(|r| r.starts_with(start)),
+        "{start}: {requests:?}"
+    );
+}
+
+/// Asserts that no request contains `part`.
+#[track_caller]
+fn assert_not_asked(fake: &Fake, part: &str) {
+    let requests = fake.requests();
+    assert!(
+        !requests.iter().any(|r| r.contains(part)),
+        "{part}: {requests:?}"
+    );
 }
 
 #[tokio::test]
 async fn a_populator_source_is_judged_by_the_volume_populators_the_cluster_serves() {
     let fake = healthy_cluster();
-    let (reviewer, metrics) = reviewer(&fake, Policy::default());
-    eventually("ready", || reviewer.facts().ready()).await;
+    let (reviewer, metrics) = ready_reviewer(&fake, Policy::default()).await;
     // Without the CRD: a warning, never a denial.
     let response = reviewer.review(&hello_review()).await.expect("answered");
     assert!(response.allowed);
@@ -836,18 +857,11 @@ async fn volume_populators_are_not_read_while_populator_is_off() {
     fake.serve("populator.storage.k8s.io/v1beta1", "volumepopulators");
     let mut policy = Policy::default();
     policy.set_action(RuleId::Populator, Action::Off);
-    let (reviewer, _) = reviewer(&fake, policy);
-    eventually("ready", || reviewer.facts().ready()).await;
+    let (reviewer, _) = ready_reviewer(&fake, policy).await;
     let response = reviewer.review(&hello_review()).await.expect("answered");
     assert!(response.allowed);
     assert_eq!(response.warnings, None);
-    let requests = fake.requests();
-    assert!(
-        !requests
-            .iter()
-            .any(|r| r.contains("populator.storage.k8s.io")),
-        "{requests:?}"
-    );
+    assert_not_asked(&fake, "populator.storage.k8s.io");
 }
 
 #[tokio::test]
@@ -855,8 +869,7 @@ async fn volume_populators_that_cannot_be_read_only_warn() {
     let fake = healthy_cluster();
     fake.serve("populator.storage.k8s.io/v1beta1", "volumepopulators");
     fake.state().forbidden.push(POPULATORS.to_owned());
-    let (reviewer, _) = reviewer(&fake, Policy::default());
-    eventually("ready", || reviewer.facts().ready()).await;
+    let (reviewer, _) = ready_reviewer(&fake, Policy::default()).await;
     let response = reviewer.review(&hello_review()).await.expect("answered");
     assert!(response.allowed);
     assert_eq!(
@@ -869,20 +882,13 @@ async fn volume_populators_that_cannot_be_read_only_warn() {
 async fn a_volume_attributes_class_is_not_read_where_the_cluster_cannot_serve_it() {
     // Kubernetes 1.20 serves neither v1 nor v1beta1: nothing is checked, nothing is asked.
     let fake = healthy_cluster();
-    let (reviewer, _) = reviewer(&fake, Policy::default());
-    eventually("ready", || reviewer.facts().ready()).await;
+    let (reviewer, _) = ready_reviewer(&fake, Policy::default()).await;
     let response = reviewer
         .review(&clone_with_attributes_class())
         .await
         .expect("answered");
     assert!(response.allowed, "{:?}", response.result.message);
-    let requests = fake.requests();
-    assert!(
-        !requests
-            .iter()
-            .any(|r| r.contains("/volumeattributesclasses")),
-        "{requests:?}"
-    );
+    assert_not_asked(&fake, "/volumeattributesclasses");
 }
 
 #[tokio::test]
@@ -895,8 +901,7 @@ async fn a_volume_attributes_class_of_another_driver_is_refused_as_v1() {
         "gold",
         attributes_class("v1", "gold", "pd.csi.storage.gke.io"),
     );
-    let (reviewer, metrics) = reviewer(&fake, Policy::default());
-    eventually("ready", || reviewer.facts().ready()).await;
+    let (reviewer, metrics) = ready_reviewer(&fake, Policy::default()).await;
     eventually("the v1 watch is open", || {
         fake.state().watches.contains_key(ATTRIBUTES_CLASSES)
     })
@@ -914,19 +919,11 @@ async fn a_volume_attributes_class_of_another_driver_is_refused_as_v1() {
         "pvc_clone_guard_denial_confirmations_total{outcome=\"confirmed\"}",
         "1",
     );
-    let requests = fake.requests();
-    assert!(
-        requests
-            .iter()
-            .any(|r| r.starts_with("GET /apis/storage.k8s.io/v1/volumeattributesclasses/gold?")),
-        "confirmed by a GET: {requests:?}"
+    assert_asked(
+        &fake,
+        "GET /apis/storage.k8s.io/v1/volumeattributesclasses/gold?",
     );
-    assert!(
-        !requests
-            .iter()
-            .any(|r| r.contains("v1beta1/volumeattributesclasses")),
-        "{requests:?}"
-    );
+    assert_not_asked(&fake, "v1beta1/volumeattributesclasses");
 }
 
 #[tokio::test]
@@ -938,8 +935,7 @@ async fn a_missing_volume_attributes_class_is_refused_as_v1beta1_where_only_that
         "silver",
         attributes_class("v1beta1", "silver", "ebs.csi.aws.com"),
     );
-    let (reviewer, _) = reviewer(&fake, Policy::default());
-    eventually("ready", || reviewer.facts().ready()).await;
+    let (reviewer, _) = ready_reviewer(&fake, Policy::default()).await;
     let response = reviewer
         .review(&clone_with_attributes_class())
         .await
@@ -948,12 +944,9 @@ async fn a_missing_volume_attributes_class_is_refused_as_v1beta1_where_only_that
         response.result.message,
         "[volume-attributes-class] VolumeAttributesClass \"gold\" does not exist, and the provisioner would retry for ever while holding the source; create it, or fix spec.volumeAttributesClassName"
     );
-    let requests = fake.requests();
-    assert!(
-        requests.iter().any(
-            |r| r.starts_with("GET /apis/storage.k8s.io/v1beta1/volumeattributesclasses/gold?")
-        ),
-        "{requests:?}"
+    assert_asked(
+        &fake,
+        "GET /apis/storage.k8s.io/v1beta1/volumeattributesclasses/gold?",
     );
 }
 
@@ -1011,8 +1004,7 @@ async fn a_group_snapshot_is_refused_naming_its_members_in_the_version_served() 
         ),
     );
     fake.put_quietly(SNAPSHOTS, "dev/alone", member("alone", json!({})));
-    let (reviewer, _) = reviewer(&fake, Policy::default());
-    eventually("ready", || reviewer.facts().ready()).await;
+    let (reviewer, _) = ready_reviewer(&fake, Policy::default()).await;
     let group = |name: &str| {
         review_from(
             json!({"apiGroup": "groupsnapshot.storage.k8s.io", "kind": "VolumeGroupSnapshot", "name": name}),
@@ -1023,12 +1015,9 @@ async fn a_group_snapshot_is_refused_naming_its_members_in_the_version_served() 
         response.result.message,
         "[group-snapshot] spec.dataSourceRef names VolumeGroupSnapshot \"group-1\", but a claim cannot be restored from a group snapshot; restore each of its member VolumeSnapshots into a claim of its own: \"snap-a\", \"snap-b\""
     );
-    let requests = fake.requests();
-    assert!(
-        requests.iter().any(|r| r.starts_with(
-            "GET /apis/groupsnapshot.storage.k8s.io/v1beta1/namespaces/dev/volumegroupsnapshots/group-1?"
-        )),
-        "{requests:?}"
+    assert_asked(
+        &fake,
+        "GET /apis/groupsnapshot.storage.k8s.io/v1beta1/namespaces/dev/volumegroupsnapshots/group-1?",
     );
     let response = reviewer.review(&group("nope")).await.expect("answered");
     assert_eq!(
@@ -1068,12 +1057,6 @@ async fn reference_grants_are_read_as_v1_where_served_else_v1beta1() {
             .await
             .expect("facts");
         assert_eq!(gathered.grant, pvc_clone_guard::rules::GrantFact::NotFound);
-        let requests = fake.requests();
-        assert!(
-            requests
-                .iter()
-                .any(|r| r.starts_with(&format!("GET {expected}?"))),
-            "{served:?}: {requests:?}"
-        );
+        assert_asked(&fake, &format!("GET {expected}?"));
     }
 }
