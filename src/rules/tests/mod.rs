@@ -665,11 +665,21 @@ fn readme_rules_section() -> &'static str {
     &section[..end]
 }
 
-/// The rows of the README's rules tables: (id, the first word of the default).
+/// The rows of the README's rules tables (the tables whose header starts `| id |`; the
+/// section's other tables, e.g. the parity table, are not rule tables): (id, the first word
+/// of the default).
 fn readme_rows() -> Vec<(String, String)> {
+    let mut in_rule_table = false;
     readme_rules_section()
         .lines()
-        .filter(|line| line.starts_with("| `"))
+        .filter(|line| {
+            if !line.starts_with('|') {
+                in_rule_table = false;
+            } else if line.starts_with("| id |") {
+                in_rule_table = true;
+            }
+            in_rule_table && line.starts_with("| `")
+        })
         .map(|line| {
             let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
             let id = cells[0].trim_matches('`').to_owned();
