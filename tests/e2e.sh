@@ -7,9 +7,10 @@
 #      view of the API server, no pods RBAC, the snapshot API appearing
 #   2. tests/operations.rs, one test at a time: the audit log's annotations, and a real
 #      Prometheus raising and clearing the fail-closed alert (stops the API server)
-#   3. tests/e2e.rs (every clone rule through kubectl; run first, while no CRD is installed)
-#      and tests/restores.rs (restores and cross-namespace grants, with the project's CRDs),
-#      one file after the other, the tests of each in parallel
+#   3. tests/e2e.rs (every clone rule through kubectl; run first, while no CRD is installed),
+#      tests/restores.rs (restores and cross-namespace grants, with the project's CRDs) and
+#      tests/sources.rs (populators and group snapshots), one file after the other, the tests
+#      of each in parallel
 #   E2E_KEEP=1 tests/e2e.sh   keeps the environments (and prints where) for debugging.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -53,5 +54,5 @@ suite() {
 cargo build --release --quiet
 suite 1 faults resilience snapshot_api
 suite 1 operations
-suite 4 e2e restores
+suite 4 e2e restores sources
 suite 1 check_cluster

@@ -546,4 +546,23 @@ fn cross_namespace_sources_need_a_reference_grant() {
     apply(&populators.to_string());
     let answer = post(&populated);
     assert_eq!(answer["response"]["allowed"], true, "{answer}");
+
+    // The webhook read the grants as gateway.networking.k8s.io/v1 (served here beside the
+    // stored v1beta1): the API server's own request counts say so.
+    let metrics = must(kubectl(&["get", "--raw", "/metrics"]), "API server metrics").stdout;
+    let reads = |version: &str| {
+        metrics
+            .lines()
+            .filter(|line| {
+                line.starts_with("apiserver_request_total{")
+                    && line.contains("group=\"gateway.networking.k8s.io\"")
+                    && line.contains("resource=\"referencegrants\"")
+                    && line.contains(&format!("version=\"{version}\""))
+                    && ["LIST", "WATCH"]
+                        .iter()
+                        .any(|verb| line.contains(&format!("verb=\"{verb}\"")))
+            })
+            .count()
+    };
+    assert!(reads("v1") > 0, "no LIST or WATCH of referencegrants v1");
 }
