@@ -129,11 +129,15 @@ impl Fake {
                 Some(resources) => {
                     json_response(StatusCode::OK, resource_list(group_version, resources))
                 }
-                None => status(
-                    StatusCode::NOT_FOUND,
-                    "the server could not find the requested resource",
-                    "NotFound",
-                ),
+                // As kube-apiserver answers a group version it does not serve: a bare
+                // text 404, no Status object.
+                None => {
+                    let mut response = Response::new(
+                        Full::new(Bytes::from_static(b"404 page not found\n")).boxed(),
+                    );
+                    *response.status_mut() = StatusCode::NOT_FOUND;
+                    response
+                }
             };
         }
         let (collection, key) = split(&path);

@@ -145,7 +145,9 @@ impl<C: Send + Sync + 'static> Discovered<C> {
                     break;
                 }
                 Ok(_) => {}
-                Err(kube::Error::Api(status)) if status.is_not_found() => {}
+                // A group version that is not served is a bare `404 page not found` (no
+                // Status body), which kube reports with code 404 but not reason NotFound.
+                Err(kube::Error::Api(status)) if status.is_not_found() || status.code == 404 => {}
                 Err(error) => {
                     tracing::debug!(%error, group_version, "API discovery failed");
                     return self.served();
