@@ -777,6 +777,13 @@ fn clone_with_attributes_class() -> Vec<u8> {
 }
 
 /// A reviewer on `fake`, once its facts are ready.
+/// Reviews [`hello_review`] and asserts it is admitted with exactly `warning` (or none).
+async fn assert_hello_admitted(reviewer: &Reviewer<ClusterFacts>, warning: Option<&str>) {
+    let response = reviewer.review(&hello_review()).await.expect("answered");
+    assert!(response.allowed, "{:?}", response.result.message);
+    assert_eq!(response.warnings, warning.map(|w| vec![w.to_owned()]));
+}
+
 async fn ready_reviewer(fake: &Fake, policy: Policy) -> (Reviewer<ClusterFacts>, Metrics) {
     let (facts, metrics) = start(fake, &policy);
     eventually("ready", || facts.ready()).await;
@@ -808,12 +815,7 @@ async fn a_populator_source_is_judged_by_the_volume_populators_the_cluster_serve
     let fake = healthy_cluster();
     let (reviewer, metrics) = ready_reviewer(&fake, Policy::default()).await;
     // Without the CRD: a warning, never a denial.
-    let response = reviewer.review(&hello_review()).await.expect("answered");
-    assert!(response.allowed);
-    assert_eq!(
-        response.warnings,
-        Some(vec!["[populator] populator.storage.k8s.io is not served: no VolumePopulator for Hello.hello.example.com can be checked".to_owned()])
-    );
+    assert_hello_admitted(&reviewer, Some("[populator] populator.storage.k8s.io is not served: no VolumePopulator for Hello.hello.example.com can be checked")).await;
     // The CRD installed later is seen at once, without a restart; no registration: refused,
     // after a confirmation against the API server.
     fake.serve("populator.storage.k8s.io/v1beta1", "volumepopulators");
@@ -845,9 +847,7 @@ async fn a_populator_source_is_judged_by_the_volume_populators_the_cluster_serve
     })
     .await;
     fake.clear_requests();
-    let response = reviewer.review(&hello_review()).await.expect("answered");
-    assert!(response.allowed, "{:?}", response.result.message);
-    assert_eq!(response.warnings, None);
+    assert_hello_admitted(&reviewer, None).await;
     assert_eq!(
         lookups(&fake.requests()),
         Vec::<String>::new(),
@@ -862,9 +862,7 @@ async fn volume_populators_are_not_read_while_populator_is_off() {
     let mut policy = Policy::default();
     policy.set_action(RuleId::Populator, Action::Off);
     let (reviewer, _) = ready_reviewer(&fake, policy).await;
-    let response = reviewer.review(&hello_review()).await.expect("answered");
-    assert!(response.allowed);
-    assert_eq!(response.warnings, None);
+    assert_hello_admitted(&reviewer, None).await;
     assert_not_asked(&fake, "populator.storage.k8s.io");
 }
 
@@ -874,12 +872,7 @@ async fn volume_populators_that_cannot_be_read_only_warn() {
     fake.serve("populator.storage.k8s.io/v1beta1", "volumepopulators");
     fake.state().forbidden.push(POPULATORS.to_owned());
     let (reviewer, _) = ready_reviewer(&fake, Policy::default()).await;
-    let response = reviewer.review(&hello_review()).await.expect("answered");
-    assert!(response.allowed);
-    assert_eq!(
-        response.warnings,
-        Some(vec!["[populator] VolumePopulators could not be read (volumepopulators is forbidden: User \"pvc-clone-guard\" cannot list resource \"volumepopulators\"); no populator of Hello.hello.example.com was checked".to_owned()])
-    );
+    assert_hello_admitted(&reviewer, Some("[populator] VolumePopulators could not be read (volumepopulators is forbidden: User \"pvc-clone-guard\" cannot list resource \"volumepopulators\"); no populator of Hello.hello.example.com was checked")).await;
 }
 
 #[tokio::test]
