@@ -218,50 +218,45 @@ pub fn compare(a: &str, b: &str) -> Option<Ordering> {
 mod tests {
     use super::*;
 
-    fn bytes(text: &str) -> i128 {
-        parse(text)
-            .unwrap_or_else(|e| panic!("{text}: {e}"))
-            .whole_units()
+    /// Each quantity with the whole bytes it stands for.
+    fn assert_bytes(cases: &[(&str, i128)]) {
+        for &(text, want) in cases {
+            let got = parse(text)
+                .unwrap_or_else(|e| panic!("{text}: {e}"))
+                .whole_units();
+            assert_eq!(got, want, "{text}");
+        }
     }
 
     #[test]
     fn whole_units_round_up_as_value_does() {
-        assert_eq!(bytes("0.5"), 1);
-        assert_eq!(bytes("1500m"), 2);
-        assert_eq!(bytes("2"), 2);
-        assert_eq!(bytes("1001m"), 2);
-        assert_eq!(bytes("1000m"), 1);
-        assert_eq!(bytes("0"), 0);
+        #[rustfmt::skip]
+        let cases = [("0.5", 1), ("1500m", 2), ("2", 2), ("1001m", 2), ("1000m", 1), ("0", 0)];
+        assert_bytes(&cases);
     }
 
     #[test]
     fn binary_and_decimal_suffixes() {
-        assert_eq!(bytes("1Ki"), 1024);
-        assert_eq!(bytes("1Mi"), 1 << 20);
-        assert_eq!(bytes("1Gi"), 1 << 30);
-        assert_eq!(bytes("1Ti"), 1 << 40);
-        assert_eq!(bytes("1Pi"), 1 << 50);
-        assert_eq!(bytes("1Ei"), 1 << 60);
-        assert_eq!(bytes("1k"), 1_000);
-        assert_eq!(bytes("1M"), 1_000_000);
-        assert_eq!(bytes("1G"), 1_000_000_000);
-        assert_eq!(bytes("1T"), 1_000_000_000_000);
-        assert_eq!(bytes("1P"), 1_000_000_000_000_000);
-        assert_eq!(bytes("1E"), 1_000_000_000_000_000_000);
-        assert_eq!(bytes("42"), 42);
+        #[rustfmt::skip]
+        let cases = [
+            ("1Ki", 1024), ("1Mi", 1 << 20), ("1Gi", 1 << 30), ("1Ti", 1 << 40), ("1Pi", 1 << 50), ("1Ei", 1 << 60),
+            ("1k", 1_000), ("1M", 1_000_000), ("1G", 1_000_000_000), ("1T", 1_000_000_000_000),
+            ("1P", 1_000_000_000_000_000), ("1E", 1_000_000_000_000_000_000),
+            ("42", 42),
+        ];
+        assert_bytes(&cases);
     }
 
     #[test]
     fn fractions_and_exponents() {
-        assert_eq!(bytes("0.5Gi"), 1 << 29);
-        assert_eq!(bytes("1.5Ti"), 3 << 39);
-        assert_eq!(bytes("5e9"), 5_000_000_000);
-        assert_eq!(bytes("5E9"), 5_000_000_000);
-        assert_eq!(bytes("5e+9"), 5_000_000_000);
-        assert_eq!(bytes("12e-1"), 2, "1.2 bytes rounds up to 2 whole bytes");
-        assert_eq!(bytes(".5Ki"), 512);
-        assert_eq!(bytes("2."), 2);
-        assert_eq!(bytes("+3Mi"), 3 << 20);
+        #[rustfmt::skip]
+        let cases = [
+            ("0.5Gi", 1 << 29), ("1.5Ti", 3 << 39), (".5Ki", 512), ("2.", 2), ("+3Mi", 3 << 20),
+            ("5e9", 5_000_000_000), ("5E9", 5_000_000_000), ("5e+9", 5_000_000_000),
+            // 1.2 bytes rounds up to 2 whole bytes.
+            ("12e-1", 2),
+        ];
+        assert_bytes(&cases);
         assert_eq!(parse("500m").map(|q| q.millis), Ok(500));
         assert_eq!(parse("-1Gi").map(|q| q.whole_units()), Ok(-(1 << 30)));
     }
