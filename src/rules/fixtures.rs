@@ -46,25 +46,22 @@ pub fn clone_request() -> DataSourceRequest {
 
 /// [`clone_request`], restored from VolumeSnapshot `snap-1` instead.
 pub fn restore_request() -> DataSourceRequest {
-    let mut request = clone_request();
-    request.source = SourceReference {
-        kind: SourceKind::Snapshot,
-        name: "snap-1".into(),
-        namespace: None,
-        api_group: Some(SNAPSHOT_GROUP.into()),
-        field: "dataSource",
-    };
-    request
+    clone_request_from(SourceKind::Snapshot, "snap-1", SNAPSHOT_GROUP)
 }
 
 /// [`clone_request`], from VolumeGroupSnapshot `group-1` (`spec.dataSource`) instead.
 pub fn group_snapshot_request() -> DataSourceRequest {
+    clone_request_from(SourceKind::GroupSnapshot, "group-1", GROUP_SNAPSHOT_GROUP)
+}
+
+/// [`clone_request`] with `spec.dataSource` naming `kind` `name` of `api_group` instead.
+fn clone_request_from(kind: SourceKind, name: &str, api_group: &str) -> DataSourceRequest {
     let mut request = clone_request();
     request.source = SourceReference {
-        kind: SourceKind::GroupSnapshot,
-        name: "group-1".into(),
+        kind,
+        name: name.into(),
         namespace: None,
-        api_group: Some(GROUP_SNAPSHOT_GROUP.into()),
+        api_group: Some(api_group.into()),
         field: "dataSource",
     };
     request
