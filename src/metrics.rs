@@ -8,7 +8,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReviewLabels {
@@ -48,6 +48,44 @@ struct OutcomeLabels {
     outcome: &'static str,
 }
 
+/// The name and help of each metric, as `/metrics` shows them: one line each.
+#[rustfmt::skip]
+mod described {
+    pub const REVIEWS: (&str, &str) = ("reviews", "Admission reviews answered, by operation and verdict (allowed, warned, denied, skipped, failed-open, failed-closed)");
+    pub const VIOLATIONS: (&str, &str) = ("violations", "Rule violations found, by rule and action (deny or warn)");
+    pub const DURATION: (&str, &str) = ("review_duration_seconds", "Time to answer a parsed review");
+    pub const LOOKUP_ERRORS: (&str, &str) = ("api_lookup_errors", "Reviews whose facts could not be read from the API server, by resource (or timeout)");
+    pub const WATCH_ERRORS: (&str, &str) = ("watch_errors", "Errors of the cache watches, by resource");
+    pub const CACHED_OBJECTS: (&str, &str) = ("cached_objects", "Objects held in the caches, by resource");
+    pub const CACHE_SYNCED: (&str, &str) = ("cache_synced", "1 while a cache is served from its watch, 0 while lookups of that resource go to the API server (never listed yet, or its watch failed and has not delivered an event since)");
+    pub const UNDECODABLE: (&str, &str) = ("watch_undecodable_objects", "Objects a watch delivered that could not be read (skipped, the watch goes on), by resource");
+    pub const CONFIRMATIONS: (&str, &str) = ("denial_confirmations", "Denials based on cached facts, re-checked against the API server: confirmed, or overturned (the cache lagged)");
+    pub const MALFORMED: (&str, &str) = ("malformed_reviews", "Bodies refused with 400 because they are not a valid AdmissionReview");
+    pub const CERTIFICATE_EXPIRY: (&str, &str) = ("certificate_expiry_timestamp_seconds", "When the serving certificate being served expires (its notAfter), in seconds since the epoch; updated when it is reloaded");
+}
+use described::*;
+
+// From 50µs (a review answered from memory) to 5s (past any sane lookup timeout).
+const DURATION_BUCKETS: [f64; 16] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0,
+];
+
+/// `metric`, registered in `registry` as `name` with `help`.
+fn registered<M: Metric + Clone>(
+    registry: &mut Registry,
+    (name, help): (&str, &str),
+    metric: M,
+) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
+/// The series of `resource` in `family`, created (at 0) if it is new.
+fn of_resource<M: Clone>(family: &Family<ResourceLabels, M>, resource: &'static str) -> M {
+    family.get_or_create(&ResourceLabels { resource }).clone()
+}
+
 /// Cheap to clone: every clone records into the same registry.
 #[derive(Clone)]
 pub struct Metrics(Arc<Inner>);
@@ -61,76 +99,17 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("pvc_clone_guard");
-        let reviews = Family::<ReviewLabels, Counter>::default();
-        registry.register(
-            "reviews",
-            "Admission reviews answered, by operation and verdict (allowed, warned, denied, skipped, failed-open, failed-closed)",
-            reviews.clone(),
-        );
-        let violations = Family::<ViolationLabels, Counter>::default();
-        registry.register(
-            "violations",
-            "Rule violations found, by rule and action (deny or warn)",
-            violations.clone(),
-        );
-        // From 50µs (a review answered from memory) to 5s (past any sane lookup timeout).
-        let duration = Histogram::new([
-            0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-            0.5, 1.0, 2.5, 5.0,
-        ]);
-        registry.register(
-            "review_duration_seconds",
-            "Time to answer a parsed review",
-            duration.clone(),
-        );
-        let lookup_errors = Family::<ResourceLabels, Counter>::default();
-        registry.register(
-            "api_lookup_errors",
-            "Reviews whose facts could not be read from the API server, by resource (or timeout)",
-            lookup_errors.clone(),
-        );
-        let watch_errors = Family::<ResourceLabels, Counter>::default();
-        registry.register(
-            "watch_errors",
-            "Errors of the cache watches, by resource",
-            watch_errors.clone(),
-        );
-        let cached_objects = Family::<ResourceLabels, Gauge>::default();
-        registry.register(
-            "cached_objects",
-            "Objects held in the caches, by resource",
-            cached_objects.clone(),
-        );
-        let cache_synced = Family::<ResourceLabels, Gauge>::default();
-        registry.register(
-            "cache_synced",
-            "1 while a cache is served from its watch, 0 while lookups of that resource go to the API server (never listed yet, or its watch failed and has not delivered an event since)",
-            cache_synced.clone(),
-        );
-        let undecodable = Family::<ResourceLabels, Counter>::default();
-        registry.register(
-            "watch_undecodable_objects",
-            "Objects a watch delivered that could not be read (skipped, the watch goes on), by resource",
-            undecodable.clone(),
-        );
-        let confirmations = Family::<OutcomeLabels, Counter>::default();
-        registry.register(
-            "denial_confirmations",
-            "Denials based on cached facts, re-checked against the API server: confirmed, or overturned (the cache lagged)",
-            confirmations.clone(),
-        );
-        let malformed = Counter::default();
-        registry.register(
-            "malformed_reviews",
-            "Bodies refused with 400 because they are not a valid AdmissionReview",
-            malformed.clone(),
-        );
-        let certificate_expiry = Gauge::default();
-        registry.register(
-            "certificate_expiry_timestamp_seconds",
-            "When the serving certificate being served expires (its notAfter), in seconds since the epoch; updated when it is reloaded",
-            certificate_expiry.clone(),
-        );
+        let reviews = registered(&mut registry, REVIEWS, Family::default());
+        let violations = registered(&mut registry, VIOLATIONS, Family::default());
+        let duration = registered(&mut registry, DURATION, Histogram::new(DURATION_BUCKETS));
+        let lookup_errors = registered(&mut registry, LOOKUP_ERRORS, Family::default());
+        let watch_errors = registered(&mut registry, WATCH_ERRORS, Family::default());
+        let cached_objects = registered(&mut registry, CACHED_OBJECTS, Family::default());
+        let cache_synced = registered(&mut registry, CACHE_SYNCED, Family::default());
+        let undecodable = registered(&mut registry, UNDECODABLE, Family::default());
+        let confirmations = registered(&mut registry, CONFIRMATIONS, Family::default());
+        let malformed = registered(&mut registry, MALFORMED, Counter::default());
+        let certificate_expiry = registered(&mut registry, CERTIFICATE_EXPIRY, Gauge::default());
         // Series that alerts take `increase()` of exist from the start, at 0, so that their
         // first increment is counted (a series born at 1 shows no increase).
         for verdict in [
@@ -180,47 +159,28 @@ impl Metrics {
     }
 
     pub fn record_lookup_error(&self, resource: &'static str) {
-        self.0
-            .lookup_errors
-            .get_or_create(&ResourceLabels { resource })
-            .inc();
+        of_resource(&self.0.lookup_errors, resource).inc();
     }
 
     pub fn record_watch_error(&self, resource: &'static str) {
-        self.0
-            .watch_errors
-            .get_or_create(&ResourceLabels { resource })
-            .inc();
+        of_resource(&self.0.watch_errors, resource).inc();
     }
 
     pub fn set_cached_objects(&self, resource: &'static str, count: usize) {
-        self.0
-            .cached_objects
-            .get_or_create(&ResourceLabels { resource })
-            .set(i64::try_from(count).unwrap_or(i64::MAX));
+        of_resource(&self.0.cached_objects, resource).set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     /// Creates the watch error series of `resource` at 0 (see [`Metrics::new`]).
     pub fn watch_started(&self, resource: &'static str) {
-        drop(
-            self.0
-                .watch_errors
-                .get_or_create(&ResourceLabels { resource }),
-        );
+        drop(of_resource(&self.0.watch_errors, resource));
     }
 
     pub fn set_cache_synced(&self, resource: &'static str, synced: bool) {
-        self.0
-            .cache_synced
-            .get_or_create(&ResourceLabels { resource })
-            .set(i64::from(synced));
+        of_resource(&self.0.cache_synced, resource).set(i64::from(synced));
     }
 
     pub fn record_undecodable(&self, resource: &'static str) {
-        self.0
-            .undecodable
-            .get_or_create(&ResourceLabels { resource })
-            .inc();
+        of_resource(&self.0.undecodable, resource).inc();
     }
 
     /// `confirmed` or `overturned`.
