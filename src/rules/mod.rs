@@ -145,15 +145,15 @@ pub struct Selector {}
 
 /// `spec.dataSource` or `spec.dataSourceRef`, as written.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct TypedReference {
-    #[serde(default, deserialize_with = "lenient_string")]
+    #[serde(deserialize_with = "lenient_string")]
     pub api_group: Option<String>,
-    #[serde(default, deserialize_with = "lenient_string")]
+    #[serde(deserialize_with = "lenient_string")]
     pub kind: Option<String>,
-    #[serde(default, deserialize_with = "lenient_string")]
+    #[serde(deserialize_with = "lenient_string")]
     pub name: Option<String>,
-    #[serde(default, deserialize_with = "lenient_string")]
+    #[serde(deserialize_with = "lenient_string")]
     pub namespace: Option<String>,
 }
 
@@ -404,7 +404,7 @@ pub enum SnapshotFact {
 }
 
 /// What the rules read about a VolumeSnapshot.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct SnapshotInfo {
     pub uid: Option<String>,
     pub deletion_timestamp: Option<String>,
@@ -419,7 +419,7 @@ pub struct SnapshotInfo {
 }
 
 /// What the rules read about a VolumeSnapshotContent.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ContentInfo {
     pub name: String,
     /// `spec.driver`.
