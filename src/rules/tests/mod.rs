@@ -183,12 +183,9 @@ fn clone_cases() {
             s.source().volume_name = None;
             s.facts().volume = None;
         }).denies(&["[source-bound] source claim \"data\" is Pending, not Bound; wait until it is Bound, then create the clone"]),
-        case("source-bound: Lost", |s| s.source().phase = Some("Lost".into()))
-            .denies(&["[source-bound] source claim \"data\" is Lost, not Bound; wait until it is Bound, then create the clone"]),
-        case("source-bound: no phase", |s| s.source().phase = None)
-            .denies(&["[source-bound] source claim \"data\" has no phase, not Bound; wait until it is Bound, then create the clone"]),
-        case("source-bound: an empty phase", |s| s.source().phase = Some("".into()))
-            .denies(&["[source-bound] source claim \"data\" has no phase, not Bound; wait until it is Bound, then create the clone"]),
+        case("source-bound: Lost", |s| s.source().phase = Some("Lost".into())).denies(&["[source-bound] source claim \"data\" is Lost, not Bound; wait until it is Bound, then create the clone"]),
+        case("source-bound: no phase", |s| s.source().phase = None).denies(&["[source-bound] source claim \"data\" has no phase, not Bound; wait until it is Bound, then create the clone"]),
+        case("source-bound: an empty phase", |s| s.source().phase = Some("".into())).denies(&["[source-bound] source claim \"data\" has no phase, not Bound; wait until it is Bound, then create the clone"]),
         case("source-deleting says since when", |s| {
             s.source().deletion_timestamp = Some("2026-11-21T10:00:00Z".into());
         }).denies(&["[source-deleting] source claim \"data\" is being deleted (since 2026-11-21T10:00:00Z); clone a claim that is not being deleted"]),
@@ -196,28 +193,17 @@ fn clone_cases() {
             s.source().volume_name = Some("".into());
             s.facts().volume = None;
         }).denies(&["[source-volume] source claim \"data\" is Bound but names no PersistentVolume (spec.volumeName is empty); repair or recreate the source claim"]),
-        case("source-volume: a missing volume", |s| s.facts().volume = None)
-            .denies(&["[source-volume] PersistentVolume \"pv-1\" of source claim \"data\" does not exist; restore the volume or clone another claim"]),
-        case("source-volume: a volume without claimRef", |s| s.volume().claim_ref = None)
-            .denies(&["[source-volume] PersistentVolume \"pv-1\" has no claimRef, so it does not belong to source claim \"dev/data\"; repair the volume's binding or clone another claim"]),
-        case("source-volume: a volume bound to another claim", |s| s.claim_ref().name = Some("other".into()))
-            .denies(&["[source-volume] PersistentVolume \"pv-1\" is bound to claim \"dev/other\", not to source claim \"dev/data\"; repair the volume's binding or clone another claim"]),
-        case("source-volume: a volume bound to a claim of another namespace", |s| s.claim_ref().namespace = Some("prod".into()))
-            .denies(&["[source-volume] PersistentVolume \"pv-1\" is bound to claim \"prod/data\", not to source claim \"dev/data\"; repair the volume's binding or clone another claim"]),
-        case("source-volume: a volume of an earlier claim of the same name", |s| s.claim_ref().uid = Some("uid-0".into()))
-            .denies(&["[source-volume] PersistentVolume \"pv-1\" belongs to an earlier claim \"dev/data\" (uid uid-0), not to the current one (uid uid-1); repair the volume's binding or clone another claim"]),
-        case("source-volume: a claimRef without uid does not point back", |s| s.claim_ref().uid = None)
-            .denies(&["[source-volume] PersistentVolume \"pv-1\" has a claimRef to \"dev/data\" without a uid, so it is not bound back to source claim \"dev/data\" (uid uid-1); repair the volume's binding or clone another claim"]),
-        case("source-volume: a claimRef with an empty uid does not point back", |s| s.claim_ref().uid = Some("".into()))
-            .denies(&["[source-volume] PersistentVolume \"pv-1\" has a claimRef to \"dev/data\" without a uid, so it is not bound back to source claim \"dev/data\" (uid uid-1); repair the volume's binding or clone another claim"]),
-        case("source-volume: a source without uid is not the claimRef's", |s| s.source().uid = None)
-            .denies(&["[source-volume] PersistentVolume \"pv-1\" belongs to an earlier claim \"dev/data\" (uid uid-1), not to the current one (uid none); repair the volume's binding or clone another claim"]),
-        case("source-volume: a Released volume", |s| s.volume().phase = Some("Released".into()))
-            .denies(&["[source-volume] PersistentVolume \"pv-1\" of source claim \"data\" is Released, not Bound; repair the volume or clone another claim"]),
-        case("source-volume: a volume without a phase", |s| s.volume().phase = None)
-            .denies(&["[source-volume] PersistentVolume \"pv-1\" of source claim \"data\" is without a phase, not Bound; repair the volume or clone another claim"]),
-        case("source-class refuses a source without storageClassName", |s| s.source().storage_class = None)
-            .denies(&["[source-class] source claim \"data\" has no storageClassName, and the CSI provisioner refuses to clone such a claim; clone a claim that has a StorageClass"]),
+        case("source-volume: a missing volume", |s| s.facts().volume = None).denies(&["[source-volume] PersistentVolume \"pv-1\" of source claim \"data\" does not exist; restore the volume or clone another claim"]),
+        case("source-volume: a volume without claimRef", |s| s.volume().claim_ref = None).denies(&["[source-volume] PersistentVolume \"pv-1\" has no claimRef, so it does not belong to source claim \"dev/data\"; repair the volume's binding or clone another claim"]),
+        case("source-volume: a volume bound to another claim", |s| s.claim_ref().name = Some("other".into())).denies(&["[source-volume] PersistentVolume \"pv-1\" is bound to claim \"dev/other\", not to source claim \"dev/data\"; repair the volume's binding or clone another claim"]),
+        case("source-volume: a volume bound to a claim of another namespace", |s| s.claim_ref().namespace = Some("prod".into())).denies(&["[source-volume] PersistentVolume \"pv-1\" is bound to claim \"prod/data\", not to source claim \"dev/data\"; repair the volume's binding or clone another claim"]),
+        case("source-volume: a volume of an earlier claim of the same name", |s| s.claim_ref().uid = Some("uid-0".into())).denies(&["[source-volume] PersistentVolume \"pv-1\" belongs to an earlier claim \"dev/data\" (uid uid-0), not to the current one (uid uid-1); repair the volume's binding or clone another claim"]),
+        case("source-volume: a claimRef without uid does not point back", |s| s.claim_ref().uid = None).denies(&["[source-volume] PersistentVolume \"pv-1\" has a claimRef to \"dev/data\" without a uid, so it is not bound back to source claim \"dev/data\" (uid uid-1); repair the volume's binding or clone another claim"]),
+        case("source-volume: a claimRef with an empty uid does not point back", |s| s.claim_ref().uid = Some("".into())).denies(&["[source-volume] PersistentVolume \"pv-1\" has a claimRef to \"dev/data\" without a uid, so it is not bound back to source claim \"dev/data\" (uid uid-1); repair the volume's binding or clone another claim"]),
+        case("source-volume: a source without uid is not the claimRef's", |s| s.source().uid = None).denies(&["[source-volume] PersistentVolume \"pv-1\" belongs to an earlier claim \"dev/data\" (uid uid-1), not to the current one (uid none); repair the volume's binding or clone another claim"]),
+        case("source-volume: a Released volume", |s| s.volume().phase = Some("Released".into())).denies(&["[source-volume] PersistentVolume \"pv-1\" of source claim \"data\" is Released, not Bound; repair the volume or clone another claim"]),
+        case("source-volume: a volume without a phase", |s| s.volume().phase = None).denies(&["[source-volume] PersistentVolume \"pv-1\" of source claim \"data\" is without a phase, not Bound; repair the volume or clone another claim"]),
+        case("source-class refuses a source without storageClassName", |s| s.source().storage_class = None).denies(&["[source-class] source claim \"data\" has no storageClassName, and the CSI provisioner refuses to clone such a claim; clone a claim that has a StorageClass"]),
         case("source-class: an empty class is a class (static binding): the provisioner only refuses nil", |s| {
             s.source().storage_class = Some("".into());
         }),
@@ -225,14 +211,10 @@ fn clone_cases() {
         case("csi-source: flexVolume", |s| in_tree(s, "flexVolume")).denies(&["[csi-source] source volume \"pv-1\" is not a CSI volume (it uses flexVolume), and only CSI volumes can be cloned; copy the data into a claim of a CSI StorageClass instead"]),
         case("csi-source: awsElasticBlockStore", |s| in_tree(s, "awsElasticBlockStore")).denies(&["[csi-source] source volume \"pv-1\" is not a CSI volume (it uses awsElasticBlockStore), and only CSI volumes can be cloned; copy the data into a claim of a CSI StorageClass instead"]),
         case("csi-source: no known plugin", |s| in_tree(s, "")).denies(&["[csi-source] source volume \"pv-1\" is not a CSI volume, and only CSI volumes can be cloned; copy the data into a claim of a CSI StorageClass instead"]),
-        case("dynamic-provisioning: storageClassName \"\"", |s| s.facts().class = ClassFact::Disabled)
-            .denies(&["[dynamic-provisioning] storageClassName is \"\", which turns off dynamic provisioning, and a clone must be provisioned; set spec.storageClassName to a class provisioned by ebs.csi.aws.com, e.g. \"gp3\""]),
-        case("dynamic-provisioning: no default class", |s| s.facts().class = ClassFact::NoDefault)
-            .denies(&["[dynamic-provisioning] this claim names no StorageClass and the cluster has no default StorageClass; set spec.storageClassName to a class provisioned by ebs.csi.aws.com, e.g. \"gp3\""]),
-        case("dynamic-provisioning: a class that does not exist", |s| s.facts().class = ClassFact::Missing("fast".into()))
-            .denies(&["[dynamic-provisioning] StorageClass \"fast\" does not exist; set spec.storageClassName to a class provisioned by ebs.csi.aws.com, e.g. \"gp3\""]),
-        case("dynamic-provisioning: no-provisioner", |s| s.facts().class = class("local", NO_PROVISIONER))
-            .denies(&["[dynamic-provisioning] StorageClass \"local\" has provisioner kubernetes.io/no-provisioner, which cannot provision a clone; set spec.storageClassName to a class provisioned by ebs.csi.aws.com, e.g. \"gp3\""]),
+        case("dynamic-provisioning: storageClassName \"\"", |s| s.facts().class = ClassFact::Disabled).denies(&["[dynamic-provisioning] storageClassName is \"\", which turns off dynamic provisioning, and a clone must be provisioned; set spec.storageClassName to a class provisioned by ebs.csi.aws.com, e.g. \"gp3\""]),
+        case("dynamic-provisioning: no default class", |s| s.facts().class = ClassFact::NoDefault).denies(&["[dynamic-provisioning] this claim names no StorageClass and the cluster has no default StorageClass; set spec.storageClassName to a class provisioned by ebs.csi.aws.com, e.g. \"gp3\""]),
+        case("dynamic-provisioning: a class that does not exist", |s| s.facts().class = ClassFact::Missing("fast".into())).denies(&["[dynamic-provisioning] StorageClass \"fast\" does not exist; set spec.storageClassName to a class provisioned by ebs.csi.aws.com, e.g. \"gp3\""]),
+        case("dynamic-provisioning: no-provisioner", |s| s.facts().class = class("local", NO_PROVISIONER)).denies(&["[dynamic-provisioning] StorageClass \"local\" has provisioner kubernetes.io/no-provisioner, which cannot provision a clone; set spec.storageClassName to a class provisioned by ebs.csi.aws.com, e.g. \"gp3\""]),
         case("class hints list up to three classes", |s| {
             s.facts().class = ClassFact::Missing("fast".into());
             s.facts().classes_for_source_driver = vec!["a".into(), "b".into(), "c".into(), "d".into()];
@@ -249,8 +231,7 @@ fn clone_cases() {
             "[source-volume] PersistentVolume \"pv-1\" of source claim \"data\" does not exist; restore the volume or clone another claim",
             "[dynamic-provisioning] StorageClass \"fast\" does not exist; set spec.storageClassName to a class with a CSI provisioner",
         ]),
-        case("same-driver refuses a class of another driver", |s| s.facts().class = class("standard", "pd.csi.storage.gke.io"))
-            .denies(&["[same-driver] StorageClass \"standard\" is provisioned by pd.csi.storage.gke.io but source volume \"pv-1\" belongs to CSI driver ebs.csi.aws.com; set spec.storageClassName to a class provisioned by ebs.csi.aws.com, e.g. \"gp3\""]),
+        case("same-driver refuses a class of another driver", |s| s.facts().class = class("standard", "pd.csi.storage.gke.io")).denies(&["[same-driver] StorageClass \"standard\" is provisioned by pd.csi.storage.gke.io but source volume \"pv-1\" belongs to CSI driver ebs.csi.aws.com; set spec.storageClassName to a class provisioned by ebs.csi.aws.com, e.g. \"gp3\""]),
         case("same-driver names the default class", |s| {
             s.request.spec.storage_class = None;
             s.facts().class = default_class("standard", "pd.csi.storage.gke.io");
@@ -259,8 +240,7 @@ fn clone_cases() {
             s.request.spec.storage_class = None;
             s.facts().class = default_class("gp3", DRIVER);
         }),
-        case("volume-mode compares with the volume", |s| s.volume().volume_mode = Some("Block".into()))
-            .denies(&["[volume-mode] source claim \"data\" is Block but this claim asks for Filesystem; set spec.volumeMode: Block"]),
+        case("volume-mode compares with the volume", |s| s.volume().volume_mode = Some("Block".into())).denies(&["[volume-mode] source claim \"data\" is Block but this claim asks for Filesystem; set spec.volumeMode: Block"]),
         case("volume-mode falls back to the source claim", |s| {
             s.volume().volume_mode = None;
             s.source().volume_mode = Some("Block".into());
@@ -269,16 +249,11 @@ fn clone_cases() {
             s.volume().volume_mode = None;
             s.source().volume_mode = None;
         }),
-        case("volume-mode: Block from a Filesystem source", |s| s.request.spec.volume_mode = Some("Block".into()))
-            .denies(&["[volume-mode] source claim \"data\" is Filesystem but this claim asks for Block; set spec.volumeMode: Filesystem"]),
-        case("size: 1000Mi < 1Gi", |s| size(s, "1000Mi", "1Gi", "1Gi"))
-            .denies(&["[size] this claim requests 1000Mi but source claim \"data\" requests 1Gi; request at least 1Gi"]),
-        case("size: 1G < 1Gi", |s| size(s, "1G", "1Gi", "1Gi"))
-            .denies(&["[size] this claim requests 1G but source claim \"data\" requests 1Gi; request at least 1Gi"]),
-        case("size: 9.99Gi < 10Gi", |s| size(s, "9.99Gi", "10Gi", "10Gi"))
-            .denies(&["[size] this claim requests 9.99Gi but source claim \"data\" requests 10Gi; request at least 10Gi"]),
-        case("size: 5e9 < 5Gi", |s| size(s, "5e9", "5Gi", "5Gi"))
-            .denies(&["[size] this claim requests 5e9 but source claim \"data\" requests 5Gi; request at least 5Gi"]),
+        case("volume-mode: Block from a Filesystem source", |s| s.request.spec.volume_mode = Some("Block".into())).denies(&["[volume-mode] source claim \"data\" is Filesystem but this claim asks for Block; set spec.volumeMode: Filesystem"]),
+        case("size: 1000Mi < 1Gi", |s| size(s, "1000Mi", "1Gi", "1Gi")).denies(&["[size] this claim requests 1000Mi but source claim \"data\" requests 1Gi; request at least 1Gi"]),
+        case("size: 1G < 1Gi", |s| size(s, "1G", "1Gi", "1Gi")).denies(&["[size] this claim requests 1G but source claim \"data\" requests 1Gi; request at least 1Gi"]),
+        case("size: 9.99Gi < 10Gi", |s| size(s, "9.99Gi", "10Gi", "10Gi")).denies(&["[size] this claim requests 9.99Gi but source claim \"data\" requests 10Gi; request at least 10Gi"]),
+        case("size: 5e9 < 5Gi", |s| size(s, "5e9", "5Gi", "5Gi")).denies(&["[size] this claim requests 5e9 but source claim \"data\" requests 5Gi; request at least 5Gi"]),
         case("size: 1024Mi >= 1Gi", |s| size_without_capacity(s, "1024Mi", "1Gi")),
         case("size: 1Gi >= 1G", |s| size_without_capacity(s, "1Gi", "1G")),
         case("size: 0.5Gi >= 512Mi", |s| size_without_capacity(s, "0.5Gi", "512Mi")),
@@ -288,21 +263,15 @@ fn clone_cases() {
         case("size: 1500m >= 2", |s| size_without_capacity(s, "1500m", "2")),
         case("size: 1 >= 0.5", |s| size_without_capacity(s, "1", "0.5")),
         case("size: 0.5 >= 1", |s| size_without_capacity(s, "0.5", "1")),
-        case("size refuses an unparseable request", |s| s.request.spec.requested_storage = Some("10GB".into()))
-            .denies(&["[size] this claim requests \"10GB\", which is not a valid quantity (unknown suffix \"GB\" (use Ki, Mi, Gi, Ti, Pi, Ei, k, M, G, T, P, E, m or an exponent like e9)); request at least 10Gi"]),
-        case("size refuses a missing request", |s| s.request.spec.requested_storage = None)
-            .denies(&["[size] this claim requests no storage (spec.resources.requests.storage) but source claim \"data\" requests 10Gi; request at least 10Gi"]),
-        case("size reports a source whose request does not parse", |s| s.source().requested_storage = Some("lots".into()))
-            .denies(&["[size] source claim \"data\" requests \"lots\", which is not a valid quantity (it has no digits); the size of the clone cannot be checked"]),
+        case("size refuses an unparseable request", |s| s.request.spec.requested_storage = Some("10GB".into())).denies(&["[size] this claim requests \"10GB\", which is not a valid quantity (unknown suffix \"GB\" (use Ki, Mi, Gi, Ti, Pi, Ei, k, M, G, T, P, E, m or an exponent like e9)); request at least 10Gi"]),
+        case("size refuses a missing request", |s| s.request.spec.requested_storage = None).denies(&["[size] this claim requests no storage (spec.resources.requests.storage) but source claim \"data\" requests 10Gi; request at least 10Gi"]),
+        case("size reports a source whose request does not parse", |s| s.source().requested_storage = Some("lots".into())).denies(&["[size] source claim \"data\" requests \"lots\", which is not a valid quantity (it has no digits); the size of the clone cannot be checked"]),
         case("size skips a source without a request", |s| s.source().requested_storage = None),
-        case("size-capacity warns when the backend rounded the source up", |s| size(s, "8Gi", "8Gi", "10Gi"))
-            .warns(&["[size-capacity] source claim \"data\" holds 10Gi (its request: 8Gi); some drivers refuse a smaller clone: request 10Gi"]),
+        case("size-capacity warns when the backend rounded the source up", |s| size(s, "8Gi", "8Gi", "10Gi")).warns(&["[size-capacity] source claim \"data\" holds 10Gi (its request: 8Gi); some drivers refuse a smaller clone: request 10Gi"]),
         case("size-capacity: at capacity, nothing to say", |s| size(s, "10Gi", "8Gi", "10Gi")),
-        case("size-capacity stays quiet below the request, where size denies", |s| size(s, "4Gi", "8Gi", "10Gi"))
-            .denies(&["[size] this claim requests 4Gi but source claim \"data\" requests 8Gi; request at least 8Gi"]),
+        case("size-capacity stays quiet below the request, where size denies", |s| size(s, "4Gi", "8Gi", "10Gi")).denies(&["[size] this claim requests 4Gi but source claim \"data\" requests 8Gi; request at least 8Gi"]),
         case("size-capacity: an unparseable capacity, nothing to compare", |s| size(s, "8Gi", "8Gi", "?")),
-        case("source-in-use warns with the pod", |s| s.facts().pods = PodsFact::Known(vec!["web-0".into()]))
-            .warns(&["[source-in-use] source claim \"data\" is mounted by pod \"web-0\"; the clone is only crash-consistent"]),
+        case("source-in-use warns with the pod", |s| s.facts().pods = PodsFact::Known(vec!["web-0".into()])).warns(&["[source-in-use] source claim \"data\" is mounted by pod \"web-0\"; the clone is only crash-consistent"]),
         case("source-in-use warns with the first pod and a count", |s| {
             s.facts().pods = PodsFact::Known(vec!["web-0".into(), "web-1".into(), "web-2".into()]);
         }).warns(&[MANY_PODS]),
