@@ -253,28 +253,17 @@ fn facts() -> impl Strategy<Value = Facts> {
             maybe_text(),
             maybe_text(),
         )
-            .prop_map(
-                |(
-                    uid,
-                    phase,
-                    deletion_timestamp,
-                    volume_name,
-                    volume_mode,
-                    requested_storage,
-                    capacity,
-                    storage_class,
-                )| SourceClaim {
-                    uid,
-                    phase,
-                    deletion_timestamp,
-                    volume_name,
-                    volume_mode,
-                    requested_storage,
-                    capacity,
-                    storage_class,
-                    ..SourceClaim::default()
-                },
-            ),
+            .prop_map(|field| SourceClaim {
+                uid: field.0,
+                phase: field.1,
+                deletion_timestamp: field.2,
+                volume_name: field.3,
+                volume_mode: field.4,
+                requested_storage: field.5,
+                capacity: field.6,
+                storage_class: field.7,
+                ..SourceClaim::default()
+            }),
     );
     let volume = prop::option::of(
         (
