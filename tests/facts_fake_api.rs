@@ -15,11 +15,12 @@ use axum::http::{Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
+use kube::core::admission::AdmissionResponse;
 use pvc_clone_guard::config::{Action, Policy, RuleId};
-use pvc_clone_guard::facts::{ClusterFacts, FactSource, Freshness, WatchOptions};
+use pvc_clone_guard::facts::{ClusterFacts, FactSource, Freshness, LookupError, WatchOptions};
 use pvc_clone_guard::metrics::Metrics;
 use pvc_clone_guard::review::Reviewer;
-use pvc_clone_guard::rules::PodsFact;
+use pvc_clone_guard::rules::{Facts, PodsFact};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -353,12 +354,64 @@ async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
 }
 
 /// Waits until the facts are ready and the claims watch is open.
-async fn ready_and_watching_claims(fake: &Fake, facts: &ClusterFacts) {
+/// The facts of a clone of claim `source`, gathered from the caches where they serve.
+async fn cached_facts(
+    facts: &ClusterFacts,
+    source: &str,
+    policy: &Policy,
+) -> Result<Facts, LookupError> {
+    facts
+        .gather(&clone_request(source), policy, Freshness::Cached)
+        .await
+}
+
+/// [`healthy_cluster`], refusing every request for `collection`, and its facts under the
+/// default policy, just started.
+fn start_refusing(collection: &str) -> (Fake, Policy, ClusterFacts, Metrics) {
+    let fake = healthy_cluster();
+    fake.state().forbidden.push(collection.to_owned());
+    let policy = Policy::default();
+    let (facts, metrics) = start(&fake, &policy);
+    (fake, policy, facts, metrics)
+}
+
+/// [`healthy_cluster`] and its facts under the default policy, once they are ready.
+async fn ready_healthy_cluster() -> (Fake, Policy, ClusterFacts, Metrics) {
+    let fake = healthy_cluster();
+    let policy = Policy::default();
+    let (facts, metrics) = start(&fake, &policy);
     eventually("ready", || facts.ready()).await;
+    (fake, policy, facts, metrics)
+}
+
+/// [`ready_healthy_cluster`], once its claims watch is open too.
+async fn healthy_cluster_watching_claims() -> (Fake, Policy, ClusterFacts, Metrics) {
+    let (fake, policy, facts, metrics) = ready_healthy_cluster().await;
     eventually("the claims watch is open", || {
         fake.state().watches.contains_key(CLAIMS)
     })
     .await;
+    (fake, policy, facts, metrics)
+}
+
+/// The series of metric `pvc_clone_guard_cache_synced` for `resource`.
+fn cache_synced(resource: &str) -> String {
+    format!("pvc_clone_guard_cache_synced{{resource=\"{resource}\"}}")
+}
+
+/// The series of metric `pvc_clone_guard_cached_objects` for `resource`.
+fn cached_objects(resource: &str) -> String {
+    format!("pvc_clone_guard_cached_objects{{resource=\"{resource}\"}}")
+}
+
+/// The series of metric `pvc_clone_guard_watch_errors_total` for `resource`.
+fn watch_errors(resource: &str) -> String {
+    format!("pvc_clone_guard_watch_errors_total{{resource=\"{resource}\"}}")
+}
+
+/// The series of metric `pvc_clone_guard_denial_confirmations_total` for `outcome`.
+fn confirmations(outcome: &str) -> String {
+    format!("pvc_clone_guard_denial_confirmations_total{{outcome=\"{outcome}\"}}")
 }
 
 /// Asserts the value of the metric line that starts with `line_start`.
@@ -414,10 +467,7 @@ async fn a_synced_cache_answers_a_clone_review_without_an_api_request() {
     .await;
     fake.clear_requests();
 
-    let gathered = facts
-        .gather(&clone_request("data"), &policy, Freshness::Cached)
-        .await
-        .expect("facts");
+    let gathered = cached_facts(&facts, "data", &policy).await.expect("facts");
     // The same facts, read at once without a future, as a review reads them.
     assert_eq!(
         facts.cached(&clone_request("data"), &policy).as_ref(),
@@ -434,10 +484,7 @@ async fn a_synced_cache_answers_a_clone_review_without_an_api_request() {
 
 #[tokio::test]
 async fn a_cache_miss_reads_the_api_server() {
-    let fake = healthy_cluster();
-    let policy = Policy::default();
-    let (facts, _) = start(&fake, &policy);
-    eventually("ready", || facts.ready()).await;
+    let (fake, policy, facts, _) = ready_healthy_cluster().await;
     // Created after the list, and its watch event not delivered yet.
     let mut young = source_claim("Bound");
     young["metadata"]["name"] = json!("young");
@@ -448,10 +495,7 @@ async fn a_cache_miss_reads_the_api_server() {
         None,
         "a miss is left to gather"
     );
-    let gathered = facts
-        .gather(&clone_request("young"), &policy, Freshness::Cached)
-        .await
-        .expect("facts");
+    let gathered = cached_facts(&facts, "young", &policy).await.expect("facts");
     assert!(gathered.source.is_some(), "found through a GET");
     assert_eq!(
         lookups(&fake.requests()),
@@ -461,10 +505,7 @@ async fn a_cache_miss_reads_the_api_server() {
 
 #[tokio::test]
 async fn live_freshness_reads_everything_from_the_api_server() {
-    let fake = healthy_cluster();
-    let policy = Policy::default();
-    let (facts, _) = start(&fake, &policy);
-    eventually("ready", || facts.ready()).await;
+    let (fake, policy, facts, _) = ready_healthy_cluster().await;
     fake.clear_requests();
     facts
         .gather(&clone_request("data"), &policy, Freshness::Live)
@@ -496,19 +537,12 @@ async fn a_denial_from_a_lagging_cache_is_confirmed_and_overturned() {
     let body = serde_json::to_vec(&clone_review("data")).expect("json");
     let response = reviewer.review(&body).await.expect("answered");
     assert!(response.allowed, "{:?}", response.result.message);
-    assert_metric(
-        &metrics,
-        "pvc_clone_guard_denial_confirmations_total{outcome=\"overturned\"}",
-        "1",
-    );
+    assert_metric(&metrics, &confirmations("overturned"), "1");
 }
 
 #[tokio::test]
 async fn a_true_denial_is_confirmed_and_given() {
-    let fake = healthy_cluster();
-    let policy = Policy::default();
-    let (facts, metrics) = start(&fake, &policy);
-    eventually("ready", || facts.ready()).await;
+    let (_fake, policy, facts, metrics) = ready_healthy_cluster().await;
     let reviewer = Reviewer::new(policy, facts, metrics.clone());
     let body = serde_json::to_vec(&clone_review("ghost")).expect("json");
     let response = reviewer.review(&body).await.expect("answered");
@@ -517,26 +551,16 @@ async fn a_true_denial_is_confirmed_and_given() {
         response.result.message,
         "[source-exists] source claim \"ghost\" does not exist in namespace \"dev\"; create it first, or fix spec.dataSource.name"
     );
-    assert_metric(
-        &metrics,
-        "pvc_clone_guard_denial_confirmations_total{outcome=\"confirmed\"}",
-        "1",
-    );
+    assert_metric(&metrics, &confirmations("confirmed"), "1");
 }
 
 #[tokio::test]
 async fn watch_events_update_the_cache() {
-    let fake = healthy_cluster();
-    let policy = Policy::default();
-    let (facts, metrics) = start(&fake, &policy);
-    ready_and_watching_claims(&fake, &facts).await;
+    let (fake, policy, facts, metrics) = healthy_cluster_watching_claims().await;
     fake.put(CLAIMS, "dev/data", source_claim("Lost"));
     let mut phase = None;
     for _ in 0..200 {
-        let gathered = facts
-            .gather(&clone_request("data"), &policy, Freshness::Cached)
-            .await
-            .expect("facts");
+        let gathered = cached_facts(&facts, "data", &policy).await.expect("facts");
         phase = gathered.source.and_then(|s| s.phase);
         if phase.as_deref() == Some("Lost") {
             break;
@@ -548,19 +572,12 @@ async fn watch_events_update_the_cache() {
         Some("Lost"),
         "the event reached the cache"
     );
-    assert_metric(
-        &metrics,
-        "pvc_clone_guard_cached_objects{resource=\"persistentvolumeclaims\"}",
-        "1",
-    );
+    assert_metric(&metrics, &cached_objects("persistentvolumeclaims"), "1");
 }
 
 #[tokio::test]
 async fn a_failed_watch_keeps_the_webhook_ready_and_sends_lookups_to_the_api_server() {
-    let fake = healthy_cluster();
-    let policy = Policy::default();
-    let (facts, metrics) = start(&fake, &policy);
-    ready_and_watching_claims(&fake, &facts).await;
+    let (fake, _policy, facts, metrics) = healthy_cluster_watching_claims().await;
     // The watch ends with an error event (the API server no longer has our version).
     fake.send(
         CLAIMS,
@@ -568,11 +585,7 @@ async fn a_failed_watch_keeps_the_webhook_ready_and_sends_lookups_to_the_api_ser
                "message": "too old resource version", "reason": "Expired", "code": 410}}),
     );
     eventually("the watch error is counted", || {
-        metric(
-            &metrics,
-            "pvc_clone_guard_watch_errors_total{resource=\"persistentvolumeclaims\"}",
-        )
-        .is_some_and(|n| n != "0")
+        metric(&metrics, &watch_errors("persistentvolumeclaims")).is_some_and(|n| n != "0")
     })
     .await;
     assert!(
@@ -581,37 +594,23 @@ async fn a_failed_watch_keeps_the_webhook_ready_and_sends_lookups_to_the_api_ser
     );
     // kube's watcher relists (with its backoff) and the cache is served again.
     eventually("relisted", || {
-        metric(
-            &metrics,
-            "pvc_clone_guard_cache_synced{resource=\"persistentvolumeclaims\"}",
-        )
-        .as_deref()
-            == Some("1")
+        metric(&metrics, &cache_synced("persistentvolumeclaims")).as_deref() == Some("1")
     })
     .await;
 }
 
 #[tokio::test]
 async fn a_cache_whose_watch_failed_is_not_served_until_it_delivers_again() {
-    let fake = healthy_cluster();
-    let policy = Policy::default();
-    let (facts, metrics) = start(&fake, &policy);
-    ready_and_watching_claims(&fake, &facts).await;
+    let (fake, policy, facts, metrics) = healthy_cluster_watching_claims().await;
     // Every later request for claims is refused: the watch cannot resume.
     fake.state().forbidden.push(CLAIMS.to_owned());
     fake.drop_watches(CLAIMS);
     eventually("the cache is no longer served", || {
-        metric(
-            &metrics,
-            "pvc_clone_guard_cache_synced{resource=\"persistentvolumeclaims\"}",
-        )
-        .as_deref()
-            == Some("0")
+        metric(&metrics, &cache_synced("persistentvolumeclaims")).as_deref() == Some("0")
     })
     .await;
     fake.clear_requests();
-    let error = facts
-        .gather(&clone_request("data"), &policy, Freshness::Cached)
+    let error = cached_facts(&facts, "data", &policy)
         .await
         .expect_err("the lookup goes to the API server, which refuses it");
     assert_eq!(
@@ -623,47 +622,24 @@ async fn a_cache_whose_watch_failed_is_not_served_until_it_delivers_again() {
 
 #[tokio::test]
 async fn readiness_gives_up_on_a_cache_that_never_syncs() {
-    let fake = healthy_cluster();
-    fake.state().forbidden.push(VOLUMES.to_owned());
-    let policy = Policy::default();
-    let (facts, metrics) = start(&fake, &policy);
+    let (_fake, _policy, facts, metrics) = start_refusing(VOLUMES);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         !facts.ready(),
         "the volumes cache has not synced, and the wait is not over"
     );
     eventually("ready after the bounded wait", || facts.ready()).await;
-    assert_metric(
-        &metrics,
-        "pvc_clone_guard_cache_synced{resource=\"persistentvolumes\"}",
-        "0",
-    );
-    assert!(
-        metric(
-            &metrics,
-            "pvc_clone_guard_watch_errors_total{resource=\"persistentvolumes\"}"
-        )
-        .is_some_and(|n| n != "0")
-    );
+    assert_metric(&metrics, &cache_synced("persistentvolumes"), "0");
+    assert!(metric(&metrics, &watch_errors("persistentvolumes")).is_some_and(|n| n != "0"));
 }
 
 #[tokio::test]
 async fn readiness_does_not_wait_for_the_pods_index() {
-    let fake = healthy_cluster();
-    fake.state().forbidden.push(PODS.to_owned());
-    let policy = Policy::default();
-    let (facts, metrics) = start(&fake, &policy);
+    let (_fake, policy, facts, metrics) = start_refusing(PODS);
     eventually("ready without the pods index", || facts.ready()).await;
-    assert_metric(
-        &metrics,
-        "pvc_clone_guard_cache_synced{resource=\"pods\"}",
-        "0",
-    );
+    assert_metric(&metrics, &cache_synced("pods"), "0");
     // Pods are then read per namespace, and when that is refused too, the rule says so.
-    let gathered = facts
-        .gather(&clone_request("data"), &policy, Freshness::Cached)
-        .await
-        .expect("facts");
+    let gathered = cached_facts(&facts, "data", &policy).await.expect("facts");
     assert!(
         matches!(&gathered.pods, PodsFact::Unknown(cause) if cause.starts_with("pods is forbidden")),
         "{:?}",
@@ -694,10 +670,7 @@ async fn pods_that_mount_the_source_are_found_in_the_cache() {
     let policy = Policy::default();
     let (facts, _) = start(&fake, &policy);
     eventually("ready", || facts.ready()).await;
-    let gathered = facts
-        .gather(&clone_request("data"), &policy, Freshness::Cached)
-        .await
-        .expect("facts");
+    let gathered = cached_facts(&facts, "data", &policy).await.expect("facts");
     assert_eq!(gathered.pods, PodsFact::Known(vec!["web-0".into()]));
 }
 
@@ -722,26 +695,17 @@ async fn an_object_that_does_not_decode_is_skipped_and_counted() {
         "1",
     );
     assert_eq!(
-        metric(
-            &metrics,
-            "pvc_clone_guard_cached_objects{resource=\"persistentvolumes\"}"
-        )
-        .as_deref(),
+        metric(&metrics, &cached_objects("persistentvolumes")).as_deref(),
         Some("2"),
         "the other volumes are cached, the odd one with what could be read"
     );
-    assert_metric(
-        &metrics,
-        "pvc_clone_guard_cache_synced{resource=\"persistentvolumes\"}",
-        "1",
-    );
+    assert_metric(&metrics, &cache_synced("persistentvolumes"), "1");
 }
 
 // ---- APIs a cluster may not serve: populators, attribute classes, group snapshots, grants ---
 
 const POPULATORS: &str = "/apis/populator.storage.k8s.io/v1beta1/volumepopulators";
 const ATTRIBUTES_CLASSES: &str = "/apis/storage.k8s.io/v1/volumeattributesclasses";
-const ATTRIBUTES_CLASSES_BETA: &str = "/apis/storage.k8s.io/v1beta1/volumeattributesclasses";
 const GROUP_SNAPSHOTS_BETA: &str =
     "/apis/groupsnapshot.storage.k8s.io/v1beta1/volumegroupsnapshots";
 const SNAPSHOTS: &str = "/apis/snapshot.storage.k8s.io/v1/volumesnapshots";
@@ -752,9 +716,12 @@ fn populator(group: &str, kind: &str) -> Value {
            "sourceKind": {"group": group, "kind": kind}})
 }
 
-fn attributes_class(version: &str, name: &str, driver: &str) -> Value {
-    json!({"apiVersion": format!("storage.k8s.io/{version}"), "kind": "VolumeAttributesClass",
-           "metadata": {"name": name}, "driverName": driver, "parameters": {"iops": "3000"}})
+/// Puts VolumeAttributesClass `name` of `driver`, as `storage.k8s.io/{version}` serves it.
+fn put_attributes_class(fake: &Fake, version: &str, name: &str, driver: &str) {
+    let class = json!({"apiVersion": format!("storage.k8s.io/{version}"), "kind": "VolumeAttributesClass",
+           "metadata": {"name": name}, "driverName": driver, "parameters": {"iops": "3000"}});
+    let collection = format!("/apis/storage.k8s.io/{version}/volumeattributesclasses");
+    fake.put_quietly(&collection, name, class);
 }
 
 /// A review of claim `restored` in `dev` whose `dataSourceRef` is `source`.
@@ -770,13 +737,16 @@ fn hello_review() -> Vec<u8> {
 }
 
 /// A clone of `data` naming VolumeAttributesClass `gold`.
-fn clone_with_attributes_class() -> Vec<u8> {
+/// The answer to a clone of "data" that names VolumeAttributesClass `gold`.
+async fn review_clone_with_attributes_class(
+    reviewer: &Reviewer<ClusterFacts>,
+) -> AdmissionResponse {
     let mut review = clone_review("data");
     review["request"]["object"]["spec"]["volumeAttributesClassName"] = json!("gold");
-    serde_json::to_vec(&review).expect("json")
+    let body = serde_json::to_vec(&review).expect("json");
+    reviewer.review(&body).await.expect("answered")
 }
 
-/// A reviewer on `fake`, once its facts are ready.
 /// Reviews [`hello_review`] and asserts it is admitted with exactly `warning` (or none).
 async fn assert_hello_admitted(reviewer: &Reviewer<ClusterFacts>, warning: Option<&str>) {
     let response = reviewer.review(&hello_review()).await.expect("answered");
@@ -784,6 +754,7 @@ async fn assert_hello_admitted(reviewer: &Reviewer<ClusterFacts>, warning: Optio
     assert_eq!(response.warnings, warning.map(|w| vec![w.to_owned()]));
 }
 
+/// A reviewer on `fake`, once its facts are ready.
 async fn ready_reviewer(fake: &Fake, policy: Policy) -> (Reviewer<ClusterFacts>, Metrics) {
     let (facts, metrics) = start(fake, &policy);
     eventually("ready", || facts.ready()).await;
@@ -826,11 +797,7 @@ async fn a_populator_source_is_judged_by_the_volume_populators_the_cluster_serve
         response.result.message,
         "[populator] spec.dataSourceRef names kind Hello of apiGroup \"hello.example.com\", but no VolumePopulator registers it, so the claim would wait forever; install the populator of Hello, or fix kind and apiGroup"
     );
-    assert_metric(
-        &metrics,
-        "pvc_clone_guard_denial_confirmations_total{outcome=\"confirmed\"}",
-        "1",
-    );
+    assert_metric(&metrics, &confirmations("confirmed"), "1");
     // Once discovered, the VolumePopulators are watched; a registration admits the claim.
     eventually("the volumepopulators watch is open", || {
         fake.state().watches.contains_key(POPULATORS)
@@ -838,12 +805,7 @@ async fn a_populator_source_is_judged_by_the_volume_populators_the_cluster_serve
     .await;
     fake.put(POPULATORS, "hello", populator("hello.example.com", "Hello"));
     eventually("the populator is cached", || {
-        metric(
-            &metrics,
-            "pvc_clone_guard_cached_objects{resource=\"volumepopulators\"}",
-        )
-        .as_deref()
-            == Some("2")
+        metric(&metrics, &cached_objects("volumepopulators")).as_deref() == Some("2")
     })
     .await;
     fake.clear_requests();
@@ -880,10 +842,7 @@ async fn a_volume_attributes_class_is_not_read_where_the_cluster_cannot_serve_it
     // Kubernetes 1.20 serves neither v1 nor v1beta1: nothing is checked, nothing is asked.
     let fake = healthy_cluster();
     let (reviewer, _) = ready_reviewer(&fake, Policy::default()).await;
-    let response = reviewer
-        .review(&clone_with_attributes_class())
-        .await
-        .expect("answered");
+    let response = review_clone_with_attributes_class(&reviewer).await;
     assert!(response.allowed, "{:?}", response.result.message);
     assert_not_asked(&fake, "/volumeattributesclasses");
 }
@@ -893,29 +852,18 @@ async fn a_volume_attributes_class_of_another_driver_is_refused_as_v1() {
     let fake = healthy_cluster();
     fake.serve("storage.k8s.io/v1", "volumeattributesclasses");
     fake.serve("storage.k8s.io/v1beta1", "volumeattributesclasses");
-    fake.put_quietly(
-        ATTRIBUTES_CLASSES,
-        "gold",
-        attributes_class("v1", "gold", "pd.csi.storage.gke.io"),
-    );
+    put_attributes_class(&fake, "v1", "gold", "pd.csi.storage.gke.io");
     let (reviewer, metrics) = ready_reviewer(&fake, Policy::default()).await;
     eventually("the v1 watch is open", || {
         fake.state().watches.contains_key(ATTRIBUTES_CLASSES)
     })
     .await;
-    let response = reviewer
-        .review(&clone_with_attributes_class())
-        .await
-        .expect("answered");
+    let response = review_clone_with_attributes_class(&reviewer).await;
     assert_eq!(
         response.result.message,
         "[volume-attributes-class] VolumeAttributesClass \"gold\" is for CSI driver pd.csi.storage.gke.io but StorageClass \"gp3\" is provisioned by ebs.csi.aws.com; set spec.volumeAttributesClassName to a class of driver ebs.csi.aws.com"
     );
-    assert_metric(
-        &metrics,
-        "pvc_clone_guard_denial_confirmations_total{outcome=\"confirmed\"}",
-        "1",
-    );
+    assert_metric(&metrics, &confirmations("confirmed"), "1");
     assert_asked(
         &fake,
         "GET /apis/storage.k8s.io/v1/volumeattributesclasses/gold?",
@@ -927,16 +875,9 @@ async fn a_volume_attributes_class_of_another_driver_is_refused_as_v1() {
 async fn a_missing_volume_attributes_class_is_refused_as_v1beta1_where_only_that_is_served() {
     let fake = healthy_cluster();
     fake.serve("storage.k8s.io/v1beta1", "volumeattributesclasses");
-    fake.put_quietly(
-        ATTRIBUTES_CLASSES_BETA,
-        "silver",
-        attributes_class("v1beta1", "silver", "ebs.csi.aws.com"),
-    );
+    put_attributes_class(&fake, "v1beta1", "silver", "ebs.csi.aws.com");
     let (reviewer, _) = ready_reviewer(&fake, Policy::default()).await;
-    let response = reviewer
-        .review(&clone_with_attributes_class())
-        .await
-        .expect("answered");
+    let response = review_clone_with_attributes_class(&reviewer).await;
     assert_eq!(
         response.result.message,
         "[volume-attributes-class] VolumeAttributesClass \"gold\" does not exist, and the provisioner would retry for ever while holding the source; create it, or fix spec.volumeAttributesClassName"
@@ -961,7 +902,8 @@ async fn a_group_snapshot_is_refused_naming_its_members_in_the_version_served() 
         "apiVersion": "groupsnapshot.storage.k8s.io/v1beta1", "kind": "VolumeGroupSnapshot",
         "metadata": {"name": "group-1", "namespace": "dev", "uid": "group-uid"}}),
     );
-    let member = |name: &str, extra: Value| {
+    // VolumeSnapshot `dev/{name}`, with `extra` fields (`ownerReferences` in its metadata).
+    let put_member = |name: &str, extra: Value| {
         let mut snapshot = json!({"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
                                   "metadata": {"name": name, "namespace": "dev"}});
         for (key, value) in extra.as_object().cloned().unwrap_or_default() {
@@ -970,37 +912,18 @@ async fn a_group_snapshot_is_refused_naming_its_members_in_the_version_served() 
                 _ => snapshot[key] = value,
             }
         }
-        snapshot
+        fake.put_quietly(SNAPSHOTS, &format!("dev/{name}"), snapshot);
     };
-    fake.put_quietly(
-        SNAPSHOTS,
-        "dev/snap-b",
-        member(
-            "snap-b",
-            json!({"status": {"volumeGroupSnapshotName": "group-1"}}),
-        ),
-    );
-    fake.put_quietly(
-        SNAPSHOTS,
-        "dev/snap-a",
-        member(
-            "snap-a",
-            json!({"ownerReferences": [
-        {"apiVersion": "groupsnapshot.storage.k8s.io/v1beta2", "kind": "VolumeGroupSnapshot",
-         "name": "group-1", "uid": "group-uid"}]}),
-        ),
-    );
-    fake.put_quietly(
-        SNAPSHOTS,
-        "dev/stale",
-        member(
-            "stale",
-            json!({"ownerReferences": [
-        {"apiVersion": "groupsnapshot.storage.k8s.io/v1beta1", "kind": "VolumeGroupSnapshot",
-         "name": "group-1", "uid": "an-earlier-group"}]}),
-        ),
-    );
-    fake.put_quietly(SNAPSHOTS, "dev/alone", member("alone", json!({})));
+    let owned_by = |version: &str, uid: &str| {
+        json!({"ownerReferences": [
+            {"apiVersion": format!("groupsnapshot.storage.k8s.io/{version}"), "kind": "VolumeGroupSnapshot",
+             "name": "group-1", "uid": uid}]})
+    };
+    let listed = json!({"status": {"volumeGroupSnapshotName": "group-1"}});
+    put_member("snap-b", listed);
+    put_member("snap-a", owned_by("v1beta2", "group-uid"));
+    put_member("stale", owned_by("v1beta1", "an-earlier-group"));
+    put_member("alone", json!({}));
     let (reviewer, _) = ready_reviewer(&fake, Policy::default()).await;
     let group = |name: &str| {
         review_from(
