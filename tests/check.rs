@@ -11,113 +11,23 @@ const BIN: &str = env!("CARGO_BIN_EXE_pvc-clone-guard");
 /// A cluster's objects as `kubectl get pvc,pv,sc,pods,volumesnapshot,volumesnapshotcontent,events -A -o yaml`
 /// writes them: source claim `dev/data` (10Gi, Bound to a CSI volume, mounted by a pod),
 /// a Filesystem snapshot `dev/snap` of 4Gi, ready, and one that is not.
-const STATE: &str = r#"apiVersion: v1
-kind: List
-items:
-- apiVersion: v1
-  kind: PersistentVolumeClaim
-  metadata: {name: data, namespace: dev, uid: u-data}
-  spec:
-    accessModes: [ReadWriteOnce]
-    storageClassName: gp3
-    volumeName: pv-data
-    volumeMode: Filesystem
-    resources: {requests: {storage: 10Gi}}
-  status: {phase: Bound, capacity: {storage: 10Gi}}
-- apiVersion: v1
-  kind: PersistentVolume
-  metadata: {name: pv-data}
-  spec:
-    storageClassName: gp3
-    volumeMode: Filesystem
-    csi: {driver: ebs.csi.aws.com, volumeHandle: vol-1}
-    claimRef: {namespace: dev, name: data, uid: u-data}
-  status: {phase: Bound}
-- apiVersion: storage.k8s.io/v1
-  kind: StorageClass
-  metadata: {name: gp3, annotations: {storageclass.kubernetes.io/is-default-class: "true"}}
-  provisioner: ebs.csi.aws.com
-- apiVersion: storage.k8s.io/v1
-  kind: StorageClass
-  metadata: {name: standard-rwo}
-  provisioner: pd.csi.storage.gke.io
-- apiVersion: v1
-  kind: Pod
-  metadata: {name: web-0, namespace: dev}
-  spec:
-    containers: [{name: c, image: x}]
-    volumes: [{name: d, persistentVolumeClaim: {claimName: data}}]
-  status: {phase: Running}
-- apiVersion: snapshot.storage.k8s.io/v1
-  kind: VolumeSnapshot
-  metadata: {name: snap, namespace: dev, uid: u-snap}
-  spec: {source: {persistentVolumeClaimName: data}}
-  status: {boundVolumeSnapshotContentName: content-snap, readyToUse: true, restoreSize: 4Gi}
-- apiVersion: snapshot.storage.k8s.io/v1
-  kind: VolumeSnapshotContent
-  metadata: {name: content-snap}
-  spec:
-    driver: ebs.csi.aws.com
-    deletionPolicy: Delete
-    sourceVolumeMode: Filesystem
-    source: {volumeHandle: vol-1}
-    volumeSnapshotRef: {namespace: dev, name: snap, uid: u-snap}
-  status: {snapshotHandle: snap-1}
-"#;
+const STATE: &str = include_str!("data/check/state.yaml");
 
 /// Manifests as a pull request would carry them.
-const MANIFESTS: &str = r#"apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {name: small, namespace: dev}
-spec:
-  dataSource: {kind: PersistentVolumeClaim, name: data}
-  resources: {requests: {storage: 5Gi}}
----
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {name: fresh, namespace: dev}
-spec:
-  resources: {requests: {storage: 5Gi}}
----
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {name: clone-of-fresh, namespace: dev}
-spec:
-  dataSource: {kind: PersistentVolumeClaim, name: fresh}
-  resources: {requests: {storage: 5Gi}}
----
-apiVersion: apps/v1
-kind: StatefulSet
-metadata: {name: web, namespace: dev}
-spec:
-  selector: {matchLabels: {app: web}}
-  serviceName: web
-  template: {metadata: {labels: {app: web}}, spec: {containers: [{name: c, image: x}]}}
-  volumeClaimTemplates:
-  - metadata: {name: copy}
-    spec:
-      storageClassName: standard-rwo
-      dataSource: {kind: PersistentVolumeClaim, name: data}
-      resources: {requests: {storage: 10Gi}}
----
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {name: restore, namespace: dev}
-spec:
-  dataSource: {kind: VolumeSnapshot, apiGroup: snapshot.storage.k8s.io, name: snap}
-  resources: {requests: {storage: 1Gi}}
----
-apiVersion: v1
-kind: ConfigMap
-metadata: {name: settings, namespace: dev}
-data: {a: b}
-"#;
+const MANIFESTS: &str = include_str!("data/check/manifests.yaml");
 
 struct Dir(tempfile::TempDir);
 
 impl Dir {
     fn new() -> Dir {
         Dir(tempfile::tempdir().expect("tempdir"))
+    }
+
+    /// A directory holding the cluster's objects as `state.yaml` ([`STATE`]).
+    fn with_state() -> Dir {
+        let dir = Dir::new();
+        dir.write("state.yaml", STATE);
+        dir
     }
 
     fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
@@ -149,6 +59,11 @@ fn run(dir: &Dir, args: &[&str], stdin: &str) -> Output {
     run_program(BIN, dir, args, stdin, None)
 }
 
+/// [`run`] with the arguments of `command_line` (split at spaces) and no standard input.
+fn run_line(dir: &Dir, command_line: &str) -> Output {
+    run(dir, &command_line.split(' ').collect::<Vec<_>>(), "")
+}
+
 fn run_program(program: &str, dir: &Dir, args: &[&str], stdin: &str, path: Option<&str>) -> Output {
     let mut command = Command::new(program);
     command
@@ -171,6 +86,14 @@ fn run_program(program: &str, dir: &Dir, args: &[&str], stdin: &str, path: Optio
         .write_all(stdin.as_bytes())
         .expect("write stdin");
     child.wait_with_output().expect("wait")
+}
+
+/// Asserts the exit code and the standard output of `output`, word for word.
+fn assert_code_and_stdout(output: &Output, code: i32, stdout: &str) {
+    assert_eq!(
+        (output.status.code(), text(&output.stdout).as_str()),
+        (Some(code), stdout)
+    );
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -197,14 +120,9 @@ manifests.yaml:35: dev/restore: [restore-size] this claim requests 1Gi but snaps
 
 #[test]
 fn check_with_state_files_reports_every_refusal_and_warning_and_exits_1() {
-    let dir = Dir::new();
-    dir.write("state.yaml", STATE);
+    let dir = Dir::with_state();
     dir.write("manifests.yaml", MANIFESTS);
-    let output = run(
-        &dir,
-        &["check", "-f", "manifests.yaml", "--state", "state.yaml"],
-        "",
-    );
+    let output = run_line(&dir, "check -f manifests.yaml --state state.yaml");
     assert_eq!(
         outcome(&output),
         (
@@ -217,8 +135,7 @@ fn check_with_state_files_reports_every_refusal_and_warning_and_exits_1() {
 
 #[test]
 fn check_reads_standard_input_as_kubectl_kustomize_writes_it() {
-    let dir = Dir::new();
-    dir.write("state.yaml", STATE);
+    let dir = Dir::with_state();
     let output = run(
         &dir,
         &["check", "-f", "-", "--state", "state.yaml"],
@@ -233,22 +150,9 @@ fn check_reads_standard_input_as_kubectl_kustomize_writes_it() {
 
 #[test]
 fn check_json_output_carries_file_line_object_rule_and_severity() {
-    let dir = Dir::new();
-    dir.write("state.yaml", STATE);
+    let dir = Dir::with_state();
     dir.write("manifests.yaml", MANIFESTS);
-    let output = run(
-        &dir,
-        &[
-            "check",
-            "-f",
-            "manifests.yaml",
-            "--state",
-            "state.yaml",
-            "-o",
-            "json",
-        ],
-        "",
-    );
+    let output = run_line(&dir, "check -f manifests.yaml --state state.yaml -o json");
     assert_eq!(output.status.code(), Some(1));
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
     assert_eq!(
@@ -284,45 +188,21 @@ fn check_json_output_carries_file_line_object_rule_and_severity() {
 
 #[test]
 fn warnings_alone_exit_0_and_the_config_is_the_webhooks() {
-    let dir = Dir::new();
-    dir.write("state.yaml", STATE);
+    let dir = Dir::with_state();
     dir.write(
         "clone.yaml",
         "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: copy, namespace: dev}\nspec:\n  dataSource: {kind: PersistentVolumeClaim, name: data}\n  resources: {requests: {storage: 10Gi}}\n",
     );
-    let output = run(
-        &dir,
-        &["check", "-f", "clone.yaml", "--state", "state.yaml"],
-        "",
-    );
-    assert_eq!(
-        (output.status.code(), text(&output.stdout)),
-        (
-            Some(0),
-            "clone.yaml:1: dev/copy: warning: [source-in-use] source claim \"data\" is mounted by pod \"web-0\"; the clone is only crash-consistent\n".to_owned()
-        )
-    );
+    let message = "[source-in-use] source claim \"data\" is mounted by pod \"web-0\"; the clone is only crash-consistent";
+    let output = run_line(&dir, "check -f clone.yaml --state state.yaml");
+    let warning = format!("clone.yaml:1: dev/copy: warning: {message}\n");
+    assert_code_and_stdout(&output, 0, &warning);
     dir.write("config.yaml", "rules:\n  source-in-use: deny\n");
-    let output = run(
+    let output = run_line(
         &dir,
-        &[
-            "check",
-            "-f",
-            "clone.yaml",
-            "--state",
-            "state.yaml",
-            "--config",
-            "config.yaml",
-        ],
-        "",
+        "check -f clone.yaml --state state.yaml --config config.yaml",
     );
-    assert_eq!(
-        (output.status.code(), text(&output.stdout)),
-        (
-            Some(1),
-            "clone.yaml:1: dev/copy: [source-in-use] source claim \"data\" is mounted by pod \"web-0\"; the clone is only crash-consistent\n".to_owned()
-        )
-    );
+    assert_code_and_stdout(&output, 1, &format!("clone.yaml:1: dev/copy: {message}\n"));
 }
 
 #[test]
@@ -332,7 +212,7 @@ fn manifests_without_a_data_source_need_no_cluster() {
         "plain.yaml",
         "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: plain}\nspec:\n  resources: {requests: {storage: 1Gi}}\n",
     );
-    let output = run(&dir, &["check", "-f", "plain.yaml"], "");
+    let output = run_line(&dir, "check -f plain.yaml");
     assert_eq!(
         outcome(&output),
         (
@@ -347,7 +227,7 @@ fn manifests_without_a_data_source_need_no_cluster() {
 fn no_cluster_or_an_unreachable_one_exits_2() {
     let dir = Dir::new();
     dir.write("manifests.yaml", MANIFESTS);
-    let output = run(&dir, &["check", "-f", "manifests.yaml"], "");
+    let output = run_line(&dir, "check -f manifests.yaml");
     let (code, stdout, stderr) = outcome(&output);
     assert_eq!((code, stdout.as_str()), (Some(2), ""));
     assert_eq!(
@@ -382,8 +262,7 @@ fn no_cluster_or_an_unreachable_one_exits_2() {
 
 #[test]
 fn malformed_input_is_named_and_exits_2() {
-    let dir = Dir::new();
-    dir.write("state.yaml", STATE);
+    let dir = Dir::with_state();
     dir.write("notes.txt", "Remember to clone the data claim.\n");
     dir.write("values.yaml", "replicas: 3\nimage: nginx\n");
     dir.write(
@@ -441,11 +320,7 @@ fn malformed_input_is_named_and_exits_2() {
     }
     // Without the archive, the directory is read (its README skipped, and said so).
     std::fs::remove_file(dir.path().join("rendered/charts/app-0.1.0.tgz")).expect("rm");
-    let output = run(
-        &dir,
-        &["check", "-f", "rendered", "--state", "state.yaml"],
-        "",
-    );
+    let output = run_line(&dir, "check -f rendered --state state.yaml");
     assert_eq!(output.status.code(), Some(1));
     assert_eq!(
         text(&output.stdout),
@@ -461,76 +336,15 @@ fn malformed_input_is_named_and_exits_2() {
 }
 
 /// Claims as they sit in a cluster: Pending clones and restores, their events.
-const PENDING: &str = r#"apiVersion: v1
-kind: List
-items:
-- apiVersion: v1
-  kind: PersistentVolumeClaim
-  metadata: {name: too-small, namespace: dev, uid: u-small}
-  spec:
-    storageClassName: gp3
-    dataSource: {kind: PersistentVolumeClaim, name: data}
-    resources: {requests: {storage: 1Gi}}
-  status: {phase: Pending}
-- apiVersion: v1
-  kind: PersistentVolumeClaim
-  metadata: {name: restored, namespace: dev, uid: u-restored}
-  spec:
-    storageClassName: gp3
-    dataSource: {kind: VolumeSnapshot, apiGroup: snapshot.storage.k8s.io, name: snap}
-    resources: {requests: {storage: 4Gi}}
-  status: {phase: Pending}
-- apiVersion: v1
-  kind: PersistentVolumeClaim
-  metadata: {name: waiting, namespace: dev, uid: u-waiting}
-  spec:
-    storageClassName: gp3
-    dataSource: {kind: PersistentVolumeClaim, name: data}
-    resources: {requests: {storage: 10Gi}}
-  status: {phase: Pending}
-- apiVersion: v1
-  kind: Event
-  metadata: {name: restored.1, namespace: dev, creationTimestamp: "2026-11-30T10:00:00Z"}
-  involvedObject: {kind: PersistentVolumeClaim, name: restored, namespace: dev, uid: u-restored}
-  reason: ProvisioningFailed
-  type: Warning
-  lastTimestamp: "2026-11-30T10:00:00Z"
-  message: 'failed to provision volume with StorageClass "gp3": rpc error: code = ResourceExhausted desc = quota exceeded'
-- apiVersion: v1
-  kind: Event
-  metadata: {name: restored.2, namespace: dev, creationTimestamp: "2026-11-30T10:05:00Z"}
-  involvedObject: {kind: PersistentVolumeClaim, name: restored, namespace: dev, uid: u-restored}
-  reason: ProvisioningFailed
-  type: Warning
-  lastTimestamp: "2026-11-30T10:05:00Z"
-  message: 'rpc error: code = Internal desc = snapshot snap-1 is not restorable in us-east-1b'
-- apiVersion: v1
-  kind: Event
-  metadata: {name: restored.3, namespace: dev, creationTimestamp: "2026-11-30T10:06:00Z"}
-  involvedObject: {kind: PersistentVolumeClaim, name: restored, namespace: dev, uid: u-restored}
-  reason: Provisioning
-  type: Normal
-  lastTimestamp: "2026-11-30T10:06:00Z"
-  message: 'External provisioner is provisioning volume for claim "dev/restored"'
-"#;
+const PENDING: &str = include_str!("data/check/pending.yaml");
 
 #[test]
 fn explain_from_state_files_gives_rule_lines_the_latest_event_or_waiting() {
-    let dir = Dir::new();
-    dir.write("state.yaml", STATE);
+    let dir = Dir::with_state();
     dir.write("pending.yaml", PENDING);
-    let output = run(
+    let output = run_line(
         &dir,
-        &[
-            "explain",
-            "-n",
-            "dev",
-            "--state",
-            "state.yaml",
-            "--state",
-            "pending.yaml",
-        ],
-        "",
+        "explain -n dev --state state.yaml --state pending.yaml",
     );
     assert_eq!(
         outcome(&output),
@@ -547,19 +361,9 @@ dev/waiting: warning: [source-in-use] source claim \"data\" is mounted by pod \"
             String::new()
         )
     );
-    let one = run(
+    let one = run_line(
         &dir,
-        &[
-            "explain",
-            "data",
-            "-n",
-            "dev",
-            "--state",
-            "state.yaml",
-            "--state",
-            "pending.yaml",
-        ],
-        "",
+        "explain data -n dev --state state.yaml --state pending.yaml",
     );
     assert_eq!(
         (one.status.code(), text(&one.stdout)),
@@ -569,11 +373,7 @@ dev/waiting: warning: [source-in-use] source claim \"data\" is mounted by pod \"
                 .to_owned()
         )
     );
-    let none = run(
-        &dir,
-        &["explain", "-n", "prod", "--state", "state.yaml"],
-        "",
-    );
+    let none = run_line(&dir, "explain -n prod --state state.yaml");
     assert_eq!(
         (none.status.code(), text(&none.stdout)),
         (
@@ -612,10 +412,7 @@ fn installed_as_a_kubectl_plugin_it_is_kubectl_pvc_clone_guard() {
         "",
         Some(&path),
     );
-    assert_eq!(
-        (output.status.code(), text(&output.stdout)),
-        (Some(1), EXPECTED_REPORT.to_owned())
-    );
+    assert_code_and_stdout(&output, 1, EXPECTED_REPORT);
     let help = run_program(
         kubectl,
         &dir,
