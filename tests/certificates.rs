@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::binary::*;
+use common::run_ok;
 
 struct Run {
     code: i32,
@@ -427,17 +428,13 @@ fn the_documented_rotation_keeps_every_served_certificate_trusted() {
         bin.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    for (index, block) in blocks.iter().enumerate() {
-        let output = Command::new("bash")
-            .args(["-euo", "pipefail", "-c", block])
-            .current_dir(&root)
-            .env("PATH", &path_var)
-            .output()
-            .expect("bash runs");
-        assert!(
-            output.status.success(),
-            "block {index} failed:\n{block}\n{}",
-            String::from_utf8_lossy(&output.stderr)
+    for block in &blocks {
+        // A failure names the command, the block in full.
+        run_ok(
+            Command::new("bash")
+                .args(["-euo", "pipefail", "-c", block])
+                .current_dir(&root)
+                .env("PATH", &path_var),
         );
     }
 
@@ -518,32 +515,17 @@ async fn the_expiry_metric_is_the_served_certificates_not_after_and_follows_a_re
     // A new certificate, written as `certs` writes it, a second later (notAfter has whole
     // seconds).
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let run = certs(&[
-        "--out-dir",
-        path(webhook.dir.path()),
-        "--dns",
-        "localhost",
-        "--ip",
-        "127.0.0.1",
-        "--days",
-        "2",
-        "--ca-days",
-        "2",
-    ]);
+    // As `certs` writes them for the webhook's name and address, valid for `days`.
+    let renew = |days: &[&str]| {
+        let names = ["--dns", "localhost", "--ip", "127.0.0.1"];
+        certs(&[&["--out-dir", path(webhook.dir.path())], &names[..], days].concat())
+    };
+    let run = renew(&["--days", "2", "--ca-days", "2"]);
     assert_eq!(
         run.code, 1,
         "the CA of the fixture has less than 2 days left"
     );
-    let run = certs(&[
-        "--out-dir",
-        path(webhook.dir.path()),
-        "--dns",
-        "localhost",
-        "--ip",
-        "127.0.0.1",
-        "--days",
-        "1",
-    ]);
+    let run = renew(&["--days", "1"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let second = not_after(&cert);
     assert_ne!(first, second);

@@ -1,8 +1,8 @@
 //! `check` and `explain` against the real local control plane (tests/cluster/dev-env.sh):
 //! objects created there, the real binary reading them with the identity of a user bound to
-//! the ClusterRole below (exactly the RBAC the README asks for), outputs and exit codes
-//! asserted word for word. Started by `tests/e2e.sh` on a control plane of its own (these
-//! tests stop and start the webhook); ignored by a plain `cargo test`.
+//! the README's reader ClusterRole (read from the README: exactly the RBAC it asks for),
+//! outputs and exit codes asserted word for word. Started by `tests/e2e.sh` on a control
+//! plane of its own (these tests stop and start the webhook); ignored by a plain `cargo test`.
 
 mod common;
 
@@ -14,27 +14,20 @@ use common::cluster::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pvc-clone-guard");
 
-/// What a user needs to run `check` and `explain` (the README's RBAC): read what the
-/// webhook reads, and list events.
-const READER_RBAC: &str = "\
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata:
-  name: pvc-clone-guard-reader
-rules:
-  - apiGroups: [\"\"]
-    resources: [persistentvolumeclaims, persistentvolumes, pods, events]
-    verbs: [get, list]
-  - apiGroups: [storage.k8s.io]
-    resources: [storageclasses]
-    verbs: [get, list]
-  - apiGroups: [snapshot.storage.k8s.io]
-    resources: [volumesnapshots, volumesnapshotcontents]
-    verbs: [get, list]
-  - apiGroups: [gateway.networking.k8s.io]
-    resources: [referencegrants]
-    verbs: [list]
----
+/// What a user needs to run `check` and `explain`: the README's reader ClusterRole itself
+/// (read from the README, so that the tests prove the role it shows), bound to the user
+/// `e2e-reader`.
+fn reader_rbac() -> String {
+    let readme = include_str!("../README.md");
+    let role = readme
+        .split("```yaml\n")
+        .filter_map(|block| block.split_once("```").map(|(yaml, _)| yaml))
+        .find(|yaml| yaml.contains("name: pvc-clone-guard-reader\n"))
+        .expect("README.md shows the reader ClusterRole in a yaml block");
+    format!("{role}---\n{READER_BINDING}")
+}
+
+const READER_BINDING: &str = "\
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding
 metadata:
@@ -56,18 +49,28 @@ fn reader_kubeconfig(namespace: &str) -> PathBuf {
     static RBAC: Once = Once::new();
     RBAC.call_once(|| {
         install_crds();
-        apply(READER_RBAC);
+        apply(&reader_rbac());
     });
+    impersonating("e2e-reader", Some(namespace))
+}
+
+/// A kubeconfig with the admin's credentials impersonating `user`, its namespace
+/// `namespace` (else the admin's).
+fn impersonating(user: &str, namespace: Option<&str>) -> PathBuf {
     let admin =
         std::fs::read_to_string(ENV.dir.join("admin.kubeconfig")).expect("admin kubeconfig");
     let mut config: serde_yaml_ng::Value = serde_yaml_ng::from_str(&admin).expect("yaml");
-    for user in config["users"].as_sequence_mut().expect("users") {
-        user["user"]["as"] = "e2e-reader".into();
+    for entry in config["users"].as_sequence_mut().expect("users") {
+        entry["user"]["as"] = user.into();
     }
-    for context in config["contexts"].as_sequence_mut().expect("contexts") {
-        context["context"]["namespace"] = namespace.into();
+    if let Some(namespace) = namespace {
+        for context in config["contexts"].as_sequence_mut().expect("contexts") {
+            context["context"]["namespace"] = namespace.into();
+        }
     }
-    let path = ENV.dir.join(format!("reader-{namespace}.kubeconfig"));
+    let path = ENV
+        .dir
+        .join(format!("{user}-{}.kubeconfig", namespace.unwrap_or("")));
     std::fs::write(&path, serde_yaml_ng::to_string(&config).expect("yaml")).expect("write");
     path
 }
@@ -143,92 +146,12 @@ fn ready_snapshot(namespace: &str, name: &str) {
     );
 }
 
-const MANIFESTS: &str = "\
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {name: good-clone, namespace: chk}
-spec:
-  accessModes: [ReadWriteOnce]
-  storageClassName: gp3
-  dataSource: {kind: PersistentVolumeClaim, name: data}
-  resources: {requests: {storage: 10Gi}}
----
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {name: small-clone, namespace: chk}
-spec:
-  accessModes: [ReadWriteOnce]
-  storageClassName: gp3
-  dataSource: {kind: PersistentVolumeClaim, name: data}
-  resources: {requests: {storage: 1Gi}}
----
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {name: new-data, namespace: chk}
-spec:
-  accessModes: [ReadWriteOnce]
-  storageClassName: gp3
-  resources: {requests: {storage: 10Gi}}
----
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {name: clone-of-new, namespace: chk}
-spec:
-  accessModes: [ReadWriteOnce]
-  storageClassName: gp3
-  dataSource: {kind: PersistentVolumeClaim, name: new-data}
-  resources: {requests: {storage: 10Gi}}
----
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {name: typo, namespace: chk}
-spec:
-  accessModes: [ReadWriteOnce]
-  storageClassName: gp3
-  dataSource: {kind: PersistentVolumeClaim, name: dta}
-  resources: {requests: {storage: 10Gi}}
----
-apiVersion: apps/v1
-kind: StatefulSet
-metadata: {name: replicas, namespace: chk}
-spec:
-  serviceName: replicas
-  selector: {matchLabels: {app: replicas}}
-  template:
-    metadata: {labels: {app: replicas}}
-    spec: {containers: [{name: app, image: app}]}
-  volumeClaimTemplates:
-    - metadata: {name: copy}
-      spec:
-        accessModes: [ReadWriteOnce]
-        storageClassName: standard-rwo
-        dataSource: {kind: PersistentVolumeClaim, name: data}
-        resources: {requests: {storage: 10Gi}}
----
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {name: good-restore, namespace: chk}
-spec:
-  accessModes: [ReadWriteOnce]
-  storageClassName: gp3
-  dataSource: {apiGroup: snapshot.storage.k8s.io, kind: VolumeSnapshot, name: nightly}
-  resources: {requests: {storage: 4Gi}}
----
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {name: small-restore, namespace: chk}
-spec:
-  accessModes: [ReadWriteOnce]
-  storageClassName: gp3
-  dataSource: {apiGroup: snapshot.storage.k8s.io, kind: VolumeSnapshot, name: nightly}
-  resources: {requests: {storage: 1Gi}}
-";
+const MANIFESTS: &str = include_str!("data/check_cluster/manifests.yaml");
 
 #[test]
 #[ignore = "needs the local control plane: run tests/e2e.sh"]
 fn check_judges_manifests_with_the_facts_of_the_live_cluster() {
-    namespace("chk");
-    Source::new("chk").create();
+    namespace_with_source("chk");
     let kubeconfig = reader_kubeconfig("chk");
     ready_snapshot("chk", "nightly");
     let dir = tempfile::tempdir().expect("tempdir");
@@ -320,21 +243,9 @@ manifests.yaml:71: chk/small-restore: [restore-size] this claim requests 1Gi but
 #[test]
 #[ignore = "needs the local control plane: run tests/e2e.sh"]
 fn a_user_without_the_rbac_gets_exit_2_and_the_cause() {
-    namespace("chk-norbac");
-    Source::new("chk-norbac").create();
+    namespace_with_source("chk-norbac");
     // The admin's credentials impersonating a user bound to nothing.
-    let admin =
-        std::fs::read_to_string(ENV.dir.join("admin.kubeconfig")).expect("admin kubeconfig");
-    let mut config: serde_yaml_ng::Value = serde_yaml_ng::from_str(&admin).expect("yaml");
-    for user in config["users"].as_sequence_mut().expect("users") {
-        user["user"]["as"] = "nobody".into();
-    }
-    let kubeconfig = ENV.dir.join("nobody.kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        serde_yaml_ng::to_string(&config).expect("yaml"),
-    )
-    .expect("write");
+    let kubeconfig = impersonating("nobody", None);
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(
         dir.path().join("clone.yaml"),
@@ -378,8 +289,7 @@ fn provisioning_failed(namespace: &str, claim: &str, name: &str, at: &str, messa
 #[test]
 #[ignore = "needs the local control plane: run tests/e2e.sh"]
 fn explain_says_what_keeps_each_pending_claim_waiting() {
-    namespace("chk-explain");
-    Source::new("chk-explain").create();
+    namespace_with_source("chk-explain");
     let kubeconfig = reader_kubeconfig("chk-explain");
     // Admitted while the webhook was failing open (no replica: failurePolicy Ignore), so
     // never judged: a clone too small for its source.

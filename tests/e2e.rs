@@ -175,8 +175,7 @@ fn each_rule_refuses_with_its_exact_text_several_in_table_order() {
 #[test]
 #[ignore = "needs the local control plane: run tests/e2e.sh"]
 fn source_deleting() {
-    namespace("e2e-deleting");
-    Source::new("e2e-deleting").create();
+    namespace_with_source("e2e-deleting");
     must(
         kubectl(&[
             "patch",
@@ -225,8 +224,7 @@ fn source_deleting() {
 #[test]
 #[ignore = "needs the local control plane: run tests/e2e.sh"]
 fn source_volume_missing_and_bound_elsewhere() {
-    namespace("e2e-volume");
-    Source::new("e2e-volume").create();
+    namespace_with_source("e2e-volume");
     // The volume is re-bound to another claim behind the source's back.
     must(
         kubectl(&[
@@ -271,8 +269,7 @@ fn source_volume_missing_and_bound_elsewhere() {
 #[test]
 #[ignore = "needs the local control plane: run tests/e2e.sh"]
 fn dynamic_provisioning_empty_missing_and_static_classes() {
-    namespace("e2e-dynamic");
-    Source::new("e2e-dynamic").create();
+    namespace_with_source("e2e-dynamic");
     let hint = "set spec.storageClassName to a class provisioned by ebs.csi.aws.com, e.g. \"gp3\" or \"gp3-encrypted\"";
     for (class, problem) in [
         ("", "storageClassName is \"\", which turns off dynamic provisioning, and a clone must be provisioned".to_owned()),
@@ -293,8 +290,7 @@ static DEFAULT_CLASS: Mutex<()> = Mutex::new(());
 #[ignore = "needs the local control plane: run tests/e2e.sh"]
 fn an_omitted_class_needs_a_default_class_of_the_same_driver() {
     let _guard = DEFAULT_CLASS.lock().unwrap_or_else(|e| e.into_inner());
-    namespace("e2e-default");
-    Source::new("e2e-default").create();
+    namespace_with_source("e2e-default");
     assert_denied(
         &create(&clone_of_data("e2e-default", None, "10Gi"), &[]),
         "[dynamic-provisioning] this claim names no StorageClass and the cluster has no default StorageClass; set spec.storageClassName to a class provisioned by ebs.csi.aws.com, e.g. \"gp3\" or \"gp3-encrypted\"",
@@ -363,8 +359,7 @@ fn size_capacity_is_a_warning() {
 #[test]
 #[ignore = "needs the local control plane: run tests/e2e.sh"]
 fn source_in_use_is_a_warning() {
-    namespace("e2e-inuse");
-    Source::new("e2e-inuse").create();
+    namespace_with_source("e2e-inuse");
     apply(
         "apiVersion: v1\nkind: Pod\nmetadata: {name: web-0, namespace: e2e-inuse}\nspec:\n  containers: [{name: web, image: nginx, \
          volumeMounts: [{name: data, mountPath: /data}]}]\n  volumes: [{name: data, persistentVolumeClaim: {claimName: data}}]\n",
@@ -400,8 +395,7 @@ fn source_api_group() {
 #[test]
 #[ignore = "needs the local control plane: run tests/e2e.sh"]
 fn server_side_dry_run_gets_the_same_verdict() {
-    namespace("e2e-dryrun");
-    Source::new("e2e-dryrun").create();
+    namespace_with_source("e2e-dryrun");
     assert_denied(
         &create(
             &clone_of_data("e2e-dryrun", Some("gp3"), "1Gi"),
@@ -435,8 +429,7 @@ fn a_clone_with_a_selector_is_refused() {
         "{}  selector: {{matchLabels: {{tier: db}}}}\n",
         clone_of_data(ns, Some("gp3"), "10Gi")
     );
-    namespace(ns);
-    Source::new(ns).create();
+    namespace_with_source(ns);
     assert_denied(
         &create(&with_selector, &[]),
         "[selector] this claim has spec.selector, and the CSI provisioner refuses a dynamically provisioned claim with a selector; remove spec.selector to clone claim \"data\"",
@@ -494,8 +487,7 @@ fn apply_sts(yaml: &str) -> Run {
 #[test]
 #[ignore = "needs the local control plane: run tests/e2e.sh"]
 fn a_statefulset_with_a_bad_clone_template_is_refused_at_apply_and_a_good_one_created() {
-    namespace("e2e-sts");
-    Source::new("e2e-sts").create();
+    namespace_with_source("e2e-sts");
     let run = apply_sts(&statefulset_yaml("e2e-sts", 3, "1Gi"));
     assert_ne!(run.code, 0, "kubectl apply must fail:\n{}", run.stdout);
     assert_eq!(
@@ -533,8 +525,7 @@ fn a_statefulset_with_a_bad_clone_template_is_refused_at_apply_and_a_good_one_cr
 #[ignore = "needs the local control plane: run tests/e2e.sh"]
 fn a_statefulset_template_gets_the_rules_of_a_claim() {
     let ns = "e2e-sts-rules";
-    namespace(ns);
-    Source::new(ns).create();
+    namespace_with_source(ns);
     let template = statefulset_yaml(ns, 1, "10Gi");
     let source = "      dataSource: {kind: PersistentVolumeClaim, name: data}\n";
     let with_selector = template.replace(
@@ -570,8 +561,7 @@ fn a_statefulset_template_gets_the_rules_of_a_claim() {
 #[test]
 #[ignore = "needs the local control plane: run tests/e2e.sh"]
 fn data_source_ref_and_cross_namespace_references_through_the_running_webhook() {
-    namespace("e2e-ref");
-    Source::new("e2e-ref").create();
+    namespace_with_source("e2e-ref");
     let claim_with_ref = |reference: Value, size: &str| {
         let mut claim = common::claim("clone", None, size);
         claim["metadata"]["namespace"] = json!("e2e-ref");
@@ -615,8 +605,7 @@ fn data_source_ref_and_cross_namespace_references_through_the_running_webhook() 
 #[ignore = "needs the local control plane: run tests/e2e.sh"]
 fn a_volume_attributes_class_is_not_judged_where_its_api_is_not_served() {
     let ns = "e2e-vac";
-    namespace(ns);
-    Source::new(ns).create();
+    namespace_with_source(ns);
     assert_ne!(
         kubectl(&["get", "volumeattributesclasses"]).code,
         0,
@@ -667,15 +656,10 @@ fn a_source_created_a_moment_before_the_clone_is_judged_not_missing() {
 
 /// `pvc-clone-guard certs ARGS`, which must succeed.
 fn certs_command(args: &[&str]) {
-    let output = Command::new(env!("CARGO_BIN_EXE_pvc-clone-guard"))
-        .arg("certs")
-        .args(args)
-        .output()
-        .expect("certs runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    run_ok(
+        Command::new(env!("CARGO_BIN_EXE_pvc-clone-guard"))
+            .arg("certs")
+            .args(args),
     );
 }
 
@@ -780,8 +764,7 @@ fn leaf_on_disk() -> Vec<u8> {
 #[test]
 #[ignore = "needs the local control plane: run tests/e2e.sh"]
 fn rotating_the_serving_certificate_while_the_api_server_calls_fails_no_review() {
-    namespace("e2e-rotate");
-    Source::new("e2e-rotate").create();
+    namespace_with_source("e2e-rotate");
     let before = served_leaf();
     assert_eq!(before, leaf_on_disk());
 

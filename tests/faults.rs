@@ -32,15 +32,6 @@ fn message(answer: &Value) -> &str {
         .unwrap_or("")
 }
 
-fn readyz() -> u16 {
-    let url = format!("{}/readyz", ENV.vars["WEBHOOK_ADMIN_URL"]);
-    let output = Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &url])
-        .output()
-        .expect("curl");
-    String::from_utf8_lossy(&output.stdout).parse().unwrap_or(0)
-}
-
 fn apiserver_pid() -> String {
     std::fs::read_to_string(&ENV.vars["APISERVER_PID_FILE"])
         .expect("pid file")

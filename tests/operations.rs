@@ -70,8 +70,7 @@ fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 #[test]
 #[ignore = "needs the local control plane: run tests/e2e.sh"]
 fn the_audit_log_records_the_verdict_of_refused_and_admitted_clones() {
-    namespace("ops-audit");
-    Source::new("ops-audit").create();
+    namespace_with_source("ops-audit");
 
     let refused = clone_yaml("ops-audit", "refused", "data", Some("gp3"), "1Gi", "Block");
     assert_denied(
@@ -257,12 +256,8 @@ fn clone_review(namespace: &str) -> Value {
     review
 }
 
-fn readyz() -> bool {
-    let url = format!("{}/readyz", ENV.vars["WEBHOOK_ADMIN_URL"]);
-    Command::new("curl")
-        .args(["-fs", "-o", "/dev/null", &url])
-        .status()
-        .is_ok_and(|s| s.success())
+fn ready() -> bool {
+    readyz() == 200
 }
 
 /// Polls `condition` every 250 ms (doing `meanwhile` before each poll) until it holds or
@@ -289,9 +284,8 @@ const FAILING_CLOSED: &str = "PvcCloneGuardFailingClosed";
 #[test]
 #[ignore = "needs the local control plane: run tests/e2e.sh"]
 fn prometheus_raises_fail_closed_while_the_api_server_is_down_and_clears_it_after() {
-    namespace("ops-alerts");
-    Source::new("ops-alerts").create();
-    wait_until(readyz, "the webhook is ready");
+    namespace_with_source("ops-alerts");
+    wait_until(ready, "the webhook is ready");
     let review = clone_review("ops-alerts");
     let verdict = |answer: Value| answer["response"]["allowed"].clone();
     assert_eq!(verdict(post_to_webhook(&review)), true, "baseline");
@@ -345,7 +339,7 @@ fn prometheus_raises_fail_closed_while_the_api_server_is_down_and_clears_it_afte
         Duration::from_secs(40),
         "the webhook is ready again",
         || {},
-        readyz,
+        ready,
     );
     assert_eq!(verdict(post_to_webhook(&review)), true, "recovered");
     let cleared = within(
@@ -406,19 +400,14 @@ fn the_documented_install_upgrade_and_uninstall_work_on_kubernetes_1_20() {
         .expect("write the overlay");
     };
     write_overlay("0.1.0");
-    let certs = Command::new(env!("CARGO_BIN_EXE_pvc-clone-guard"))
-        .args([
-            "certs",
-            "--out-dir",
-            "manifests/overlays/self-managed/certs",
-        ])
-        .current_dir(root)
-        .output()
-        .expect("certs runs");
-    assert!(
-        certs.status.success(),
-        "{}",
-        String::from_utf8_lossy(&certs.stderr)
+    let certs = run_ok(
+        Command::new(env!("CARGO_BIN_EXE_pvc-clone-guard"))
+            .args([
+                "certs",
+                "--out-dir",
+                "manifests/overlays/self-managed/certs",
+            ])
+            .current_dir(root),
     );
     assert!(
         String::from_utf8_lossy(&certs.stdout).ends_with(&format!("next: {install}\n")),
@@ -438,20 +427,24 @@ fn the_documented_install_upgrade_and_uninstall_work_on_kubernetes_1_20() {
     ] {
         assert!(run.stdout.contains(object), "{object} in:\n{}", run.stdout);
     }
+    // `jsonpath` of the installed Deployment.
+    let deployment = |jsonpath: &str, what: &str| {
+        let output = format!("jsonpath={jsonpath}");
+        let args = [
+            "-n",
+            "pvc-clone-guard",
+            "get",
+            "deployment",
+            "pvc-clone-guard",
+            "-o",
+        ];
+        must(kubectl(&[&args[..], &[&output]].concat()), what).stdout
+    };
     let image = || {
-        must(
-            kubectl(&[
-                "-n",
-                "pvc-clone-guard",
-                "get",
-                "deployment",
-                "pvc-clone-guard",
-                "-o",
-                "jsonpath={.spec.template.spec.containers[0].image}",
-            ]),
+        deployment(
+            "{.spec.template.spec.containers[0].image}",
             "read the image",
         )
-        .stdout
     };
     assert_eq!(image(), "registry.invalid/pvc-clone-guard:0.1.0");
     // No replica runs: claims are created (failurePolicy: Ignore).
@@ -492,19 +485,10 @@ fn the_documented_install_upgrade_and_uninstall_work_on_kubernetes_1_20() {
         run.stdout
     );
     assert_eq!(image(), "registry.invalid/pvc-clone-guard:0.2.0");
-    let config_map = must(
-        kubectl(&[
-            "-n",
-            "pvc-clone-guard",
-            "get",
-            "deployment",
-            "pvc-clone-guard",
-            "-o",
-            "jsonpath={.spec.template.spec.volumes[?(@.name==\"config\")].configMap.name}",
-        ]),
+    let config_map = deployment(
+        "{.spec.template.spec.volumes[?(@.name==\"config\")].configMap.name}",
         "read the config volume",
-    )
-    .stdout;
+    );
     let data = must(
         kubectl(&[
             "-n",

@@ -23,15 +23,6 @@ use serde_json::json;
 use common::cluster::*;
 use common::delay_proxy::DelayProxy;
 
-fn readyz() -> u16 {
-    let url = format!("{}/readyz", ENV.vars["WEBHOOK_ADMIN_URL"]);
-    let output = Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &url])
-        .output()
-        .expect("curl");
-    String::from_utf8_lossy(&output.stdout).parse().unwrap_or(0)
-}
-
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -412,8 +403,7 @@ fn with_no_replica_claims_go_on_unless_strict_and_the_namespace_opt_out_unblocks
 #[ignore = "needs the local control plane: run tests/e2e.sh"]
 fn an_api_server_restarted_twice_under_load_loses_no_verdict() {
     let namespace = "restart";
-    common::cluster::namespace(namespace);
-    Source::new(namespace).create();
+    namespace_with_source(namespace);
     let _strict = Strict::register();
     let pid = webhook_pid();
     let stop = Arc::new(AtomicBool::new(false));
@@ -563,8 +553,7 @@ const PODS_WARNING: &str = "[source-in-use] source claim \"data\" could not be c
 #[ignore = "needs the local control plane: run tests/e2e.sh"]
 fn without_the_pods_rule_the_webhook_is_ready_and_judges_clones() {
     let namespace = "nopods";
-    common::cluster::namespace(namespace);
-    Source::new(namespace).create();
+    namespace_with_source(namespace);
     let shipped = std::fs::read_to_string(ENV.repo.join("manifests/base/clusterrole.yaml"))
         .expect("clusterrole");
     let pods_rule =

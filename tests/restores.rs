@@ -188,6 +188,12 @@ fn restore_yaml(
     )
 }
 
+/// Namespace `ns` with a ready VolumeSnapshot `snap` in it.
+fn namespace_with_snapshot(ns: &str) {
+    namespace(ns);
+    Snapshot::ready(ns, "snap").create();
+}
+
 fn restore(namespace: &str, snapshot: &str) -> String {
     restore_yaml(namespace, "restore", snapshot, "gp3", "1Gi", "Filesystem")
 }
@@ -198,8 +204,7 @@ fn restore(namespace: &str, snapshot: &str) -> String {
 #[ignore = "needs the local control plane: run tests/e2e.sh"]
 fn a_valid_restore_is_admitted() {
     let ns = "r-valid";
-    namespace(ns);
-    Snapshot::ready(ns, "snap").create();
+    namespace_with_snapshot(ns);
     assert_created(&create(&restore(ns, "snap"), &[]), "restore", &[]);
     // A bigger claim, another class of the same driver: also fine.
     assert_created(
@@ -256,8 +261,7 @@ fn a_missing_snapshot_is_refused_and_a_deleting_one_unless_a_restore_holds_it() 
 #[ignore = "needs the local control plane: run tests/e2e.sh"]
 fn a_snapshot_of_another_api_group_and_a_restore_with_a_selector_are_refused() {
     let ns = "r-fields";
-    namespace(ns);
-    Snapshot::ready(ns, "snap").create();
+    namespace_with_snapshot(ns);
     assert_denied(
         &create(
             &restore(ns, "snap").replace(
@@ -424,8 +428,7 @@ fn cross_namespace_sources_need_a_reference_grant() {
     crds();
     let (own, other) = ("x-dev", "x-prod");
     namespace(own);
-    namespace(other);
-    Source::new(other).create();
+    namespace_with_source(other);
     Snapshot::ready(other, "snap").create();
     let config = ENV.dir.join("reference-grant.yaml");
     std::fs::write(&config, "crossNamespace: reference-grant\n").expect("config");

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+pub use super::run_ok;
+
 pub const WEBHOOK: &str = "validate.pvc-clone-guard.io";
 
 /// The running dev environment, described by the env files `dev-env.sh up` wrote.
@@ -102,19 +104,6 @@ pub fn apply(yaml: &str) {
         kubectl_in(&ENV.dir, &["apply", "-f", "-"], Some(yaml)),
         "kubectl apply",
     );
-}
-
-/// Runs a command to its end; fails the test, with its stderr, unless it exits 0.
-pub fn run_ok(command: &mut Command) -> Output {
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("{command:?} does not run: {e}"));
-    assert!(
-        output.status.success(),
-        "{command:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
 }
 
 pub fn local_cluster(args: &[&str]) {
@@ -238,6 +227,12 @@ pub fn bind(namespace: &str, claim: &str, volume: &str) {
 pub fn namespace(name: &str) {
     classes();
     local_cluster(&["namespace", ENV.dir.to_str().expect("utf-8 dir"), name]);
+}
+
+/// Namespace `name` with a healthy source claim `data` in it ([`Source`]).
+pub fn namespace_with_source(name: &str) {
+    namespace(name);
+    Source::new(name).create();
 }
 
 /// How a test wants its source claim and volume.
@@ -467,6 +462,16 @@ pub fn wait_until(mut condition: impl FnMut() -> bool, what: &str) {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     panic!("timed out waiting until {what}");
+}
+
+/// The HTTP status of the webhook's /readyz (0 when it does not answer).
+pub fn readyz() -> u16 {
+    let url = format!("{}/readyz", ENV.vars["WEBHOOK_ADMIN_URL"]);
+    let output = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &url])
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&output.stdout).parse().unwrap_or(0)
 }
 
 /// A value of the webhook's /metrics, e.g. `pvc_clone_guard_cached_objects{resource="pods"}`.

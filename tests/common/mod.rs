@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod delay_proxy;
 
 use std::path::Path;
+use std::process::{Command, Output};
 use std::sync::Arc;
 
 use pvc_clone_guard::config::Policy;
@@ -260,6 +261,19 @@ pub async fn https_request(
 pub async fn https_post(addr: &str, ca: &Path, body: &[u8]) -> (u16, String) {
     let answer = https_request(addr, tls_client(ca, &[&rustls::version::TLS13]), body).await;
     (answer.status(), answer.body)
+}
+
+/// Runs a command to its end; fails the test, with its stderr, unless it exits 0.
+pub fn run_ok(command: &mut Command) -> Output {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("{command:?} does not run: {e}"));
+    assert!(
+        output.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
 }
 
 /// A CA and a serving certificate for localhost and 127.0.0.1 in `dir` (the CA is kept if
