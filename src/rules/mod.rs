@@ -408,14 +408,14 @@ pub enum SnapshotFact {
 pub struct SnapshotInfo {
     pub uid: Option<String>,
     pub deletion_timestamp: Option<String>,
+    /// Carries [`SOURCE_PROTECTION_FINALIZER`]: a restore from it is under way.
+    pub protected: bool,
     /// `status.boundVolumeSnapshotContentName`.
     pub bound_content_name: Option<String>,
     /// `status.readyToUse`.
     pub ready_to_use: Option<bool>,
     /// `status.restoreSize`, as written.
     pub restore_size: Option<String>,
-    /// Carries [`SOURCE_PROTECTION_FINALIZER`]: a restore from it is under way.
-    pub protected: bool,
 }
 
 /// What the rules read about a VolumeSnapshotContent.
