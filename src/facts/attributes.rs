@@ -10,12 +10,13 @@ use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
-use kube::core::{ClusterResourceScope, DeserializeGuard};
+use kube::core::ClusterResourceScope;
 use kube::{Client, Resource};
 use serde::Deserialize;
 
-use super::cache::{Cache, spawn_watch};
+use super::cache::Cache;
 use super::discovered::{ApiVersions, Discovered, StartWatch};
+use super::optional::Watching;
 use super::{Freshness, LookupError, WatchOptions};
 use crate::metrics::Metrics;
 use crate::rules::AttributesClassFact;
@@ -34,6 +35,13 @@ macro_rules! attributes_class {
         pub struct $type {
             metadata: ObjectMeta,
             driver_name: String,
+        }
+
+        impl $type {
+            /// What the cache keeps of it.
+            fn driver(self) -> Option<String> {
+                Some(self.driver_name)
+            }
         }
 
         slim_resource!(
@@ -58,23 +66,12 @@ pub struct AttributesClasses {
 impl AttributesClasses {
     /// Discovery now and every interval; the watch (with `watch`) once the API is served.
     pub fn start(client: Client, metrics: Metrics, options: WatchOptions, watch: bool) -> Self {
+        let watching = Watching { metrics, options };
         let start: StartWatch<Arc<Cache<String>>> = Box::new(move |client, version| {
             let cache = Cache::new("volumeattributesclasses");
             match version {
-                "v1" => spawn_watch(
-                    Api::<DeserializeGuard<AttributesClassV1>>::all(client.clone()),
-                    Arc::clone(&cache),
-                    |class| Some(class.driver_name),
-                    metrics.clone(),
-                    options,
-                ),
-                _ => spawn_watch(
-                    Api::<DeserializeGuard<AttributesClassV1beta1>>::all(client.clone()),
-                    Arc::clone(&cache),
-                    |class| Some(class.driver_name),
-                    metrics.clone(),
-                    options,
-                ),
+                "v1" => watching.all(client, &cache, AttributesClassV1::driver),
+                _ => watching.all(client, &cache, AttributesClassV1beta1::driver),
             }
             cache
         });

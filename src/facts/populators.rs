@@ -11,12 +11,13 @@ use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams};
-use kube::core::{ClusterResourceScope, DeserializeGuard};
+use kube::core::ClusterResourceScope;
 use kube::{Client, Resource};
 use serde::Deserialize;
 
-use super::cache::{Cache, spawn_watch};
-use super::discovered::{ApiVersions, Discovered, StartWatch};
+use super::cache::Cache;
+use super::discovered::{ApiVersions, Discovered};
+use super::optional::Watching;
 use super::{Freshness, LookupError, WatchOptions};
 use crate::metrics::Metrics;
 use crate::rules::PopulatorFact;
@@ -63,17 +64,8 @@ pub struct Populators {
 impl Populators {
     /// Discovery now and every interval; the watch (with `watch`) once the API is served.
     pub fn start(client: Client, metrics: Metrics, options: WatchOptions, watch: bool) -> Self {
-        let start: StartWatch<Arc<Cache<GroupKind>>> = Box::new(move |client, _version| {
-            let cache = Cache::new("volumepopulators");
-            spawn_watch(
-                Api::<DeserializeGuard<VolumePopulator>>::all(client.clone()),
-                Arc::clone(&cache),
-                |populator| Some(populator.source_kind),
-                metrics.clone(),
-                options,
-            );
-            cache
-        });
+        let start = Watching { metrics, options }
+            .into_cache("volumepopulators", |p: VolumePopulator| Some(p.source_kind));
         Populators {
             api: Discovered::start(client, POPULATOR_API, watch.then_some(start)),
         }

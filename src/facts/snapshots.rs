@@ -10,12 +10,13 @@ use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
-use kube::core::{ClusterResourceScope, DeserializeGuard, NamespaceResourceScope};
+use kube::core::{ClusterResourceScope, NamespaceResourceScope};
 use kube::{Client, Resource};
 use serde::Deserialize;
 
-use super::cache::{Cache, spawn_watch};
+use super::cache::Cache;
 use super::discovered::{ApiVersions, Discovered, StartWatch};
+use super::optional::Watching;
 use super::{Freshness, LookupError, WatchOptions};
 use crate::metrics::Metrics;
 use crate::rules::{
@@ -160,25 +161,14 @@ impl Snapshots {
         options: WatchOptions,
         watch: bool,
     ) -> Arc<Self> {
+        let watching = Watching { metrics, options };
         let start = move |client: &Client, _version: &'static str| -> SnapshotCaches {
             let caches = (
                 Cache::new("volumesnapshots"),
                 Cache::new("volumesnapshotcontents"),
             );
-            spawn_watch(
-                Api::<DeserializeGuard<VolumeSnapshot>>::all(client.clone()),
-                Arc::clone(&caches.0),
-                |s| Some(s.slim()),
-                metrics.clone(),
-                options,
-            );
-            spawn_watch(
-                Api::<DeserializeGuard<VolumeSnapshotContent>>::all(client.clone()),
-                Arc::clone(&caches.1),
-                |c| Some(c.slim()),
-                metrics.clone(),
-                options,
-            );
+            watching.all(client, &caches.0, |s: VolumeSnapshot| Some(s.slim()));
+            watching.all(client, &caches.1, |c: VolumeSnapshotContent| Some(c.slim()));
             caches
         };
         let start: StartWatch<SnapshotCaches> = Box::new(start);
