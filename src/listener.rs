@@ -380,6 +380,9 @@ struct Tables {
     established: HashMap<u64, Arc<Activity>>,
     /// The most sockets held since memory was last handed back.
     busiest: usize,
+    /// Memory was handed back while a flood ebbed and sockets are still held: it is handed
+    /// back once more when the last has gone.
+    ebbing: bool,
 }
 
 impl Tables {
@@ -441,14 +444,21 @@ impl Connections {
         self.after_leaving(tables);
     }
 
-    /// Once a flood of sockets has gone (down to a quarter of the most held, if that was
-    /// many), hands the memory their tasks and buffers used back to the system: glibc
-    /// would keep it for reuse, and RSS is what the memory limit counts.
+    /// As a flood of sockets goes (each time it is down to a quarter of the most held, if
+    /// that was many, and once more when the last has gone), hands the memory their tasks
+    /// and buffers used back to the system: glibc would keep it for reuse, and RSS is what
+    /// the memory limit counts. Without the last trim the final quarter's memory stayed held:
+    /// after the no-progress flood of `tests/port_limits.rs`, RSS 26.0 MiB against 13.6 idle
+    /// (18.4 with it).
     fn after_leaving(&self, mut tables: MutexGuard<'_, Tables>) {
-        if tables.busiest < 256 || tables.held() > tables.busiest / 4 {
+        let held = tables.held();
+        let ebbed = tables.busiest >= 256 && held <= tables.busiest / 4;
+        let gone = tables.ebbing && held == 0;
+        if !(ebbed || gone) {
             return;
         }
-        tables.busiest = tables.held();
+        tables.busiest = held;
+        tables.ebbing = held > 0;
         drop(tables);
         crate::memory::trim();
     }
