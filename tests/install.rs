@@ -17,6 +17,7 @@
 
 mod common;
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
@@ -749,6 +750,12 @@ fn the_memory_limit_holds_with_the_scale_tests_objects_in_the_cluster() {
         .ok()
         .and_then(|value| value.parse().ok())
         .unwrap_or(10_000);
+    // Minutes the load may take; once over, it is stopped and the figure taken at the size
+    // reached (printed; the cache check then asks for what the cluster holds).
+    let load_budget = std::env::var("PVC_CLONE_GUARD_NODE_SCALE_MINUTES")
+        .ok()
+        .and_then(|value| value.parse::<u64>().ok())
+        .map(|minutes| Duration::from_secs(60 * minutes));
     new_namespace("scale");
     wait_for(
         "the default ServiceAccount of scale",
@@ -782,21 +789,82 @@ fn the_memory_limit_holds_with_the_scale_tests_objects_in_the_cluster() {
         // does, the three kinds of each range together (pod-, pv- and pvc-000500.json), so
         // that a load cut short holds as many of each; without client-side validation,
         // which fetches the API server's whole OpenAPI document on every run.
-        let status = Command::new("bash")
+        // Every created object's name goes to created.txt: the rate is printed each minute,
+        // so that a load stopped short still says how far it got and how fast.
+        let created = ENV.dir.join("scale-created.txt");
+        let mut child = Command::new("bash")
+            .process_group(0)
             .arg("-c")
             .arg(format!(
-                "cd {} && printf '%s\\0' *.json | sort -z -t- -k2,2 -k1,1 | xargs -0 -P 4 -I{{}} kubectl --kubeconfig {} create --validate=false -f {{}} -o name >/dev/null",
+                "cd {} && printf '%s\\0' *.json | sort -z -t- -k2,2 -k1,1 | xargs -0 -P 4 -I{{}} kubectl --kubeconfig {} create --validate=false -f {{}} -o name >>{}",
                 dir.display(),
-                ENV.dir.join("admin.kubeconfig").display()
+                ENV.dir.join("admin.kubeconfig").display(),
+                created.display()
             ))
-            .status()
+            .spawn()
             .expect("bash");
-        assert!(status.success(), "creating the scale objects");
+        let to_create = 3 * (count - existing);
+        let status = loop {
+            for _ in 0..300 {
+                if child.try_wait().expect("wait").is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            if let Some(status) = child.try_wait().expect("wait") {
+                break Some(status);
+            }
+            if load_budget.is_some_and(|budget| started.elapsed() >= budget) {
+                // Out of time: stop the load (bash, xargs and every kubectl, one process
+                // group) and measure at the size reached.
+                sh(&format!("kill -TERM -- -{}", child.id()));
+                child.wait().expect("wait");
+                break None;
+            }
+            let done = sh(&format!(
+                "wc -l <{} 2>/dev/null || echo 0",
+                created.display()
+            ))
+            .parse::<f64>()
+            .unwrap_or(0.0);
+            let seconds = started.elapsed().as_secs_f64();
+            eprintln!(
+                "[memory] created {done:.0} of {to_create} objects in {seconds:.0} s ({:.0} a second)",
+                done / seconds
+            );
+        };
+        match status {
+            Some(status) => assert!(status.success(), "creating the scale objects"),
+            None => eprintln!(
+                "[memory] load stopped after PVC_CLONE_GUARD_NODE_SCALE_MINUTES={} before {count} of each",
+                load_budget.expect("a budget").as_secs() / 60
+            ),
+        }
     }
-    eprintln!(
-        "[memory] {count} PVCs, {count} PVs, {count} pods in the cluster ({:.0} s to create)",
-        started.elapsed().as_secs_f64()
+    // What the cluster holds (fewer than asked for when the load was stopped).
+    let held = |resource: &str, namespace: &[&str]| -> usize {
+        let mut args = vec![
+            "get",
+            resource,
+            "--no-headers",
+            "-o",
+            "custom-columns=N:.metadata.name",
+        ];
+        args.extend(namespace);
+        ok(&args).lines().count()
+    };
+    let (claims, volumes, scale_pods) = (
+        held("persistentvolumeclaims", &["-n", "scale"]),
+        held("persistentvolumes", &[]),
+        held("pods", &["-n", "scale"]),
     );
+    eprintln!(
+        "[memory] {claims} PVCs, {volumes} PVs, {scale_pods} pods in the cluster, {count} of each asked for ({:.0} s to create, {:.0} objects a second)",
+        started.elapsed().as_secs_f64(),
+        (claims + volumes + scale_pods).saturating_sub(3 * existing) as f64
+            / started.elapsed().as_secs_f64()
+    );
+    let count = claims.min(volumes).min(scale_pods);
 
     // Fresh pods start with every object to list: the start-up peak is part of the figure.
     // Both replicas back, as shipped, after the load; else a restart.
@@ -879,6 +947,28 @@ fn the_memory_limit_holds_with_the_scale_tests_objects_in_the_cluster() {
     assert_no_restart();
     // Still judging, at that size.
     assert_missing_source_refused("scale", "clone");
+    // Still both Ready, the same pods, never restarted, nothing killed in their cgroups.
+    let after = ready_pods();
+    assert_eq!(
+        after.iter().map(|pod| &pod.uid).collect::<Vec<_>>(),
+        pods.iter().map(|pod| &pod.uid).collect::<Vec<_>>(),
+        "the same two pods still Ready"
+    );
+    for pod in &after {
+        let oom_kills = std::fs::read_to_string(memory_cgroup(pod).join("memory.oom_control"))
+            .expect("memory.oom_control")
+            .lines()
+            .find_map(|line| line.strip_prefix("oom_kill "))
+            .and_then(|value| value.trim().parse::<u64>().ok());
+        eprintln!(
+            "[memory] {}: Ready, restarts {}, oom_kill {}",
+            pod.name,
+            pod.restarts,
+            oom_kills.map_or("(not reported)".to_owned(), |n| n.to_string())
+        );
+        assert_eq!(pod.restarts, 0);
+        assert!(oom_kills.unwrap_or(0) == 0, "no OOM kill in {}", pod.name);
+    }
 }
 
 // ---- no replica, no lock-out; opt-outs (SPEC §8) -------------------------------------------
