@@ -9,8 +9,8 @@ use pvc_clone_guard::config::{Action, Policy, RuleId};
 use pvc_clone_guard::quantity;
 use pvc_clone_guard::review;
 use pvc_clone_guard::rules::{
-    self, ClaimRef, ClaimSpec, ClassFact, DataSourceRequest, Facts, PodsFact, SourceClaim,
-    SourceKind, SourceReference, SourceVolume,
+    self, ClaimRef, ClaimSpec, ClassFact, DataSourceRequest, Facts, FoundClass, PodsFact,
+    SourceClaim, SourceKind, SourceReference, SourceVolume,
 };
 use serde_json::{Value, json};
 
@@ -292,13 +292,13 @@ fn facts() -> impl Strategy<Value = Facts> {
     );
     let class = prop_oneof![
         (small_string(), small_string(), any::<bool>()).prop_map(
-            |(name, provisioner, is_default)| ClassFact::Found {
+            |(name, provisioner, is_default)| ClassFact::Found(FoundClass {
                 name,
                 provisioner,
                 is_default,
                 allowed_topologies: vec![],
                 parameters: Default::default(),
-            }
+            })
         ),
         small_string().prop_map(ClassFact::Missing),
         Just(ClassFact::NoDefault),

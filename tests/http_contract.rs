@@ -135,13 +135,14 @@ async fn each_kind_of_violation_reaches_the_response() {
         ),
         (
             |f| {
-                f.class = pvc_clone_guard::rules::ClassFact::Found {
-                    name: "other".into(),
-                    provisioner: "other.csi.example.com".into(),
-                    is_default: false,
-                    allowed_topologies: vec![],
-                    parameters: Default::default(),
-                }
+                f.class =
+                    pvc_clone_guard::rules::ClassFact::Found(pvc_clone_guard::rules::FoundClass {
+                        name: "other".into(),
+                        provisioner: "other.csi.example.com".into(),
+                        is_default: false,
+                        allowed_topologies: vec![],
+                        parameters: Default::default(),
+                    })
             },
             "[same-driver] ",
         ),

@@ -10,8 +10,8 @@ use super::cluster::ClusterFacts;
 use super::slim::{ClaimObject, ClassInfo, PodClaims, PodUse, VolumeObject, slim_class};
 use super::{FactSource, Freshness, LookupError};
 use crate::rules::{
-    AttributesClassFact, ClassFact, DataSourceRequest, Fact, Facts, GrantFact, PodsFact, Policy,
-    SnapshotFact, SourceClaim, SourceKind, SourceVolume, match_grant,
+    AttributesClassFact, ClassFact, DataSourceRequest, Fact, Facts, FoundClass, GrantFact,
+    PodsFact, Policy, SnapshotFact, SourceClaim, SourceKind, SourceVolume, match_grant,
 };
 
 impl ClusterFacts {
@@ -349,13 +349,13 @@ fn class_among(requested: Option<&str>, all: &[Arc<ClassInfo>]) -> Option<ClassF
 }
 
 fn class_fact(class: &ClassInfo, requested: Option<&str>) -> ClassFact {
-    ClassFact::Found {
+    ClassFact::Found(FoundClass {
         name: class.name.clone(),
         provisioner: class.provisioner.clone(),
         is_default: class.is_default && requested.is_none(),
         allowed_topologies: class.allowed_topologies.clone(),
         parameters: class.parameters.clone(),
-    }
+    })
 }
 
 /// The names of the classes provisioned by `driver`, sorted, for the hints.

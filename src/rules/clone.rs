@@ -1,6 +1,8 @@
 //! The rules of a clone: the source claim, its volume, the class of the clone.
 
-use super::{ClassFact, CrossNamespaceMode, GrantFact, Input, NO_PROVISIONER, PodsFact};
+use super::{
+    ClassFact, CrossNamespaceMode, FoundClass, GrantFact, Input, NO_PROVISIONER, PodsFact,
+};
 use crate::quantity::{self, Quantity};
 
 pub(super) fn same_namespace(input: &Input) -> Option<String> {
@@ -169,8 +171,8 @@ pub(super) fn dynamic_provisioning(input: &Input) -> Option<String> {
     input.source_exists()?;
     let what = input.request.noun();
     let problem = match &input.facts?.class {
-        ClassFact::Found { provisioner, .. } if provisioner != NO_PROVISIONER => return None,
-        ClassFact::Found { name, .. } => format!(
+        ClassFact::Found(class) if class.provisioner != NO_PROVISIONER => return None,
+        ClassFact::Found(FoundClass { name, .. }) => format!(
             "StorageClass {name:?} has provisioner {NO_PROVISIONER}, which cannot provision a {what}"
         ),
         ClassFact::Missing(name) => format!("StorageClass {name:?} does not exist"),
@@ -189,15 +191,12 @@ pub(super) fn dynamic_provisioning(input: &Input) -> Option<String> {
 
 pub(super) fn same_driver(input: &Input) -> Option<String> {
     input.source()?;
-    let ClassFact::Found {
+    let FoundClass {
         name,
         provisioner,
         is_default,
         ..
-    } = &input.facts?.class
-    else {
-        return None;
-    };
+    } = input.class()?;
     let driver = input.source_driver()?;
     if provisioner == driver || provisioner == NO_PROVISIONER {
         return None;
@@ -319,10 +318,9 @@ pub(super) fn source_in_use(input: &Input) -> Option<String> {
 
 pub(super) fn clone_capable_driver(input: &Input) -> Option<String> {
     input.source()?;
-    let driver = input.source_driver().or(match &input.facts?.class {
-        ClassFact::Found { provisioner, .. } => Some(provisioner.as_str()),
-        _ => None,
-    })?;
+    let driver = input
+        .source_driver()
+        .or(input.class().map(|class| class.provisioner.as_str()))?;
     let allowed = &input.policy.clone_capable_drivers;
     (!allowed.iter().any(|d| d == driver)).then(|| {
         format!(

@@ -1,7 +1,7 @@
 //! Fields of a clone or restore that the provisioner refuses with a data source:
 //! `spec.selector`, and a `spec.volumeAttributesClassName` it cannot use.
 
-use super::{AttributesClassFact, ClassFact, Input};
+use super::{AttributesClassFact, FoundClass, Input};
 
 /// "clone claim "data"" or "restore VolumeSnapshot "snap-1"": what the fixed claim does.
 fn what_it_does(input: &Input) -> String {
@@ -38,14 +38,11 @@ pub(super) fn volume_attributes_class(input: &Input) -> Option<String> {
              create it, or fix spec.volumeAttributesClassName"
         )),
         AttributesClassFact::Found { driver } => {
-            let ClassFact::Found {
+            let FoundClass {
                 name: class,
                 provisioner,
                 ..
-            } = &facts.class
-            else {
-                return None;
-            };
+            } = input.class()?;
             (driver != provisioner).then(|| {
                 format!(
                     "VolumeAttributesClass {name:?} is for CSI driver {driver} but StorageClass {class:?} is provisioned by \

@@ -12,9 +12,9 @@
 use std::collections::BTreeMap;
 
 use super::{
-    ClaimRef, ClaimSpec, ClassFact, ContentInfo, DataSourceRequest, Facts, GROUP_SNAPSHOT_GROUP,
-    GroupSnapshotFact, PodsFact, PopulatorFact, SNAPSHOT_GROUP, SnapshotFact, SnapshotInfo,
-    SourceClaim, SourceKind, SourceReference, SourceVolume, TypedReference,
+    ClaimRef, ClaimSpec, ClassFact, ContentInfo, DataSourceRequest, Facts, FoundClass,
+    GROUP_SNAPSHOT_GROUP, GroupSnapshotFact, PodsFact, PopulatorFact, SNAPSHOT_GROUP, SnapshotFact,
+    SnapshotInfo, SourceClaim, SourceKind, SourceReference, SourceVolume, TypedReference,
 };
 
 /// The CSI driver of the source volume, the snapshot content and the StorageClass `gp3`.
@@ -109,13 +109,13 @@ pub fn populator_facts() -> Facts {
 
 /// StorageClass `name` of `provisioner`: not the default, no topology, no parameters.
 pub fn class(name: &str, provisioner: &str) -> ClassFact {
-    ClassFact::Found {
+    ClassFact::Found(FoundClass {
         name: name.into(),
         provisioner: provisioner.into(),
         is_default: false,
         allowed_topologies: vec![],
         parameters: BTreeMap::new(),
-    }
+    })
 }
 
 /// The facts of a healthy source for [`clone_request`]: claim `data` in [`NAMESPACE`], Bound

@@ -354,20 +354,25 @@ pub struct ClaimRef {
 #[derive(Clone, Debug, PartialEq)]
 pub enum ClassFact {
     /// The claim's class, or the default class when it names none.
-    Found {
-        name: String,
-        provisioner: String,
-        is_default: bool,
-        /// `allowedTopologies`; empty: anywhere.
-        allowed_topologies: Vec<TopologyTerm>,
-        parameters: BTreeMap<String, String>,
-    },
+    Found(FoundClass),
     /// The claim names a class that does not exist.
     Missing(String),
     /// The claim names no class and no class is marked default.
     NoDefault,
     /// `storageClassName: ""`: static binding only.
     Disabled,
+}
+
+/// A StorageClass that exists: what the rules read of it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FoundClass {
+    pub name: String,
+    pub provisioner: String,
+    /// The claim names no class and this is the default one.
+    pub is_default: bool,
+    /// `allowedTopologies`; empty: anywhere.
+    pub allowed_topologies: Vec<TopologyTerm>,
+    pub parameters: BTreeMap<String, String>,
 }
 
 /// The pods (not Succeeded or Failed) that mount the source claim.
@@ -662,6 +667,14 @@ impl<'a> Input<'a> {
 
     fn volume(&self) -> Option<&'a SourceVolume> {
         self.facts?.volume.as_ref()
+    }
+
+    /// The claim's StorageClass, when it exists.
+    fn class(&self) -> Option<&'a FoundClass> {
+        match &self.facts?.class {
+            ClassFact::Found(class) => Some(class),
+            ClassFact::Missing(_) | ClassFact::NoDefault | ClassFact::Disabled => None,
+        }
     }
 
     /// The snapshot and its content, when the snapshot exists.

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{ClassFact, Input, TopologyTerm};
+use super::{FoundClass, Input, TopologyTerm};
 
 /// A class term can hold a volume of a PV term when, for every key both constrain, their
 /// values overlap.
@@ -31,14 +31,11 @@ fn conflict<'a>(
 }
 
 pub(super) fn topology(input: &Input) -> Option<String> {
-    let ClassFact::Found {
+    let FoundClass {
         name,
         allowed_topologies,
         ..
-    } = &input.facts?.class
-    else {
-        return None;
-    };
+    } = input.class()?;
     let volume = input.volume()?;
     if allowed_topologies.is_empty() || volume.node_affinity.is_empty() {
         return None;
@@ -65,13 +62,9 @@ pub(super) fn topology(input: &Input) -> Option<String> {
 }
 
 pub(super) fn class_parameters(input: &Input) -> Option<String> {
-    let facts = input.facts?;
-    let ClassFact::Found {
+    let FoundClass {
         name, parameters, ..
-    } = &facts.class
-    else {
-        return None;
-    };
+    } = input.class()?;
     let source_class = input
         .volume()?
         .storage_class
@@ -80,7 +73,7 @@ pub(super) fn class_parameters(input: &Input) -> Option<String> {
     if source_class == name {
         return None;
     }
-    let source_parameters = facts.source_class_parameters.as_ref()?;
+    let source_parameters = input.facts?.source_class_parameters.as_ref()?;
     let differing: Vec<&str> = parameters
         .keys()
         .chain(source_parameters.keys())

@@ -1,7 +1,7 @@
 //! The rules of a restore from a VolumeSnapshot, in the order the external-provisioner
 //! checks a snapshot source (`getSnapshotSource`).
 
-use super::{ClassFact, Input, NO_PROVISIONER, Said, SnapshotFact};
+use super::{FoundClass, Input, NO_PROVISIONER, Said, SnapshotFact};
 use crate::quantity;
 
 pub(super) fn snapshot_exists(input: &Input) -> Option<String> {
@@ -79,12 +79,9 @@ pub(super) fn snapshot_bound(input: &Input) -> Option<String> {
 
 pub(super) fn snapshot_driver(input: &Input) -> Option<String> {
     let driver = input.snapshot()?.1?.driver.as_str();
-    let ClassFact::Found {
+    let FoundClass {
         name, provisioner, ..
-    } = &input.facts?.class
-    else {
-        return None;
-    };
+    } = input.class()?;
     // A no-provisioner class is `dynamic-provisioning`'s to report.
     if provisioner == driver || provisioner == NO_PROVISIONER {
         return None;

@@ -125,19 +125,10 @@ fn run(start: fn() -> Setup, cases: &[Case]) {
 /// StorageClass `name` of `provisioner`, the default class.
 fn default_class(name: &str, provisioner: &str) -> ClassFact {
     match class(name, provisioner) {
-        ClassFact::Found {
-            name,
-            provisioner,
-            allowed_topologies,
-            parameters,
-            ..
-        } => ClassFact::Found {
-            name,
-            provisioner,
+        ClassFact::Found(class) => ClassFact::Found(FoundClass {
             is_default: true,
-            allowed_topologies,
-            parameters,
-        },
+            ..class
+        }),
         other => other,
     }
 }
@@ -483,13 +474,13 @@ fn example_case(rule: RuleId) -> Setup {
                 TopologyTerm::from([("topology.kubernetes.io/zone".to_owned(), vec![z.to_owned()])])
             };
             s.volume().node_affinity = vec![zone("us-east-1a")].into();
-            s.facts().class = ClassFact::Found {
+            s.facts().class = ClassFact::Found(FoundClass {
                 name: "gp3-west".into(),
                 provisioner: DRIVER.into(),
                 is_default: false,
                 allowed_topologies: vec![zone("us-west-2a")],
                 parameters: BTreeMap::new(),
-            };
+            });
         }
         RuleId::ClassParameters => {
             s.volume().storage_class = Some("gp3-encrypted".into());

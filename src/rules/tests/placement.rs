@@ -29,13 +29,13 @@ pub(super) fn class_with(
     allowed_topologies: Vec<TopologyTerm>,
     pairs: &[(&str, &str)],
 ) -> ClassFact {
-    ClassFact::Found {
+    ClassFact::Found(FoundClass {
         name: name.into(),
         provisioner: DRIVER.into(),
         is_default: false,
         allowed_topologies,
         parameters: parameters(pairs),
-    }
+    })
 }
 
 /// The source volume in these terms, the clone's class allowing those.
