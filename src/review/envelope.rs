@@ -9,7 +9,6 @@ use kube::core::TypeMeta;
 use kube::core::admission::{AdmissionResponse, AdmissionReview, Operation};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
-use serde_json::value::RawValue;
 
 use super::statefulset::{self, ClaimTemplate};
 use crate::lenient::{d_any, lenient_list, lenient_string};
@@ -58,8 +57,8 @@ pub(super) struct ReviewedMeta {
     pub(super) namespace: Option<String>,
 }
 
-/// The review as sent by the API server, without `#[serde(flatten)]`. Its objects `O` are
-/// borrowed as raw JSON ([`RawValue`]) and read once the request's kind says what they are.
+/// The review as sent by the API server, without `#[serde(flatten)]`, read in one pass: its
+/// objects `O` are read as they come (see [`AnySpec`]).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Envelope<O> {
@@ -196,7 +195,7 @@ impl<'de> Deserialize<'de> for WireObject {
 
 /// Parses a review body; every failure is a [`ReviewError`], never a panic.
 pub fn parse(body: &[u8]) -> Result<ReviewRequest, ReviewError> {
-    let envelope: Envelope<&RawValue> = match serde_json::from_slice(body) {
+    let envelope: Envelope<Object<AnySpec>> = match serde_json::from_slice(body) {
         Ok(envelope) => envelope,
         // A request of another version may well not parse; saying which version is wanted
         // helps more than naming the first field that did not fit.
@@ -205,14 +204,21 @@ pub fn parse(body: &[u8]) -> Result<ReviewRequest, ReviewError> {
     check_header(&envelope.api_version, &envelope.kind)?;
     let wire = envelope.request.ok_or(ReviewError::NoRequest)?;
     let is_statefulset = statefulset::is_statefulset_kind(&wire.kind);
-    let read = |raw: Option<&RawValue>| {
-        raw.map(|raw| read_object(raw.get(), is_statefulset))
-            .transpose()
-    };
-    // The old object is read for a StatefulSet UPDATE only (are its templates unchanged?).
-    let old_object = wire.old_object.filter(|_| is_statefulset);
-    let (Ok(object), Ok(old_object)) = (read(wire.object), read(old_object)) else {
-        return Err(object_error(body, is_statefulset));
+    let reviewed = |object: Object<AnySpec>| {
+        let Object { metadata, spec } = object;
+        Box::new(if is_statefulset {
+            ReviewedClaim {
+                metadata,
+                spec: ClaimSpec::default(),
+                templates: spec.templates,
+            }
+        } else {
+            ReviewedClaim {
+                metadata,
+                spec: spec.claim,
+                templates: Vec::new(),
+            }
+        })
     };
     Ok(ReviewRequest {
         uid: wire.uid,
@@ -221,45 +227,11 @@ pub fn parse(body: &[u8]) -> Result<ReviewRequest, ReviewError> {
         name: wire.name,
         namespace: wire.namespace,
         operation: wire.operation,
-        object,
-        old_object,
+        object: wire.object.map(reviewed),
+        // The old object is kept for a StatefulSet UPDATE only (are its templates unchanged?).
+        old_object: wire.old_object.filter(|_| is_statefulset).map(reviewed),
         dry_run: wire.dry_run,
     })
-}
-
-/// The object of a review: a StatefulSet's claim templates, or (any other kind) a claim's
-/// spec. Any JSON value reads; one that is not an object reads as an empty one.
-fn read_object(json: &str, is_statefulset: bool) -> serde_json::Result<Box<ReviewedClaim>> {
-    Ok(Box::new(if is_statefulset {
-        let Object { metadata, spec } = serde_json::from_str::<Object<StatefulSetSpec>>(json)?;
-        ReviewedClaim {
-            metadata,
-            spec: ClaimSpec::default(),
-            templates: spec.volume_claim_templates,
-        }
-    } else {
-        let Object { metadata, spec } = serde_json::from_str::<Object<ClaimSpec>>(json)?;
-        ReviewedClaim {
-            metadata,
-            spec,
-            templates: Vec::new(),
-        }
-    }))
-}
-
-/// Why an object did not read (a field given twice is the only way): the error serde gives
-/// for the whole body, with its place in the body.
-fn object_error(body: &[u8], is_statefulset: bool) -> ReviewError {
-    let error = if is_statefulset {
-        serde_json::from_slice::<Envelope<Object<StatefulSetSpec>>>(body).err()
-    } else {
-        serde_json::from_slice::<Envelope<Object<ClaimSpec>>>(body).err()
-    };
-    ReviewError::Json(
-        error.unwrap_or_else(|| {
-            serde::de::Error::custom("the object of the request could not be read")
-        }),
-    )
 }
 
 fn check_header(api_version: &str, kind: &str) -> Result<(), ReviewError> {
@@ -373,13 +345,196 @@ impl<'de, S: Deserialize<'de> + Default> Deserialize<'de> for Object<S> {
     }
 }
 
-/// A StatefulSet's spec: its claim templates; the pod template and everything else are
-/// skipped without being built.
-#[derive(Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct StatefulSetSpec {
-    /// A list of templates; any other value is no templates, and an entry that is not an
-    /// object is a template without a data source.
-    #[serde(default, deserialize_with = "lenient_list")]
-    volume_claim_templates: Vec<ClaimTemplate>,
+/// The spec of the object under review, read in the same pass as the rest of the review:
+/// as a claim's spec, and for a StatefulSet's `volumeClaimTemplates`. The request's kind
+/// decides which of the two is kept, and it may come after the object (the API server sends
+/// it before, but nothing requires it), so both are read: the keys of the two kinds' specs
+/// that are read barely overlap (`selector`), and whatever neither reads (a StatefulSet's
+/// pod template, managedFields) is skipped without being built.
+///
+/// Hand-written (a map adapter over serde's derive of [`ClaimSpec`], not a second list of
+/// the claim's fields) because the envelope used to keep the object as a borrowed
+/// `RawValue` and read it again once the kind was known: the 3 KB object was scanned twice,
+/// ~31k of the 80k instructions of a plain review's parse (BENCHMARKS.md, "Issue 18").
+#[derive(Default)]
+struct AnySpec {
+    claim: ClaimSpec,
+    /// `spec.volumeClaimTemplates`: a list of templates; any other value is no templates,
+    /// and an entry that is not an object is a template without a data source.
+    templates: Vec<ClaimTemplate>,
+}
+
+const TEMPLATES_KEY: &str = "volumeClaimTemplates";
+
+impl<'de> Deserialize<'de> for AnySpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SpecVisitor;
+        impl<'de> Visitor<'de> for SpecVisitor {
+            type Value = AnySpec;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<AnySpec, A::Error> {
+                let mut templates = None;
+                let claim = ClaimSpec::deserialize(de::value::MapAccessDeserializer::new(
+                    TemplatesApart {
+                        map,
+                        templates: &mut templates,
+                    },
+                ))?;
+                Ok(AnySpec {
+                    claim,
+                    templates: templates.unwrap_or_default(),
+                })
+            }
+        }
+        deserializer.deserialize_map(SpecVisitor)
+    }
+}
+
+/// A spec's entries with `volumeClaimTemplates` taken out (into `templates`), the others
+/// handed on to the claim spec's deserializer.
+struct TemplatesApart<'t, A> {
+    map: A,
+    templates: &'t mut Option<Vec<ClaimTemplate>>,
+}
+
+impl<'de, A: MapAccess<'de>> MapAccess<'de> for TemplatesApart<'_, A> {
+    type Error = A::Error;
+
+    fn next_key_seed<K: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, A::Error> {
+        loop {
+            let Some(key) = self.map.next_key::<Key<'de>>()? else {
+                return Ok(None);
+            };
+            let key = match key {
+                Key::Borrowed(key) => key,
+                // A key with escapes: never one the claim spec reads.
+                Key::Owned(key) if key == TEMPLATES_KEY => TEMPLATES_KEY,
+                Key::Owned(key) => {
+                    return seed
+                        .deserialize(de::value::StringDeserializer::new(key))
+                        .map(Some);
+                }
+            };
+            if key != TEMPLATES_KEY {
+                return seed
+                    .deserialize(de::value::BorrowedStrDeserializer::new(key))
+                    .map(Some);
+            }
+            if self.templates.is_some() {
+                return Err(de::Error::duplicate_field(TEMPLATES_KEY));
+            }
+            let Templates(templates) = self.map.next_value()?;
+            *self.templates = Some(templates);
+        }
+    }
+
+    fn next_value_seed<V: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, A::Error> {
+        self.map.next_value_seed(seed)
+    }
+}
+
+/// A map key, borrowed from the body unless it has escapes.
+enum Key<'de> {
+    Borrowed(&'de str),
+    Owned(String),
+}
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, key: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key::Borrowed(key))
+            }
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<Key<'de>, E> {
+                Ok(Key::Owned(key.to_owned()))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+struct Templates(Vec<ClaimTemplate>);
+
+impl<'de> Deserialize<'de> for Templates {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        lenient_list(deserializer).map(Templates)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A review whose object comes before its kind (the API server sends the kind first;
+    /// nothing requires it), with `spec` as given.
+    fn object_first(kind: &str, spec: &str) -> Vec<u8> {
+        format!(
+            r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{
+              "uid":"u1","object":{{"metadata":{{"name":"x"}},"spec":{spec}}},
+              "kind":{kind},"resource":{{"group":"","version":"v1","resource":"r"}},
+              "operation":"CREATE","userInfo":{{}}}}}}"#
+        )
+        .into_bytes()
+    }
+
+    const CLAIM: &str = r#"{"group":"","version":"v1","kind":"PersistentVolumeClaim"}"#;
+    const STATEFULSET: &str = r#"{"group":"apps","version":"v1","kind":"StatefulSet"}"#;
+
+    #[test]
+    fn the_object_is_read_for_its_kind_wherever_the_kind_comes() {
+        let spec = r#"{"storageClassName":"gp3","selector":{"matchLabels":{"a":"b"}},
+            "volumeClaimTemplates":[{"metadata":{"name":"data"},"spec":{"volumeMode":"Block"}}]}"#;
+        let claim = parse(&object_first(CLAIM, spec)).expect("a claim parses");
+        let claim = claim.object.expect("object");
+        assert_eq!(claim.spec.storage_class.as_deref(), Some("gp3"));
+        assert!(claim.spec.selector.is_some());
+        assert!(claim.templates.is_empty(), "a claim has no templates");
+
+        let set = parse(&object_first(STATEFULSET, spec)).expect("a StatefulSet parses");
+        let set = set.object.expect("object");
+        assert_eq!(
+            set.spec,
+            ClaimSpec::default(),
+            "a StatefulSet has no claim spec"
+        );
+        assert_eq!(set.templates.len(), 1);
+        assert_eq!(set.metadata.name.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn spec_keys_with_escapes_read_as_written() {
+        let spec = r#"{"storage\u0043lassName":"gp3","volumeClaim\u0054emplates":[{}]}"#;
+        let claim = parse(&object_first(CLAIM, spec)).expect("parses");
+        assert_eq!(
+            claim.object.expect("object").spec.storage_class.as_deref(),
+            Some("gp3")
+        );
+        let set = parse(&object_first(STATEFULSET, spec)).expect("parses");
+        assert_eq!(set.object.expect("object").templates.len(), 1);
+    }
+
+    #[test]
+    fn templates_given_twice_are_refused_as_serde_refuses_any_field_given_twice() {
+        let spec = r#"{"volumeClaimTemplates":[],"volumeClaimTemplates":[]}"#;
+        let error = parse(&object_first(STATEFULSET, spec)).expect_err("refused");
+        assert!(
+            error
+                .to_string()
+                .contains("duplicate field `volumeClaimTemplates`"),
+            "{error}"
+        );
+    }
 }
