@@ -18,6 +18,16 @@
 # runs under heaptrack at the largest size until every cache is synced: OUT/heap-profile.txt
 # has the heap at its peak and what is still allocated at exit (the caches), by allocation site.
 # Everything runs on 127.0.0.1 and is cleaned up on exit (processes by recorded pid).
+#
+# For comparisons (A/B) on one populated API server:
+#   CLUSTER_DIR=DIR   the local cluster lives in DIR and is kept on exit: started there if it
+#                     is not running (etcd's data survives), and the objects it already holds
+#                     (counted per kind) are not created again; stop it with
+#                     `tests/cluster/local-cluster.sh down DIR`
+#   BINS="A B ..."    release binaries to measure, alternated within each sample (default:
+#                     target/release/pvc-clone-guard); each result line names its binary
+#   SIU_OFF=0         skip the `source-in-use: off` run
+#   CREATE_ONLY=1     create the objects of each size and measure nothing
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -26,7 +36,8 @@ CLUSTER_SH="$REPO/tests/cluster/local-cluster.sh"
 SIZES=${SIZES:-"10000 50000"}
 SAMPLES=${SAMPLES:-2}
 OUT=${OUT:-$REPO/target/scale-bench/$(date +%Y%m%d-%H%M%S)}
-BIN="$REPO/target/release/pvc-clone-guard"
+BINS=${BINS:-"$REPO/target/release/pvc-clone-guard"}
+BIN=${BINS%% *}
 
 log() { echo "[scale] $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -35,17 +46,20 @@ mkdir -p "$OUT"
 RESULTS="$OUT/results.jsonl"
 : >"$RESULTS"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/pvc-clone-guard-scale.XXXXXX")"
-CLUSTER="$WORK/cluster"
+CLUSTER="${CLUSTER_DIR:-$WORK/cluster}"
 WEBHOOK_PID=""
 cleanup() {
   [ -n "$WEBHOOK_PID" ] && kill "$WEBHOOK_PID" 2>/dev/null
-  "$CLUSTER_SH" down "$CLUSTER" >/dev/null 2>&1 || true
+  [ -n "${CLUSTER_DIR:-}" ] || "$CLUSTER_SH" down "$CLUSTER" >/dev/null 2>&1 || true
   [ "${KEEP:-0}" = 1 ] && log "kept $WORK" || rm -rf "$WORK"
 }
 trap cleanup EXIT
 
 [ "${SKIP_BUILD:-0}" = 1 ] || (cd "$REPO" && cargo build --release --quiet)
-"$CLUSTER_SH" up "$CLUSTER" >/dev/null
+if ! { [ -n "${CLUSTER_DIR:-}" ] && "$CLUSTER_SH" status "$CLUSTER" >/dev/null 2>&1; }; then
+  mkdir -p "$CLUSTER"
+  "$CLUSTER_SH" up "$CLUSTER" >/dev/null
+fi
 k() { kubectl --kubeconfig "$CLUSTER/admin.kubeconfig" "$@"; }
 "$CLUSTER_SH" namespace "$CLUSTER" scale >/dev/null
 k apply -f - >/dev/null <<'EOF'
@@ -132,13 +146,13 @@ PY
 
 metric() { curl -fsS --max-time 5 "$1/metrics" | awk -v m="$2" 'index($0, m) == 1 {s += $NF} END {print s + 0}'; }
 
-# run LABEL SIZE CONFIG: one fresh webhook, measured until synced and idle, then stopped.
+# run LABEL SIZE CONFIG [BIN]: one fresh webhook, measured until synced and idle, then stopped.
 run() {
-  local label=$1 size=$2 config=$3 port admin t0 ready_ms="" synced_ms="" caches
+  local label=$1 size=$2 config=$3 bin=${4:-$BIN} port admin t0 ready_ms="" synced_ms="" caches
   port=$(free_port)
   admin=$(free_port)
   t0=$(now_ms)
-  KUBECONFIG="$CLUSTER/admin.kubeconfig" RUST_LOG=warn "$BIN" serve \
+  KUBECONFIG="$CLUSTER/admin.kubeconfig" RUST_LOG=${RUST_LOG:-warn} "$bin" serve \
     --tls-cert "$WORK/certs/tls.crt" --tls-key "$WORK/certs/tls.key" \
     --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" --config "$config" \
     --cache-sync-timeout 60s >>"$WORK/webhook.log" 2>&1 &
@@ -168,11 +182,11 @@ run() {
   kill -TERM "$WEBHOOK_PID"
   wait "$WEBHOOK_PID" 2>/dev/null || true
   WEBHOOK_PID=""
-  jq -cn --arg rules "$label" --argjson size "$size" --argjson ready "$ready_ms" --argjson synced "$synced_ms" \
+  jq -cn --arg rules "$label" --arg bin "$bin" --argjson size "$size" --argjson ready "$ready_ms" --argjson synced "$synced_ms" \
     --argjson rss "$rss" --argjson hwm "$hwm" --argjson pvcs "$pvcs" --argjson pvs "$pvs" --argjson pods "$pods" \
-    '{rules: $rules, objects_each: $size, ready_ms: $ready, synced_ms: $synced, rss_kib: $rss, peak_rss_kib: $hwm,
+    '{rules: $rules, bin: $bin, objects_each: $size, ready_ms: $ready, synced_ms: $synced, rss_kib: $rss, peak_rss_kib: $hwm,
       cached_pvcs: $pvcs, cached_pvs: $pvs, cached_pods: $pods}' >>"$RESULTS"
-  log "$label: ready ${ready_ms} ms, synced ${synced_ms} ms, peak RSS $((hwm / 1024)) MiB, RSS $((rss / 1024)) MiB ($pvcs PVCs, $pvs PVs, $pods pods cached)"
+  log "$label ($bin): ready ${ready_ms} ms, synced ${synced_ms} ms, peak RSS $((hwm / 1024)) MiB, RSS $((rss / 1024)) MiB ($pvcs PVCs, $pvs PVs, $pods pods cached)"
 }
 
 # profile SIZE: the default-rules webhook under heaptrack, stopped once every cache is synced.
@@ -201,27 +215,50 @@ profile() {
   log "heap profile: $OUT/heap-profile.txt ($(grep -E '^(peak heap memory consumption|total memory leaked)' "$OUT/heap-profile.txt" | tr '\n' ' '))"
 }
 
-have=0
+# held PATH: how many objects the list at PATH holds (one item read, the rest counted).
+held() { k get --raw "$1?limit=1" | jq '(.items | length) + (.metadata.remainingItemCount // 0)'; }
+
+# The objects numbered from 0: a reused cluster already holds the first `have` of each kind
+# (the fewest of the three, so that an interrupted creation is completed).
+have=$(printf '%s\n' "$(held /api/v1/persistentvolumes)" "$(held /api/v1/namespaces/scale/persistentvolumeclaims)" \
+  "$(held /api/v1/namespaces/scale/pods)" | sort -n | head -n 1)
+have=$((have / 500 * 500))
+[ "$have" -eq 0 ] || log "the cluster already holds $have of each kind"
 for size in $SIZES; do
-  log "creating objects $have..$size of each kind (PVCs, PVs, Pods)"
-  mkdir -p "$WORK/objects-$size"
-  generate "$have" "$size" "$WORK/objects-$size"
-  t0=$SECONDS
-  find "$WORK/objects-$size" -name '*.json' -print0 | sort -z |
-    xargs -0 -P 4 -I{} kubectl --kubeconfig "$CLUSTER/admin.kubeconfig" create -f {} -o name >/dev/null ||
-    die "creating the objects failed"
-  log "created $((3 * (size - have))) objects in $((SECONDS - t0)) s"
-  have=$size
+  if [ "$size" -gt "$have" ]; then
+    log "creating objects $have..$size of each kind (PVCs, PVs, Pods)"
+    mkdir -p "$WORK/objects-$size"
+    generate "$have" "$size" "$WORK/objects-$size"
+    t0=$SECONDS
+    # Objects that exist already (a reused cluster's creation cut short mid-list) are
+    # refused one by one and left; the counts are checked afterwards.
+    find "$WORK/objects-$size" -name '*.json' -print0 | sort -z |
+      xargs -0 -P 4 -I{} sh -c 'kubectl --kubeconfig "$1" create -f "$2" -o name 2>&1 >/dev/null | grep -v AlreadyExists >&2 || true' \
+        create "$CLUSTER/admin.kubeconfig" {} || die "creating the objects failed"
+    for list in /api/v1/persistentvolumes /api/v1/namespaces/scale/persistentvolumeclaims /api/v1/namespaces/scale/pods; do
+      [ "$(held "$list")" -ge "$size" ] || die "$list holds $(held "$list") objects, not $size"
+    done
+    log "created $((3 * (size - have))) objects in $((SECONDS - t0)) s"
+    have=$size
+  fi
+  [ "${CREATE_ONLY:-0}" = 1 ] && continue
   for ((i = 1; i <= SAMPLES; i++)); do
-    run "default-rules" "$size" "$WORK/default.yaml"
+    for bin in $BINS; do
+      run "default-rules" "$size" "$WORK/default.yaml" "$bin"
+    done
   done
-  run "source-in-use-off" "$size" "$WORK/siu-off.yaml"
+  if [ "${SIU_OFF:-1}" = 1 ]; then
+    for bin in $BINS; do
+      run "source-in-use-off" "$size" "$WORK/siu-off.yaml" "$bin"
+    done
+  fi
 done
+[ "${CREATE_ONLY:-0}" = 1 ] && exit 0
 
 {
   echo "| objects of each kind | rules | ready (ms) | caches synced (ms) | peak RSS (MiB) | RSS synced, idle (MiB) | cached PVCs / PVs / pods |"
   echo "| ---: | --- | ---: | ---: | ---: | ---: | --- |"
-  jq -r '"| \(.objects_each) | \(.rules) | \(.ready_ms) | \(.synced_ms) | \((.peak_rss_kib / 1024 * 10 | round) / 10) | \((.rss_kib / 1024 * 10 | round) / 10) | \(.cached_pvcs) / \(.cached_pvs) / \(.cached_pods) |"' "$RESULTS"
+  jq -r '"| \(.objects_each) | \(.rules)\(if $ab then " (" + (.bin | split("/") | last) + ")" else "" end) | \(.ready_ms) | \(.synced_ms) | \((.peak_rss_kib / 1024 * 10 | round) / 10) | \((.rss_kib / 1024 * 10 | round) / 10) | \(.cached_pvcs) / \(.cached_pvs) / \(.cached_pods) |"' --argjson ab "$([ "$BIN" = "$BINS" ] && echo false || echo true)" "$RESULTS"
 } | tee "$OUT/summary.md"
 log "raw results: $RESULTS"
 if [ "${PROFILE:-1}" = 1 ] && command -v heaptrack >/dev/null && command -v heaptrack_print >/dev/null; then
