@@ -414,6 +414,14 @@ fn confirmations(outcome: &str) -> String {
     format!("pvc_clone_guard_denial_confirmations_total{{outcome=\"{outcome}\"}}")
 }
 
+/// Waits until the pods index, listed once the facts are ready, is listed.
+async fn pods_listed(metrics: &Metrics) {
+    eventually("the pods index is listed", || {
+        metric(metrics, &cache_synced("pods")).as_deref() == Some("1")
+    })
+    .await;
+}
+
 /// Asserts the value of the metric line that starts with `line_start`.
 #[track_caller]
 fn assert_metric(metrics: &Metrics, line_start: &str, value: &str) {
@@ -484,7 +492,8 @@ async fn a_synced_cache_answers_a_clone_review_without_an_api_request() {
 
 #[tokio::test]
 async fn a_cache_miss_reads_the_api_server() {
-    let (fake, policy, facts, _) = ready_healthy_cluster().await;
+    let (fake, policy, facts, metrics) = ready_healthy_cluster().await;
+    pods_listed(&metrics).await;
     // Created after the list, and its watch event not delivered yet.
     let mut young = source_claim("Bound");
     young["metadata"]["name"] = json!("young");
@@ -505,7 +514,8 @@ async fn a_cache_miss_reads_the_api_server() {
 
 #[tokio::test]
 async fn live_freshness_reads_everything_from_the_api_server() {
-    let (fake, policy, facts, _) = ready_healthy_cluster().await;
+    let (fake, policy, facts, metrics) = ready_healthy_cluster().await;
+    pods_listed(&metrics).await;
     fake.clear_requests();
     facts
         .gather(&clone_request("data"), &policy, Freshness::Live)
@@ -628,7 +638,13 @@ async fn readiness_gives_up_on_a_cache_that_never_syncs() {
         !facts.ready(),
         "the volumes cache has not synced, and the wait is not over"
     );
+    let requests = fake.requests();
+    assert!(
+        !requests.iter().any(|r| r.contains("/api/v1/pods?")),
+        "the pods index is listed once ready, not before: {requests:?}"
+    );
     eventually("ready after the bounded wait", || facts.ready()).await;
+    pods_listed(&metrics).await;
     assert_metric(&metrics, &cache_synced("persistentvolumes"), "0");
     assert!(metric(&metrics, &watch_errors("persistentvolumes")).is_some_and(|n| n != "0"));
 }
@@ -668,8 +684,9 @@ async fn pods_that_mount_the_source_are_found_in_the_cache() {
     fake.put_quietly(PODS, "dev/web-0", pod("web-0", "data"));
     fake.put_quietly(PODS, "dev/other", pod("other", "logs"));
     let policy = Policy::default();
-    let (facts, _) = start(&fake, &policy);
+    let (facts, metrics) = start(&fake, &policy);
     eventually("ready", || facts.ready()).await;
+    pods_listed(&metrics).await;
     let gathered = cached_facts(&facts, "data", &policy).await.expect("facts");
     assert_eq!(gathered.pods, PodsFact::Known(vec!["web-0".into()]));
 }

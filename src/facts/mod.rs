@@ -113,8 +113,8 @@ pub trait FactSource: Send + Sync + 'static {
 
     /// Whether reviews can be answered (the `/readyz` answer): the first sync of the
     /// caches of claims, volumes and classes is done, or was given up on after a bounded wait
-    /// (lookups then go to the API server); the pods index syncs in the background. A watch
-    /// that fails later does not make the webhook unready.
+    /// (lookups then go to the API server); the pods index is listed after that, in the
+    /// background. A watch that fails later does not make the webhook unready.
     fn ready(&self) -> bool;
 }
 
