@@ -632,7 +632,7 @@ async fn a_cache_whose_watch_failed_is_not_served_until_it_delivers_again() {
 
 #[tokio::test]
 async fn readiness_gives_up_on_a_cache_that_never_syncs() {
-    let (_fake, _policy, facts, metrics) = start_refusing(VOLUMES);
+    let (fake, _policy, facts, metrics) = start_refusing(VOLUMES);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         !facts.ready(),
