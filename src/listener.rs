@@ -15,7 +15,8 @@
 //!   [`Limits::max_connections`]. When the limit is reached, the connection that has been
 //!   idle longest (HTTP/1.1 with no request in flight, HTTP/2 with no open stream) is
 //!   closed to make room, first among those that never sent a request (one that answered
-//!   a request within the last second is working, and stays); a newcomer waits (within
+//!   a request within the last second, or whose next request began to arrive within it,
+//!   is working, and stays); a newcomer waits (within
 //!   the header-read timeout) only when every connection is working.
 //! - An established connection must send its first request within the header-read
 //!   timeout, and each later request's headers within it once their first byte arrives;
@@ -520,8 +521,8 @@ impl Connections {
     }
 
     /// Closes the established connection that has been idle longest, preferring those
-    /// that never sent a request; false if every one is busy (a request in flight, or
-    /// one answered less than [`EVICTABLE_AFTER`] ago).
+    /// that never sent a request; false if every one is busy (a request in flight, or one
+    /// that began to arrive or was answered less than [`EVICTABLE_AFTER`] ago).
     fn evict_idle_locked(&self, tables: &mut Tables) -> bool {
         let now_ms = self.epoch.elapsed().as_millis() as u64;
         let recent = EVICTABLE_AFTER.as_millis() as u64;
@@ -529,7 +530,14 @@ impl Connections {
             .established
             .iter()
             .filter(|(_, activity)| {
+                // A request that began to arrive this recently is on its way (one whose
+                // headers trickle in for longer gives way, as an idle connection does).
+                let arriving = match activity.bytes_since_idle_ms.load(Ordering::Acquire) {
+                    0 => false,
+                    since => now_ms.saturating_sub(since - 1) < recent,
+                };
                 activity.is_idle()
+                    && !arriving
                     && (!activity.served.load(Ordering::Acquire)
                         || now_ms.saturating_sub(activity.idle_since_ms.load(Ordering::Acquire))
                             >= recent)

@@ -91,13 +91,33 @@ async fn a_flood_beyond_the_limits_is_held_in_bounded_memory_while_reviews_are_a
             .ok()
     };
 
-    // The API server's connection, open before the flood, as a real one would be.
-    let mut apiserver = connect(Arc::clone(&config), webhook.addr.clone())
+    // The API server's client, on a thread and runtime of its own as the API server is a
+    // process of its own (the flood's tasks must not delay it), its kept-alive connection
+    // open and answered before the flood, as a real one would be.
+    let (first_answered, answered_once) = tokio::sync::oneshot::channel();
+    let api_server = {
+        let (addr, ca) = (webhook.addr.clone(), webhook.ca());
+        tokio::task::spawn_blocking(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(api_server_reviews(
+                    &addr,
+                    &ca,
+                    ApiServerLoad {
+                        for_how_long: Duration::from_secs(9),
+                        new_connections: false,
+                        pause: Duration::from_millis(100),
+                        first_answered: Some(first_answered),
+                    },
+                ))
+        })
+    };
+    answered_once
         .await
-        .expect("the API server connects");
-    let plain = serde_json::to_vec(&create(claim("plain", None, "1Gi"))).expect("json");
+        .expect("the API server's first review is answered");
     let idle_rss = status_kib(pid, "VmRSS:");
-
     let stop = Arc::new(AtomicBool::new(false));
     let (sent, answered) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let big = Arc::new(big_review());
@@ -132,8 +152,6 @@ async fn a_flood_beyond_the_limits_is_held_in_bounded_memory_while_reviews_are_a
         .collect();
 
     // The API server's reviews during the flood: every one answered, allowed.
-    let flood_started = Instant::now();
-    let (mut ok, mut slowest) = (0, Duration::ZERO);
     let mut peak_connections = 0;
     // The established connections, sampled beside the API server's reviews.
     let sampler = {
@@ -147,31 +165,28 @@ async fn a_flood_beyond_the_limits_is_held_in_bounded_memory_while_reviews_are_a
             peak
         })
     };
-    while flood_started.elapsed() < Duration::from_secs(8) {
-        let started = Instant::now();
-        apiserver
-            .write_all(&request(&plain, true))
-            .await
-            .expect("the API server's review is sent");
-        let status = tokio::time::timeout(Duration::from_secs(10), read_response(&mut apiserver))
-            .await
-            .expect("answered within the API server's patience")
-            .expect("a response");
-        assert_eq!(status, 200);
-        ok += 1;
-        slowest = slowest.max(started.elapsed());
+    while !api_server.is_finished() {
         peak_connections = peak_connections.max(sockets_of(pid));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The API server's reviews during the flood: every one answered, allowed.
+    let (latencies, reconnects) = api_server.await.expect("the API server's client");
+    let (ok, slowest) = (latencies.len(), percentile(&latencies, 1.0));
     stop.store(true, Ordering::Relaxed);
     let peak_established = sampler.await.expect("sampler");
     let peak_rss = status_kib(pid, "VmHWM:");
+    let evicted = metric(
+        &webhook.admin,
+        "pvc_clone_guard_connections_closed_total{reason=\"idle-evicted\"}",
+    )
+    .await;
     for flooder in flooders {
         flooder.abort();
     }
     eprintln!(
         "[limits] {FLOODERS} flooding clients, {} bodies of 4 MiB sent, {} answered; \
-         {ok} API-server reviews answered (slowest {slowest:?}); sockets held by the server at most {peak_connections}, established at most {peak_established}; \
+         {ok} API-server reviews answered (slowest {slowest:?}, {reconnects} kept-alive reconnects; \
+         closed to make room: {evicted}); sockets held by the server at most {peak_connections}, established at most {peak_established}; \
          RSS idle {} MiB, peak {} MiB",
         sent.load(Ordering::Relaxed),
         answered.load(Ordering::Relaxed),
@@ -480,14 +495,26 @@ async fn idle_http2(tcp: TcpStream, config: Arc<rustls::ClientConfig>) {
     drop(sender);
 }
 
+/// How the API server's client sends its reviews.
+struct ApiServerLoad {
+    for_how_long: Duration,
+    /// Every other review on a new TLS connection; otherwise all on the kept-alive one.
+    new_connections: bool,
+    /// Between two reviews.
+    pause: Duration,
+    /// Told once the first review is answered.
+    first_answered: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
 /// A client that behaves like the API server: reviews on a kept-alive connection (a new
-/// one when the server closed the old one while it was idle, as Go's transport does) and
-/// reviews each on a new TLS connection. Returns the latency of every review, in order;
-/// panics on any review not answered with 200.
+/// one when the server closed the old one while it was idle, as Go's transport does) and,
+/// if asked, every other review on a new TLS connection. Returns the latency of every
+/// review, in order, and how often the kept-alive connection was opened again; panics on
+/// any review not answered with 200.
 async fn api_server_reviews(
     addr: &str,
     ca: &std::path::Path,
-    for_how_long: Duration,
+    mut load: ApiServerLoad,
 ) -> (Vec<Duration>, usize) {
     let config = tls_client_alpn(ca, &[b"http/1.1"]);
     let plain = serde_json::to_vec(&create(claim("plain", None, "1Gi"))).expect("json");
@@ -496,10 +523,10 @@ async fn api_server_reviews(
     let mut kept: Option<tokio_rustls::client::TlsStream<TcpStream>> = None;
     let started = Instant::now();
     let mut n = 0u64;
-    while started.elapsed() < for_how_long {
+    while started.elapsed() < load.for_how_long {
         n += 1;
         let begun = Instant::now();
-        let new_connection = n.is_multiple_of(2);
+        let new_connection = load.new_connections && n.is_multiple_of(2);
         let status = tokio::time::timeout(Duration::from_secs(5), async {
             if new_connection {
                 let tcp = TcpStream::connect(addr).await.ok()?;
@@ -541,7 +568,10 @@ async fn api_server_reviews(
             begun.elapsed()
         );
         latencies.push(begun.elapsed());
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        if let Some(first_answered) = load.first_answered.take() {
+            let _ = first_answered.send(());
+        }
+        tokio::time::sleep(load.pause).await;
     }
     (latencies, reconnects)
 }
@@ -598,7 +628,16 @@ async fn sockets_that_make_no_progress_do_not_hold_the_port() {
             .enable_all()
             .build()
             .expect("runtime")
-            .block_on(api_server_reviews(&addr, &api_ca, Duration::from_secs(15)))
+            .block_on(api_server_reviews(
+                &addr,
+                &api_ca,
+                ApiServerLoad {
+                    for_how_long: Duration::from_secs(15),
+                    new_connections: true,
+                    pause: Duration::from_millis(20),
+                    first_answered: None,
+                },
+            ))
     })
     .await
     .expect("the API server's client");
