@@ -9,7 +9,7 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 ITERS=${ITERS:-2000}
 CASES=("$@")
-[ ${#CASES[@]} -gt 0 ] || CASES=(uid-only parse-plain parse-clone plain plain-json-log plain-json-log-writer plain-router plain-text-log clone-allowed clone-json-log clone-denied-3 decide-allowed to-body)
+[ ${#CASES[@]} -gt 0 ] || CASES=(uid-only parse-plain parse-clone plain plain-json-log plain-json-log-writer plain-router plain-service plain-text-log clone-allowed clone-json-log clone-denied-3 decide-allowed to-body)
 command -v valgrind >/dev/null || { echo "valgrind is required (apt-get install valgrind)" >&2; exit 1; }
 
 cd "$REPO"

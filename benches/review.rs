@@ -283,15 +283,18 @@ fn run_case(case: &str, iters: u64) {
         "clone-json-log" => tracing::subscriber::with_default(json_log(), || {
             each(&mut || full_review(&rt, &good, CLONE).len())
         }),
-        "plain-router" => {
-            // The same review posted through the review port's router (routing, the
-            // handler's checks and body read, the response built), without TLS or sockets.
+        "plain-router" | "plain-service" => {
+            // The same review posted through the review port's router, or through the
+            // service production serves (the router with `POST /validate` handed straight
+            // to its handler): the handler's checks and body read, the response built,
+            // without TLS or sockets.
             let webhook = pvc_clone_guard::Webhook::new(
                 std::sync::Arc::new(reviewer(good_facts())),
                 Default::default(),
                 Default::default(),
             );
-            let router = webhook.router();
+            let (router, service) = (webhook.router(), webhook.service());
+            let through_router = case == "plain-router";
             each(&mut || {
                 rt.block_on(async {
                     use tower::ServiceExt;
@@ -300,7 +303,12 @@ fn run_case(case: &str, iters: u64) {
                         .header("content-length", PLAIN.len())
                         .body(axum::body::Body::from(PLAIN))
                         .expect("request");
-                    let response = router.clone().oneshot(request).await.expect("infallible");
+                    let response = if through_router {
+                        router.clone().oneshot(request).await
+                    } else {
+                        service.clone().oneshot(request).await
+                    }
+                    .expect("infallible");
                     axum::body::to_bytes(response.into_body(), usize::MAX)
                         .await
                         .expect("body")

@@ -2,12 +2,12 @@
 //! clones the CSI provisioner would leave Pending forever.
 //!
 //! Data flows one way: `listener` (TLS, limits, drain) -> `server` (one axum router,
-//! `POST /validate`) -> `review` (parse the AdmissionReview, triage, judge) -> `facts`
+//! `POST /validate` handed straight to its handler) -> `review` (parse the AdmissionReview, triage, judge) -> `facts`
 //! (gather what the rules read from the cluster) -> `rules` (pure decision) -> `review`
 //! (verdict to AdmissionResponse).
 //!
 //! [`Webhook::new_from_config`] builds the webhook from a config and a client;
-//! [`Webhook::router`] is the router production serves and the contract tests drive.
+//! [`Webhook::service`] is what production serves and the contract tests drive.
 
 pub mod certs;
 pub mod cli;

@@ -40,7 +40,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::Router;
 use axum::response::Response;
 use hyper::Request;
 use hyper::body::Incoming;
@@ -281,21 +280,48 @@ impl Drop for InFlight {
     }
 }
 
-/// The service of one connection: the port's router, with each request counted in flight.
+/// What the port serves: the review port's service (`server::ReviewPort`), or a router.
+pub trait PortService:
+    tower::Service<
+        Request<Incoming>,
+        Response = Response,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> PortService for S where
+    S: tower::Service<
+            Request<Incoming>,
+            Response = Response,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// The service of one connection: the port's, with each request counted in flight.
 #[derive(Clone)]
-struct Tracked {
-    router: Router,
+struct Tracked<S> {
+    service: S,
     activity: Arc<Activity>,
 }
 
-impl hyper::service::Service<Request<Incoming>> for Tracked {
+impl<S: PortService> hyper::service::Service<Request<Incoming>> for Tracked<S> {
     type Response = Response;
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let in_flight = InFlight::begin(&self.activity);
-        let response = self.router.clone().oneshot(request);
+        let response = self.service.clone().oneshot(request);
         Box::pin(async move {
             let response = response.await;
             drop(in_flight);
@@ -569,8 +595,8 @@ impl Connections {
 }
 
 /// What every connection task shares.
-struct Port {
-    router: Router,
+struct Port<S> {
+    service: S,
     acceptor: TlsAcceptor,
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
@@ -580,15 +606,15 @@ struct Port {
     close: CancellationToken,
 }
 
-/// Serves `router` over TLS until `shutdown` turns true, then drains: no new connections,
+/// Serves `service` over TLS until `shutdown` turns true, then drains: no new connections,
 /// open ones served as usual for `shutdown_grace`, then asked to close (HTTP/1.1 after the
 /// response in progress, HTTP/2 with GOAWAY), idle ones dropped within a second, and
 /// every connection task awaited for up to `drain`.
 #[allow(clippy::too_many_arguments)]
-pub async fn serve(
+pub async fn serve<S: PortService>(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
-    router: Router,
+    service: S,
     timeouts: Timeouts,
     limits: Limits,
     metrics: ListenerMetrics,
@@ -612,7 +638,7 @@ pub async fn serve(
         .initial_connection_window_size(4 * ORDINARY_BYTES as u32)
         .max_header_list_size(ORDINARY_BYTES as u32);
     let port = Arc::new(Port {
-        router,
+        service,
         acceptor: TlsAcceptor::from(tls),
         http1,
         http2,
@@ -715,7 +741,7 @@ impl AcceptFailures {
 /// One accepted socket. Until its first byte it is a small task holding the socket and
 /// no TLS state (a thousand silent sockets cost a few MiB); the handshake and the
 /// connection, tens of KiB, are allocated when that byte arrives.
-async fn connection(stream: TcpStream, peer: SocketAddr, port: Arc<Port>) {
+async fn connection<S: PortService>(stream: TcpStream, peer: SocketAddr, port: Arc<Port<S>>) {
     let connections = &port.connections;
     let accepted = Instant::now();
     let (id, evicted) = connections.enter_pending();
@@ -748,14 +774,14 @@ async fn connection(stream: TcpStream, peer: SocketAddr, port: Arc<Port>) {
     .await;
 }
 
-async fn handshake_and_serve(
+async fn handshake_and_serve<S: PortService>(
     stream: TcpStream,
     peer: SocketAddr,
     id: u64,
     evicted: CancellationToken,
     accepted: Instant,
     deadline: Instant,
-    port: Arc<Port>,
+    port: Arc<Port<S>>,
 ) {
     let connections = &port.connections;
     let metrics = &connections.metrics;
@@ -789,7 +815,7 @@ async fn handshake_and_serve(
         return;
     };
     let service = Tracked {
-        router: port.router.clone(),
+        service: port.service.clone(),
         activity: Arc::clone(&activity),
     };
     let io = TokioIo::new(Watched {
@@ -810,10 +836,10 @@ async fn handshake_and_serve(
 /// Serves one established connection until it ends; closes it when it stays idle too
 /// long, when it is evicted, or when the drain begins (gracefully: HTTP/1.1 after the
 /// response in progress, HTTP/2 with GOAWAY; dropped once idle after [`CLOSE_GRACE`]).
-async fn supervise<C: GracefulConnection>(
+async fn supervise<C: GracefulConnection, S>(
     connection: C,
     activity: &Activity,
-    port: &Port,
+    port: &Port<S>,
 ) -> Result<(), C::Error> {
     tokio::pin!(connection);
     let mut closing: Option<Instant> = None;

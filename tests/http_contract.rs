@@ -1,5 +1,5 @@
 //! The HTTP contract of POST /validate and the admin endpoints, driven in-process through
-//! the routers production serves, `Webhook::router` and `Webhook::admin_router` (no sockets).
+//! what production serves, `Webhook::service` and `Webhook::admin_router` (no sockets).
 
 mod common;
 
@@ -8,13 +8,19 @@ use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use pvc_clone_guard::Webhook;
 use pvc_clone_guard::config::{Action, FailureMode, Policy, RuleId};
+use pvc_clone_guard::facts::StaticFacts;
+use pvc_clone_guard::server::ReviewPort;
 use pvc_clone_guard::server::{Limits, MAX_REVIEW_BYTES, Timeouts};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use common::*;
 
-async fn post_raw(app: axum::Router, content_type: &str, body: Vec<u8>) -> (StatusCode, Vec<u8>) {
+async fn post_raw(
+    app: ReviewPort<StaticFacts>,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (StatusCode, Vec<u8>) {
     let request = Request::post("/validate")
         .header(header::CONTENT_TYPE, content_type)
         .body(Body::from(body))
@@ -31,7 +37,7 @@ async fn post_raw(app: axum::Router, content_type: &str, body: Vec<u8>) -> (Stat
 }
 
 /// Posts a review and returns the HTTP status and the parsed `response` of the review.
-async fn post(app: axum::Router, review: &Value) -> (StatusCode, Value) {
+async fn post(app: ReviewPort<StaticFacts>, review: &Value) -> (StatusCode, Value) {
     let (status, body) = post_raw(
         app,
         "application/json",
@@ -46,7 +52,7 @@ async fn post(app: axum::Router, review: &Value) -> (StatusCode, Value) {
 fn webhook(
     facts: Result<pvc_clone_guard::rules::Facts, String>,
     policy: Policy,
-) -> Webhook<pvc_clone_guard::facts::StaticFacts> {
+) -> Webhook<StaticFacts> {
     Webhook::new(
         reviewer(facts, policy),
         Timeouts::default(),
@@ -54,11 +60,14 @@ fn webhook(
     )
 }
 
-fn app(facts: Result<pvc_clone_guard::rules::Facts, String>, policy: Policy) -> axum::Router {
-    webhook(facts, policy).router()
+fn app(
+    facts: Result<pvc_clone_guard::rules::Facts, String>,
+    policy: Policy,
+) -> ReviewPort<StaticFacts> {
+    webhook(facts, policy).service()
 }
 
-fn default_app() -> axum::Router {
+fn default_app() -> ReviewPort<StaticFacts> {
     app(Ok(good_facts()), Policy::default())
 }
 
@@ -618,7 +627,7 @@ async fn only_post_validate_is_served() {
 async fn admin_endpoints_report_liveness_readiness_and_metrics() {
     let webhook = webhook(Ok(good_facts()), Policy::default());
     let admin = webhook.admin_router();
-    let reviews = webhook.router();
+    let reviews = webhook.service();
     post(
         reviews.clone(),
         &create(claim("clone", Some(claim_source("data")), "1Gi")),
@@ -722,4 +731,91 @@ async fn judged_reviews_carry_audit_annotations_and_skipped_ones_none() {
         plain["response"].get("auditAnnotations").is_none(),
         "{plain}"
     );
+}
+
+/// The service production serves hands `POST /validate` to the router's own handler: the
+/// two answer every request alike (reviews allowed and denied, bodies refused, other
+/// methods and paths).
+#[tokio::test]
+async fn the_served_service_answers_as_the_router_does() {
+    let webhook = webhook(Ok(good_facts()), Policy::default());
+    let review = |object| serde_json::to_vec(&create(object)).expect("json");
+    let requests: Vec<(&str, &str, &str, Vec<u8>)> = vec![
+        (
+            "POST",
+            "/validate",
+            "application/json",
+            review(claim("plain", None, "1Gi")),
+        ),
+        (
+            "POST",
+            "/validate",
+            "application/json",
+            review(claim("clone", Some(claim_source("data")), "1Gi")),
+        ),
+        (
+            "POST",
+            "/validate",
+            "application/json",
+            review(claim("small", Some(claim_source("data")), "1Mi")),
+        ),
+        ("POST", "/validate", "application/json", b"nope".to_vec()),
+        (
+            "POST",
+            "/validate",
+            "text/plain",
+            review(claim("plain", None, "1Gi")),
+        ),
+        (
+            "POST",
+            "/validate?timeout=5s",
+            "application/json",
+            review(claim("q", None, "1Gi")),
+        ),
+        ("GET", "/validate", "application/json", Vec::new()),
+        ("PUT", "/validate", "application/json", Vec::new()),
+        ("POST", "/validate/", "application/json", Vec::new()),
+        ("POST", "/other", "application/json", Vec::new()),
+    ];
+    for (method, path, content_type, body) in requests {
+        let request = || {
+            Request::builder()
+                .method(method)
+                .uri(path)
+                .header(header::CONTENT_TYPE, content_type)
+                .body(Body::from(body.clone()))
+                .expect("request")
+        };
+        let answer = |response: axum::response::Response| async move {
+            let status = response.status();
+            let headers = response.headers().clone();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .expect("body")
+                .to_bytes();
+            // As JSON where it is (the audit annotations are a map: their order varies).
+            let body = serde_json::from_slice::<Value>(&body)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+            (status, headers, body)
+        };
+        let served = answer(
+            webhook
+                .service()
+                .oneshot(request())
+                .await
+                .expect("infallible"),
+        )
+        .await;
+        let routed = answer(
+            webhook
+                .router()
+                .oneshot(request())
+                .await
+                .expect("infallible"),
+        )
+        .await;
+        assert_eq!(served, routed, "{method} {path} ({content_type})");
+    }
 }
