@@ -59,6 +59,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
+use tower::util::BoxCloneSyncService;
 
 /// A body up to this size is "ordinary" (see `server::ORDINARY_REVIEW_BYTES`); the HTTP
 /// buffers are sized for it.
@@ -280,41 +281,18 @@ impl Drop for InFlight {
     }
 }
 
-/// What the port serves: the review port's service (`server::ReviewPort`), or a router.
-pub trait PortService:
-    tower::Service<
-        Request<Incoming>,
-        Response = Response,
-        Error = Infallible,
-        Future: Send + 'static,
-    > + Clone
-    + Send
-    + Sync
-    + 'static
-{
-}
-
-impl<S> PortService for S where
-    S: tower::Service<
-            Request<Incoming>,
-            Response = Response,
-            Error = Infallible,
-            Future: Send + 'static,
-        > + Clone
-        + Send
-        + Sync
-        + 'static
-{
-}
+/// What the port serves (`server::ReviewPort`, or any router), boxed: the listener stays
+/// one plain type.
+pub type PortService = BoxCloneSyncService<Request<Incoming>, Response, Infallible>;
 
 /// The service of one connection: the port's, with each request counted in flight.
 #[derive(Clone)]
-struct Tracked<S> {
-    service: S,
+struct Tracked {
+    service: PortService,
     activity: Arc<Activity>,
 }
 
-impl<S: PortService> hyper::service::Service<Request<Incoming>> for Tracked<S> {
+impl hyper::service::Service<Request<Incoming>> for Tracked {
     type Response = Response;
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
@@ -595,8 +573,8 @@ impl Connections {
 }
 
 /// What every connection task shares.
-struct Port<S> {
-    service: S,
+struct Port {
+    service: PortService,
     acceptor: TlsAcceptor,
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
@@ -611,10 +589,10 @@ struct Port<S> {
 /// response in progress, HTTP/2 with GOAWAY), idle ones dropped within a second, and
 /// every connection task awaited for up to `drain`.
 #[allow(clippy::too_many_arguments)]
-pub async fn serve<S: PortService>(
+pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
-    service: S,
+    service: PortService,
     timeouts: Timeouts,
     limits: Limits,
     metrics: ListenerMetrics,
@@ -741,7 +719,7 @@ impl AcceptFailures {
 /// One accepted socket. Until its first byte it is a small task holding the socket and
 /// no TLS state (a thousand silent sockets cost a few MiB); the handshake and the
 /// connection, tens of KiB, are allocated when that byte arrives.
-async fn connection<S: PortService>(stream: TcpStream, peer: SocketAddr, port: Arc<Port<S>>) {
+async fn connection(stream: TcpStream, peer: SocketAddr, port: Arc<Port>) {
     let connections = &port.connections;
     let accepted = Instant::now();
     let (id, evicted) = connections.enter_pending();
@@ -774,14 +752,14 @@ async fn connection<S: PortService>(stream: TcpStream, peer: SocketAddr, port: A
     .await;
 }
 
-async fn handshake_and_serve<S: PortService>(
+async fn handshake_and_serve(
     stream: TcpStream,
     peer: SocketAddr,
     id: u64,
     evicted: CancellationToken,
     accepted: Instant,
     deadline: Instant,
-    port: Arc<Port<S>>,
+    port: Arc<Port>,
 ) {
     let connections = &port.connections;
     let metrics = &connections.metrics;
@@ -836,10 +814,10 @@ async fn handshake_and_serve<S: PortService>(
 /// Serves one established connection until it ends; closes it when it stays idle too
 /// long, when it is evicted, or when the drain begins (gracefully: HTTP/1.1 after the
 /// response in progress, HTTP/2 with GOAWAY; dropped once idle after [`CLOSE_GRACE`]).
-async fn supervise<C: GracefulConnection, S>(
+async fn supervise<C: GracefulConnection>(
     connection: C,
     activity: &Activity,
-    port: &Port<S>,
+    port: &Port,
 ) -> Result<(), C::Error> {
     tokio::pin!(connection);
     let mut closing: Option<Instant> = None;

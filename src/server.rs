@@ -147,7 +147,7 @@ impl<F: FactSource> Webhook<F> {
         crate::listener::serve(
             listener,
             tls,
-            self.service(),
+            tower::util::BoxCloneSyncService::new(self.service()),
             self.timeouts,
             self.limits,
             metrics,

@@ -207,16 +207,21 @@ pub(super) fn delivered_key<W: Resource>(object: &W) -> Option<Box<str>> {
 /// go to the API server) until the watch delivers again. An object that cannot be read is
 /// skipped and counted; the watch goes on.
 pub(super) fn spawn_watch<W, T>(
-    api: Api<W>,
-    cache: Arc<Cache<T>>,
+    client: &kube::Client,
+    cache: &Arc<Cache<T>>,
     // `None`: not worth keeping (and removed if it was kept).
     slim: fn(W::Object) -> Option<T>,
-    metrics: Metrics,
+    metrics: &Metrics,
     options: WatchOptions,
 ) where
     W: Delivered,
     T: Send + Sync + 'static,
 {
+    let (api, cache, metrics) = (
+        Api::<W>::all(client.clone()),
+        Arc::clone(cache),
+        metrics.clone(),
+    );
     metrics.set_cache_synced(cache.resource, false);
     metrics.watch_started(cache.resource);
     let resource = cache.resource;

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::Client;
-use kube::api::Api;
 use kube::core::DeserializeGuard;
 
 use super::cache::{Cache, Listed, spawn_watch};
@@ -100,25 +99,21 @@ impl ClusterFacts {
             started: Instant::now(),
             sync_wait: options.sync_wait,
         };
-        spawn_watch(
-            Api::<ClaimObject>::all(facts.client.clone()),
-            facts.claims.clone(),
-            |claim| Some(claim.slim()),
-            metrics.clone(),
+        let client = &facts.client;
+        spawn_watch::<ClaimObject, _>(client, &facts.claims, |c| Some(c.slim()), &metrics, options);
+        spawn_watch::<VolumeObject, _>(
+            client,
+            &facts.volumes,
+            |v| Some(v.slim()),
+            &metrics,
             options,
         );
-        spawn_watch(
-            Api::<VolumeObject>::all(facts.client.clone()),
-            facts.volumes.clone(),
-            |pv| Some(pv.slim()),
-            metrics.clone(),
-            options,
-        );
-        spawn_watch(
-            Api::<DeserializeGuard<StorageClass>>::all(facts.client.clone()),
-            facts.classes.clone(),
-            |sc| Some(slim_class(sc)),
-            metrics.clone(),
+        let slim = |class| Some(slim_class(class));
+        spawn_watch::<DeserializeGuard<StorageClass>, _>(
+            client,
+            &facts.classes,
+            slim,
+            &metrics,
             options,
         );
         if let Some(pods) = &facts.pods {
@@ -132,11 +127,17 @@ impl ClusterFacts {
             // waits for (BENCHMARKS.md, scale: listed at the same time as them, 50,000
             // realistic pods made readiness 8-13 s instead of 4.7 s). Not synced meanwhile.
             metrics.set_cache_synced(pods.resource, false);
-            let (until_ready, api) = (facts.until_ready(), Api::all(facts.client.clone()));
+            let (until_ready, client) = (facts.until_ready(), facts.client.clone());
             let (pods, metrics) = (pods.clone(), metrics.clone());
             tokio::spawn(async move {
                 until_ready.await;
-                spawn_watch::<PodClaims, _>(api, pods, PodClaims::into_use, metrics, pod_pages);
+                spawn_watch::<PodClaims, _>(
+                    &client,
+                    &pods,
+                    PodClaims::into_use,
+                    &metrics,
+                    pod_pages,
+                );
             });
         }
         facts.spawn_sync_deadline();

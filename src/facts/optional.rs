@@ -5,7 +5,6 @@
 use std::fmt::Debug;
 use std::sync::Arc;
 
-use kube::api::Api;
 use kube::core::DeserializeGuard;
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
@@ -88,13 +87,7 @@ impl Watching {
         K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + 'static,
         T: Send + Sync + 'static,
     {
-        spawn_watch(
-            Api::<DeserializeGuard<K>>::all(client.clone()),
-            Arc::clone(cache),
-            slim,
-            self.metrics.clone(),
-            self.options,
-        );
+        spawn_watch::<DeserializeGuard<K>, _>(client, cache, slim, &self.metrics, self.options);
     }
 
     /// Starts, in whatever version is served, the watch of every `K` into a new cache of

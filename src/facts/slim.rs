@@ -371,42 +371,50 @@ struct VolumeStatusWire {
     phase: Option<String>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
-struct VolumeSpecWire {
-    #[serde(deserialize_with = "lenient_some")]
-    claim_ref: Option<ClaimRefWire>,
-    #[serde(deserialize_with = "lenient_string")]
-    volume_mode: Option<String>,
-    #[serde(deserialize_with = "lenient_string")]
-    storage_class_name: Option<String>,
-    #[serde(deserialize_with = "lenient_some")]
-    node_affinity: Option<NodeAffinityWire>,
-    #[serde(deserialize_with = "lenient_some")]
-    csi: Option<CsiWire>,
-    // The other volume sources, as written in YAML: only whether one is set is read.
-    host_path: Option<IgnoredAny>,
-    local: Option<IgnoredAny>,
-    nfs: Option<IgnoredAny>,
-    flex_volume: Option<IgnoredAny>,
-    aws_elastic_block_store: Option<IgnoredAny>,
-    gce_persistent_disk: Option<IgnoredAny>,
-    azure_disk: Option<IgnoredAny>,
-    azure_file: Option<IgnoredAny>,
-    vsphere_volume: Option<IgnoredAny>,
-    cinder: Option<IgnoredAny>,
-    cephfs: Option<IgnoredAny>,
-    rbd: Option<IgnoredAny>,
-    iscsi: Option<IgnoredAny>,
-    fc: Option<IgnoredAny>,
-    glusterfs: Option<IgnoredAny>,
-    portworx_volume: Option<IgnoredAny>,
-    #[serde(rename = "scaleIO")]
-    scale_io: Option<IgnoredAny>,
-    storageos: Option<IgnoredAny>,
-    quobyte: Option<IgnoredAny>,
-    flocker: Option<IgnoredAny>,
-    photon_persistent_disk: Option<IgnoredAny>,
+/// The volume's spec, with each volume source other than CSI named once: its field and,
+/// as written in YAML, what [`VolumeSpecWire::plugin`] says.
+macro_rules! volume_spec_wire {
+    ($($source:ident: $yaml:literal),* $(,)?) => {
+        #[derive(Clone, Debug, Default, Deserialize)]
+        #[serde(default, rename_all = "camelCase")]
+        struct VolumeSpecWire {
+            #[serde(deserialize_with = "lenient_some")]
+            claim_ref: Option<ClaimRefWire>,
+            #[serde(deserialize_with = "lenient_string")]
+            volume_mode: Option<String>,
+            #[serde(deserialize_with = "lenient_string")]
+            storage_class_name: Option<String>,
+            #[serde(deserialize_with = "lenient_some")]
+            node_affinity: Option<NodeAffinityWire>,
+            #[serde(deserialize_with = "lenient_some")]
+            csi: Option<CsiWire>,
+            // The other volume sources: only whether one is set is read.
+            $(#[serde(rename = $yaml)] $source: Option<IgnoredAny>,)*
+        }
+
+        impl VolumeSpecWire {
+            /// The name of the volume source that is set, as written in YAML.
+            fn plugin(&self) -> &'static str {
+                if self.csi.is_some() {
+                    return "csi";
+                }
+                $(if self.$source.is_some() {
+                    return $yaml;
+                })*
+                ""
+            }
+        }
+    };
+}
+
+volume_spec_wire! {
+    host_path: "hostPath", local: "local", nfs: "nfs", flex_volume: "flexVolume",
+    aws_elastic_block_store: "awsElasticBlockStore", gce_persistent_disk: "gcePersistentDisk",
+    azure_disk: "azureDisk", azure_file: "azureFile", vsphere_volume: "vsphereVolume",
+    cinder: "cinder", cephfs: "cephfs", rbd: "rbd", iscsi: "iscsi", fc: "fc",
+    glusterfs: "glusterfs", portworx_volume: "portworxVolume", scale_io: "scaleIO",
+    storageos: "storageos", quobyte: "quobyte", flocker: "flocker",
+    photon_persistent_disk: "photonPersistentDisk",
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -502,46 +510,6 @@ impl VolumeObject {
             node_affinity: TOPOLOGIES.get(&terms),
             storage_class: spec.storage_class_name.as_deref().map(shared),
         }
-    }
-}
-
-impl VolumeSpecWire {
-    /// The name of the volume source that is set, as written in YAML.
-    fn plugin(&self) -> &'static str {
-        let plugins = [
-            ("csi", self.csi.is_some()),
-            ("hostPath", self.host_path.is_some()),
-            ("local", self.local.is_some()),
-            ("nfs", self.nfs.is_some()),
-            ("flexVolume", self.flex_volume.is_some()),
-            (
-                "awsElasticBlockStore",
-                self.aws_elastic_block_store.is_some(),
-            ),
-            ("gcePersistentDisk", self.gce_persistent_disk.is_some()),
-            ("azureDisk", self.azure_disk.is_some()),
-            ("azureFile", self.azure_file.is_some()),
-            ("vsphereVolume", self.vsphere_volume.is_some()),
-            ("cinder", self.cinder.is_some()),
-            ("cephfs", self.cephfs.is_some()),
-            ("rbd", self.rbd.is_some()),
-            ("iscsi", self.iscsi.is_some()),
-            ("fc", self.fc.is_some()),
-            ("glusterfs", self.glusterfs.is_some()),
-            ("portworxVolume", self.portworx_volume.is_some()),
-            ("scaleIO", self.scale_io.is_some()),
-            ("storageos", self.storageos.is_some()),
-            ("quobyte", self.quobyte.is_some()),
-            ("flocker", self.flocker.is_some()),
-            (
-                "photonPersistentDisk",
-                self.photon_persistent_disk.is_some(),
-            ),
-        ];
-        plugins
-            .into_iter()
-            .find(|(_, set)| *set)
-            .map_or("", |(name, _)| name)
     }
 }
 

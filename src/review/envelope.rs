@@ -154,42 +154,37 @@ struct WireGroupVersionResource {
 }
 
 /// A JSON string, checked (UTF-8 included) and not kept.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(super) struct WireStr;
-
-impl<'de> Deserialize<'de> for WireStr {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct StrVisitor;
-        impl<'de> Visitor<'de> for StrVisitor {
-            type Value = WireStr;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<WireStr, E> {
-                Ok(WireStr)
-            }
-        }
-        deserializer.deserialize_str(StrVisitor)
-    }
-}
+pub(super) type WireStr = Checked<false>;
 
 /// A JSON object (as k8s-openapi's `UserInfo` requires), skipped without being built.
-struct WireObject;
+type WireObject = Checked<true>;
 
-impl<'de> Deserialize<'de> for WireObject {
+/// A JSON value of the required type (an object if `OBJECT`, else a string), checked and
+/// not kept: what kube's types require of a field the webhook does not read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) struct Checked<const OBJECT: bool>;
+
+impl<'de, const OBJECT: bool> Deserialize<'de> for Checked<OBJECT> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ObjectVisitor;
-        impl<'de> Visitor<'de> for ObjectVisitor {
-            type Value = WireObject;
+        struct CheckedVisitor<const OBJECT: bool>;
+        impl<'de, const OBJECT: bool> Visitor<'de> for CheckedVisitor<OBJECT> {
+            type Value = Checked<OBJECT>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("UserInfo")
+                f.write_str(if OBJECT { "UserInfo" } else { "a string" })
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<WireObject, A::Error> {
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(Checked)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(WireObject)
+                Ok(Checked)
             }
         }
-        deserializer.deserialize_map(ObjectVisitor)
+        if OBJECT {
+            deserializer.deserialize_map(CheckedVisitor)
+        } else {
+            deserializer.deserialize_str(CheckedVisitor)
+        }
     }
 }
 
