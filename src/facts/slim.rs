@@ -546,7 +546,28 @@ pub fn slim_class(class: StorageClass) -> ClassInfo {
 
 #[cfg(test)]
 mod tests {
-    use super::PodUse;
+    use super::{PodUse, VolumeObject};
+
+    #[test]
+    fn a_volume_says_which_source_it_uses_as_written_in_yaml() {
+        let cases = [
+            ("csi", "csi"),
+            ("hostPath", "hostPath"),
+            ("nfs", "nfs"),
+            ("awsElasticBlockStore", "awsElasticBlockStore"),
+            ("scaleIO", "scaleIO"),
+            ("photonPersistentDisk", "photonPersistentDisk"),
+            ("somethingNew", ""),
+        ];
+        for (source, plugin) in cases {
+            let volume: VolumeObject = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "pv-1"},
+                "spec": {"capacity": {"storage": "1Gi"}, source: {"path": "/x"}},
+            }))
+            .expect("a volume");
+            assert_eq!(&*volume.slim().plugin, plugin, "spec.{source}");
+        }
+    }
 
     #[test]
     fn a_pod_use_is_its_name_and_claims_in_one_block() {
