@@ -30,6 +30,9 @@ use crate::review::{self, Reviewer};
 
 pub use crate::listener::{Limits, Timeouts};
 
+/// The review port's one route.
+const VALIDATE: &str = "/validate";
+
 /// Reviews carry the object and the old object, each up to ~1.5 MiB.
 pub const MAX_REVIEW_BYTES: usize = 4 * 1024 * 1024;
 
@@ -102,7 +105,7 @@ impl<F: FactSource> Webhook<F> {
     /// The review port's routes: `POST /validate`; anything else is axum's 404 or 405.
     pub fn router(&self) -> Router {
         Router::new()
-            .route("/validate", post(validate::<F>))
+            .route(VALIDATE, post(validate::<F>))
             .with_state(self.reviews.clone())
     }
 
@@ -207,7 +210,7 @@ impl<F> Clone for ReviewState<F> {
 /// requests its `/validate` route takes (`POST` to that path) handed to the same handler
 /// without the router's matching, boxed route and method router in between. Why: served
 /// through the router alone, plain reviews measured 0.59× of the limit server, under SPEC
-/// §7's 0.6× floor; this saves 3.3k of the router's 11.0k instructions per review
+/// §7's 0.6× floor; this saves 2.7k of the router's 11.0k instructions per review
 /// (`benches/instructions.sh`: `plain-router` against `plain-service`; BENCHMARKS.md).
 pub struct ReviewPort<F> {
     reviews: ReviewState<F>,
@@ -227,7 +230,7 @@ impl<F> Clone for ReviewPort<F> {
 impl<F, B> tower::Service<axum::http::Request<B>> for ReviewPort<F>
 where
     F: FactSource,
-    B: axum::body::HttpBody<Data = Bytes> + Send + 'static,
+    B: HttpBody<Data = Bytes> + Send + 'static,
     B::Error: Into<axum::BoxError>,
 {
     type Response = Response;
@@ -240,7 +243,7 @@ where
 
     fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
         let request = request.map(Body::new);
-        if request.method() == Method::POST && request.uri().path() == "/validate" {
+        if request.method() == Method::POST && request.uri().path() == VALIDATE {
             let state = self.reviews.clone();
             Box::pin(async move {
                 let mut response = validate(State(state), request).await;
