@@ -3,7 +3,7 @@
 
 mod common;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use pvc_clone_guard::Webhook;
@@ -16,6 +16,18 @@ use tower::ServiceExt;
 
 use common::*;
 
+/// A response's status, headers and body.
+async fn answer(response: axum::response::Response) -> (StatusCode, header::HeaderMap, Bytes) {
+    let (status, headers) = (response.status(), response.headers().clone());
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (status, headers, body)
+}
+
 async fn post_raw(
     app: ReviewPort<StaticFacts>,
     content_type: &str,
@@ -25,15 +37,8 @@ async fn post_raw(
         .header(header::CONTENT_TYPE, content_type)
         .body(Body::from(body))
         .expect("request");
-    let response = app.oneshot(request).await.expect("infallible");
-    let status = response.status();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    (status, bytes.to_vec())
+    let (status, _, body) = answer(app.oneshot(request).await.expect("infallible")).await;
+    (status, body.to_vec())
 }
 
 /// Posts a review and returns the HTTP status and the parsed `response` of the review.
@@ -786,36 +791,19 @@ async fn the_served_service_answers_as_the_router_does() {
                 .body(Body::from(body.clone()))
                 .expect("request")
         };
-        let answer = |response: axum::response::Response| async move {
-            let status = response.status();
-            let headers = response.headers().clone();
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .expect("body")
-                .to_bytes();
+        let json = |(status, headers, body): (StatusCode, header::HeaderMap, Bytes)| {
             // As JSON where it is (the audit annotations are a map: their order varies).
             let body = serde_json::from_slice::<Value>(&body)
                 .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
             (status, headers, body)
         };
-        let served = answer(
-            webhook
-                .service()
-                .oneshot(request())
-                .await
-                .expect("infallible"),
-        )
-        .await;
-        let routed = answer(
-            webhook
-                .router()
-                .oneshot(request())
-                .await
-                .expect("infallible"),
-        )
-        .await;
-        assert_eq!(served, routed, "{method} {path} ({content_type})");
+        let (service, router) = (webhook.service(), webhook.router());
+        let served = answer(service.oneshot(request()).await.expect("infallible")).await;
+        let routed = answer(router.oneshot(request()).await.expect("infallible")).await;
+        assert_eq!(
+            json(served),
+            json(routed),
+            "{method} {path} ({content_type})"
+        );
     }
 }

@@ -95,25 +95,16 @@ async fn a_flood_beyond_the_limits_is_held_in_bounded_memory_while_reviews_are_a
     // process of its own (the flood's tasks must not delay it), its kept-alive connection
     // open and answered before the flood, as a real one would be.
     let (first_answered, answered_once) = tokio::sync::oneshot::channel();
-    let api_server = {
-        let (addr, ca) = (webhook.addr.clone(), webhook.ca());
-        tokio::task::spawn_blocking(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime")
-                .block_on(api_server_reviews(
-                    &addr,
-                    &ca,
-                    ApiServerLoad {
-                        for_how_long: Duration::from_secs(9),
-                        new_connections: false,
-                        pause: Duration::from_millis(100),
-                        first_answered: Some(first_answered),
-                    },
-                ))
-        })
-    };
+    let api_server = api_server_client(
+        webhook.addr.clone(),
+        webhook.ca(),
+        ApiServerLoad {
+            for_how_long: Duration::from_secs(9),
+            new_connections: false,
+            pause: Duration::from_millis(100),
+            first_answered: Some(first_answered),
+        },
+    );
     answered_once
         .await
         .expect("the API server's first review is answered");
@@ -495,6 +486,22 @@ async fn idle_http2(tcp: TcpStream, config: Arc<rustls::ClientConfig>) {
     drop(sender);
 }
 
+/// [`api_server_reviews`] on a thread and runtime of its own, as the API server is a process
+/// of its own: a flood's tasks on the test's runtime do not delay it.
+fn api_server_client(
+    addr: String,
+    ca: std::path::PathBuf,
+    load: ApiServerLoad,
+) -> tokio::task::JoinHandle<(Vec<Duration>, usize)> {
+    tokio::task::spawn_blocking(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(api_server_reviews(&addr, &ca, load))
+    })
+}
+
 /// How the API server's client sends its reviews.
 struct ApiServerLoad {
     for_how_long: Duration,
@@ -620,25 +627,17 @@ async fn sockets_that_make_no_progress_do_not_hold_the_port() {
         gauge(&webhook.admin, "pending").await,
         gauge(&webhook.admin, "established").await,
     );
-    // On a thread and runtime of its own, as the API server is a process of its own: the
-    // flood's 1,600 tasks must not delay its client.
-    let (addr, api_ca) = (webhook.addr.clone(), ca.clone());
-    let (latencies, reconnects) = tokio::task::spawn_blocking(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime")
-            .block_on(api_server_reviews(
-                &addr,
-                &api_ca,
-                ApiServerLoad {
-                    for_how_long: Duration::from_secs(15),
-                    new_connections: true,
-                    pause: Duration::from_millis(20),
-                    first_answered: None,
-                },
-            ))
-    })
+    // The flood's 1,600 tasks must not delay the API server's client.
+    let (latencies, reconnects) = api_server_client(
+        webhook.addr.clone(),
+        ca.clone(),
+        ApiServerLoad {
+            for_how_long: Duration::from_secs(15),
+            new_connections: true,
+            pause: Duration::from_millis(20),
+            first_answered: None,
+        },
+    )
     .await
     .expect("the API server's client");
     let (pending_late, established_late) = (
