@@ -108,11 +108,10 @@ impl ClusterFacts {
             &metrics,
             options,
         );
-        let slim = |class| Some(slim_class(class));
         spawn_watch::<DeserializeGuard<StorageClass>, _>(
             client,
             &facts.classes,
-            slim,
+            |class| Some(slim_class(class)),
             &metrics,
             options,
         );

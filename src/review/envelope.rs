@@ -190,7 +190,7 @@ impl<'de, const OBJECT: bool> Deserialize<'de> for Checked<OBJECT> {
 
 /// Parses a review body; every failure is a [`ReviewError`], never a panic.
 pub fn parse(body: &[u8]) -> Result<ReviewRequest, ReviewError> {
-    // UTF-8 checked once for the whole body (SIMD-fast), not string by string as
+    // UTF-8 checked once for the whole body (one fast scan), not string by string as
     // `from_slice` does; a body that is not UTF-8 is read as before, for the same error.
     let parsed = match std::str::from_utf8(body) {
         Ok(text) => serde_json::from_str(text),
